@@ -1,0 +1,33 @@
+//! stk-core: the types every other stk crate speaks.
+//!
+//! * [`Tensor`]: shape + [`DType`] + host bytes, either owned or borrowed from a memory-mapped
+//!   safetensors file (no copy at load).
+//! * [`safetensors`](crate::st): read ([`SafetensorsFile`]) and atomic write ([`write_safetensors`]).
+//! * Batch layouts for pooling ([`PaddedBatch`], [`VarlenBatch`]) and for embedding bags
+//!   ([`TokenBags`]): validated once at construction so that every consumer (CPU loops, CUDA
+//!   kernels) can index without bounds surprises.
+//! * [`Error`]: one typed error for the whole workspace.
+//!
+//! `unsafe` is allowed only in `st.rs` (the mmap); everything else denies it.
+#![deny(unsafe_code)]
+
+mod batch;
+mod device;
+mod dtype;
+mod error;
+mod pooling_mode;
+mod shape;
+mod st;
+mod tensor;
+
+pub use batch::{PaddedBatch, TokenBags, VarlenBatch};
+pub use device::Device;
+pub use dtype::{DType, Element};
+pub use error::{Error, Result};
+pub use pooling_mode::{PoolingMode, PoolingSpec};
+pub use shape::Shape;
+pub use st::{write_file_atomic, write_safetensors, SafetensorsFile};
+pub use tensor::Tensor;
+
+/// Re-exported so that downstream crates use the same `half` version.
+pub use half::{bf16, f16};

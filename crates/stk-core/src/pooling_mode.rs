@@ -1,0 +1,107 @@
+use crate::{Error, Result};
+use std::fmt;
+use std::str::FromStr;
+
+/// One pooling strategy of the reference `Pooling` module. A pooling layer computes a list
+/// of them and concatenates the results in list order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PoolingMode {
+    Cls,
+    Max,
+    Mean,
+    MeanSqrtLenTokens,
+    WeightedMean,
+    LastToken,
+}
+
+impl PoolingMode {
+    pub const ALL: [PoolingMode; 6] = [
+        PoolingMode::Cls,
+        PoolingMode::Max,
+        PoolingMode::Mean,
+        PoolingMode::MeanSqrtLenTokens,
+        PoolingMode::WeightedMean,
+        PoolingMode::LastToken,
+    ];
+
+    /// The reference's spelling (`mean_sqrt_len_tokens`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolingMode::Cls => "cls",
+            PoolingMode::Max => "max",
+            PoolingMode::Mean => "mean",
+            PoolingMode::MeanSqrtLenTokens => "mean_sqrt_len_tokens",
+            PoolingMode::WeightedMean => "weightedmean",
+            PoolingMode::LastToken => "lasttoken",
+        }
+    }
+
+    /// Parse a comma-separated list such as `cls,max,mean` (order kept, must not be empty).
+    pub fn parse_list(s: &str) -> Result<Vec<PoolingMode>> {
+        let modes = s
+            .split(',')
+            .map(|m| m.trim().parse())
+            .collect::<Result<Vec<PoolingMode>>>()?;
+        Ok(modes)
+    }
+}
+
+impl FromStr for PoolingMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        PoolingMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| Error::UnknownPoolingMode(s.to_string()))
+    }
+}
+
+impl fmt::Display for PoolingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a pooling layer computes: the modes (output concatenated in this order) and the
+/// prompt to leave out. `prompt_length: Some(p)` with `p > 0` is the reference's
+/// `include_prompt = false` with that prompt length; `None` or `Some(0)` includes everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolingSpec {
+    pub modes: Vec<PoolingMode>,
+    pub prompt_length: Option<usize>,
+}
+
+impl PoolingSpec {
+    pub fn new(modes: Vec<PoolingMode>) -> Result<Self> {
+        if modes.is_empty() {
+            return Err(Error::invalid("a pooling layer needs at least one mode"));
+        }
+        Ok(PoolingSpec {
+            modes,
+            prompt_length: None,
+        })
+    }
+    pub fn with_prompt_length(mut self, p: Option<usize>) -> Self {
+        self.prompt_length = p;
+        self
+    }
+    /// Number of positions excluded at the start of each sequence.
+    pub fn excluded_prompt(&self) -> usize {
+        self.prompt_length.unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn parses_lists() {
+        assert_eq!(
+            PoolingMode::parse_list("cls,max,mean_sqrt_len_tokens").unwrap(),
+            vec![PoolingMode::Cls, PoolingMode::Max, PoolingMode::MeanSqrtLenTokens]
+        );
+        assert!(matches!(PoolingMode::parse_list("mean,avg"), Err(Error::UnknownPoolingMode(m)) if m == "avg"));
+        assert!(PoolingMode::parse_list("").is_err());
+        assert!(PoolingSpec::new(vec![]).is_err());
+    }
+}

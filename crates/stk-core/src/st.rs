@@ -1,0 +1,191 @@
+//! safetensors I/O. Reading memory-maps the file and hands out tensors that borrow the map;
+//! writing goes through a temporary file in the target folder and a rename, so a failed run
+//! never leaves a partial output behind.
+#![allow(unsafe_code)] // the mmap below is the one unsafe operation of this crate
+
+use crate::{DType, Error, Result, Shape, Tensor};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An opened, validated safetensors file.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    map: Arc<memmap2::Mmap>,
+    entries: BTreeMap<String, (DType, Shape, Range<usize>)>,
+}
+
+impl SafetensorsFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let bad = |reason: String| Error::Safetensors {
+            path: path.clone(),
+            reason,
+        };
+        if len < 8 {
+            return Err(bad(format!("the file has {len} bytes, fewer than the 8-byte header length")));
+        }
+        // SAFETY: the map is read-only. Like every mmap reader, we assume no other process
+        // truncates the file while it is mapped (model folders are not written in place).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let map = Arc::new(map);
+        let st = safetensors::SafeTensors::deserialize(&map[..]).map_err(|e| bad(e.to_string()))?;
+        let base = map.as_ptr() as usize;
+        let mut entries = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let dtype = DType::from_st(view.dtype()).ok_or_else(|| {
+                bad(format!("tensor `{name}` has dtype {:?}, which stk does not read", view.dtype()))
+            })?;
+            let shape = Shape::new(view.shape().to_vec());
+            let start = view.data().as_ptr() as usize - base;
+            let range = start..start + view.data().len();
+            entries.insert(name, (dtype, shape, range));
+        }
+        Ok(SafetensorsFile { path, map, entries })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Tensor names in sorted order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(|s| s.as_str())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The tensor `name`, borrowing the map when its bytes are aligned for its dtype
+    /// (otherwise copied once into aligned memory).
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        self.get_opt(name)?.ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+            path: self.path.clone(),
+            available: {
+                let v: Vec<_> = self.names().collect();
+                if v.is_empty() { "no tensors".into() } else { v.join(", ") }
+            },
+        })
+    }
+
+    pub fn get_opt(&self, name: &str) -> Result<Option<Tensor>> {
+        let Some((dtype, shape, range)) = self.entries.get(name) else {
+            return Ok(None);
+        };
+        let aligned = (self.map.as_ptr() as usize + range.start) % dtype.size_in_bytes() == 0;
+        Ok(Some(if aligned {
+            Tensor::mapped(shape.clone(), *dtype, self.map.clone(), range.clone())
+        } else {
+            Tensor::from_bytes(shape.clone(), *dtype, &self.map[range.clone()])?
+        }))
+    }
+}
+
+/// Write `tensors` to `path` atomically (temporary file + rename).
+pub fn write_safetensors(path: impl AsRef<Path>, tensors: &[(&str, &Tensor)]) -> Result<()> {
+    let path = path.as_ref();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            safetensors::tensor::TensorView::new(t.dtype().to_st(), t.dims().to_vec(), t.bytes())
+                .map(|v| (name.to_string(), v))
+                .map_err(|e| Error::invalid(format!("tensor `{name}`: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, &None)
+        .map_err(|e| Error::invalid(format!("serializing {}: {e}", path.display())))?;
+    write_file_atomic(path, |w| w.write_all(&bytes).map_err(|e| Error::io(path, e)))
+}
+
+/// Create `path` through a temporary file in the same folder, renamed into place only when
+/// `fill` succeeds; on any error nothing is left at `path` (nor a temporary file).
+pub fn write_file_atomic(
+    path: impl AsRef<Path>,
+    fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<()>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("output path `{}` has no file name", path.display())))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "the output folder does not exist"),
+        ));
+    }
+    let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut w = std::io::BufWriter::new(file);
+        fill(&mut w)?;
+        let file = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+
+    #[test]
+    fn write_then_read_borrows_the_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.safetensors");
+        let a = Tensor::from_slice([2, 2], &[1.0f32, 2.0, 3.0, 4.0]).unwrap();
+        let b = Tensor::from_slice([3], &[f16::ONE, f16::ZERO, f16::NEG_ONE]).unwrap();
+        write_safetensors(&p, &[("a", &a), ("b", &b)]).unwrap();
+        let f = SafetensorsFile::open(&p).unwrap();
+        assert_eq!(f.names().collect::<Vec<_>>(), ["a", "b"]);
+        let ra = f.get("a").unwrap();
+        assert!(ra.is_mapped());
+        assert_eq!(ra.as_slice::<f32>().unwrap(), a.as_slice::<f32>().unwrap());
+        assert_eq!(f.get("b").unwrap().dtype(), DType::F16);
+        let err = f.get("c").unwrap_err().to_string();
+        assert!(err.contains("`c` not found") && err.contains("a, b"), "{err}");
+    }
+
+    #[test]
+    fn malformed_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: &[(&str, &[u8])] = &[
+            ("empty", b""),
+            ("short", b"\x01\x02"),
+            ("absurd_header", &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, b'{']),
+            ("not_json", b"\x04\x00\x00\x00\x00\x00\x00\x00abcd"),
+        ];
+        for (name, bytes) in cases {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            let e = SafetensorsFile::open(&p).err().unwrap_or_else(|| panic!("{name} opened"));
+            assert!(matches!(e, Error::Safetensors { .. }), "{name}: {e}");
+        }
+        assert!(matches!(SafetensorsFile::open(dir.path().join("missing")), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn atomic_write_leaves_nothing_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.bin");
+        let r = write_file_atomic(&p, |_| Err(Error::invalid("boom")));
+        assert!(r.is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let missing = dir.path().join("nope").join("out.bin");
+        assert!(matches!(write_file_atomic(&missing, |_| Ok(())), Err(Error::Io { .. })));
+    }
+}

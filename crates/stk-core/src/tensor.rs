@@ -1,0 +1,236 @@
+use crate::{DType, Element, Error, Result, Shape};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// A dense, row-major tensor on the host.
+///
+/// Cloning is cheap (the bytes are shared). Storage is either owned (8-byte aligned, so any
+/// element type can be viewed in place) or a range of a memory-mapped safetensors file, which
+/// is how model tables stay in their stored dtype without a copy.
+#[derive(Clone)]
+pub struct Tensor {
+    shape: Shape,
+    dtype: DType,
+    buf: Buffer,
+}
+
+#[derive(Clone)]
+enum Buffer {
+    /// `u64` words give 8-byte alignment; `len` is the byte length actually used.
+    Owned { words: Arc<Vec<u64>>, len: usize },
+    /// Bytes `range` of a mapped file, already checked to be aligned for the dtype.
+    Mapped { map: Arc<memmap2::Mmap>, range: Range<usize> },
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.buf {
+            Buffer::Owned { .. } => "owned",
+            Buffer::Mapped { .. } => "mapped",
+        };
+        write!(f, "Tensor({}, {}, {kind})", self.dtype, self.shape)
+    }
+}
+
+impl Tensor {
+    /// Own a copy of `bytes` as a tensor of `dtype` and `shape`.
+    pub fn from_bytes(shape: impl Into<Shape>, dtype: DType, bytes: &[u8]) -> Result<Self> {
+        let shape = shape.into();
+        let want = shape
+            .checked_numel()
+            .and_then(|n| n.checked_mul(dtype.size_in_bytes()))
+            .ok_or_else(|| Error::shape("tensor", "a shape whose size fits in memory", shape.dims()))?;
+        if want != bytes.len() {
+            return Err(Error::invalid(format!(
+                "{} bytes do not hold a {dtype} tensor of shape {shape} ({want} bytes)",
+                bytes.len()
+            )));
+        }
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        Ok(Tensor {
+            shape,
+            dtype,
+            buf: Buffer::Owned {
+                words: Arc::new(words),
+                len: bytes.len(),
+            },
+        })
+    }
+
+    /// A tensor holding `data` with `shape` (element count must match).
+    pub fn from_slice<T: Element>(shape: impl Into<Shape>, data: &[T]) -> Result<Self> {
+        Self::from_bytes(shape, T::DTYPE, bytemuck::cast_slice(data))
+    }
+
+    /// Same as [`Tensor::from_slice`], taking the vector (kept for call-site clarity).
+    pub fn from_vec<T: Element>(shape: impl Into<Shape>, data: Vec<T>) -> Result<Self> {
+        Self::from_slice(shape, &data)
+    }
+
+    pub fn zeros(shape: impl Into<Shape>, dtype: DType) -> Result<Self> {
+        let shape = shape.into();
+        let n = shape
+            .checked_numel()
+            .and_then(|n| n.checked_mul(dtype.size_in_bytes()))
+            .ok_or_else(|| Error::shape("tensor", "a shape whose size fits in memory", shape.dims()))?;
+        Ok(Tensor {
+            shape,
+            dtype,
+            buf: Buffer::Owned {
+                words: Arc::new(vec![0u64; n.div_ceil(8)]),
+                len: n,
+            },
+        })
+    }
+
+    pub(crate) fn mapped(shape: Shape, dtype: DType, map: Arc<memmap2::Mmap>, range: Range<usize>) -> Self {
+        debug_assert_eq!(range.len(), shape.numel() * dtype.size_in_bytes());
+        Tensor {
+            shape,
+            dtype,
+            buf: Buffer::Mapped { map, range },
+        }
+    }
+
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+    pub fn dims(&self) -> &[usize] {
+        self.shape.dims()
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn numel(&self) -> usize {
+        self.shape.numel()
+    }
+    /// True when the bytes are borrowed from a memory-mapped file.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.buf, Buffer::Mapped { .. })
+    }
+
+    /// The raw little-endian bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.buf {
+            Buffer::Owned { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
+            Buffer::Mapped { map, range } => &map[range.clone()],
+        }
+    }
+
+    /// View the elements as `T`; fails if the dtype is not `T`'s.
+    pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
+        if self.dtype != T::DTYPE {
+            return Err(Error::dtype("tensor", T::DTYPE.as_str(), self.dtype));
+        }
+        // Alignment holds by construction (owned: u64 words; mapped: checked at load).
+        bytemuck::try_cast_slice(self.bytes())
+            .map_err(|e| Error::invalid(format!("tensor bytes cannot be viewed as {}: {e}", T::DTYPE)))
+    }
+
+    /// All elements widened to f32 (any dtype).
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        fn widen<T: Element>(t: &Tensor) -> Result<Vec<f32>> {
+            Ok(t.as_slice::<T>()?.iter().map(|v| v.to_f32()).collect())
+        }
+        match self.dtype {
+            DType::F32 => Ok(self.as_slice::<f32>()?.to_vec()),
+            DType::F16 => widen::<half::f16>(self),
+            DType::BF16 => widen::<half::bf16>(self),
+            DType::I8 => widen::<i8>(self),
+            DType::I32 => widen::<i32>(self),
+            DType::I64 => widen::<i64>(self),
+        }
+    }
+
+    /// All elements as i64; only for integer dtypes (ids, masks, offsets).
+    pub fn to_i64_vec(&self) -> Result<Vec<i64>> {
+        match self.dtype {
+            DType::I64 => Ok(self.as_slice::<i64>()?.to_vec()),
+            DType::I32 => Ok(self.as_slice::<i32>()?.iter().map(|&v| v as i64).collect()),
+            DType::I8 => Ok(self.as_slice::<i8>()?.iter().map(|&v| v as i64).collect()),
+            d => Err(Error::dtype("integer tensor", "i8, i32 or i64", d)),
+        }
+    }
+
+    /// Convert to another dtype (float targets round to nearest; same dtype is a cheap clone).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype {
+            return Ok(self.clone());
+        }
+        fn narrow<T: Element>(shape: &Shape, v: &[f32]) -> Result<Tensor> {
+            let out: Vec<T> = v.iter().map(|&x| T::from_f32(x)).collect();
+            Tensor::from_slice(shape.clone(), &out)
+        }
+        let v = self.to_f32_vec()?;
+        match dtype {
+            DType::F32 => Tensor::from_slice(self.shape.clone(), &v),
+            DType::F16 => narrow::<half::f16>(&self.shape, &v),
+            DType::BF16 => narrow::<half::bf16>(&self.shape, &v),
+            d => Err(Error::Unsupported(format!("converting {} to {d}", self.dtype), "the host".into())),
+        }
+    }
+
+    /// Same bytes, new shape with the same element count.
+    pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        if shape.checked_numel() != Some(self.numel()) {
+            return Err(Error::shape(
+                "reshape",
+                format!("{} elements", self.numel()),
+                shape.dims(),
+            ));
+        }
+        Ok(Tensor {
+            shape,
+            dtype: self.dtype,
+            buf: self.buf.clone(),
+        })
+    }
+
+    /// Check the rank and return the dims, naming the tensor in the error.
+    pub fn expect_rank(&self, what: &str, rank: usize) -> Result<&[usize]> {
+        if self.shape.rank() != rank {
+            return Err(Error::shape(what, format!("rank {rank}"), self.dims()));
+        }
+        Ok(self.dims())
+    }
+
+    /// Check the dtype is one of `allowed`, naming the tensor in the error.
+    pub fn expect_dtype(&self, what: &str, allowed: &[DType]) -> Result<DType> {
+        if allowed.contains(&self.dtype) {
+            Ok(self.dtype)
+        } else {
+            let names: Vec<_> = allowed.iter().map(|d| d.as_str()).collect();
+            Err(Error::dtype(what, names.join(" or "), self.dtype))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::{bf16, f16};
+
+    #[test]
+    fn round_trips_and_converts() {
+        let t = Tensor::from_slice([2, 3], &[1.0f32, -2.0, 3.5, 0.0, 1e-3, 7.0]).unwrap();
+        assert_eq!(t.dims(), &[2, 3]);
+        assert_eq!(t.as_slice::<f32>().unwrap()[2], 3.5);
+        assert!(t.as_slice::<f16>().is_err());
+        let h = t.to_dtype(DType::F16).unwrap();
+        assert_eq!(h.as_slice::<f16>().unwrap()[1], f16::from_f32(-2.0));
+        let b = t.to_dtype(DType::BF16).unwrap();
+        assert_eq!(b.to_f32_vec().unwrap()[5], bf16::from_f32(7.0).to_f32());
+        assert!(t.reshape([3, 3]).is_err());
+        assert_eq!(t.reshape([6]).unwrap().dims(), &[6]);
+        assert!(Tensor::from_slice([4], &[1i64, 2, 3]).is_err());
+        assert!(t.to_i64_vec().is_err());
+    }
+
+    #[test]
+    fn absurd_shapes_are_errors_not_panics() {
+        assert!(Tensor::zeros([usize::MAX, 4], DType::F32).is_err());
+        assert!(Tensor::from_bytes([usize::MAX, 2], DType::I8, &[]).is_err());
+    }
+}

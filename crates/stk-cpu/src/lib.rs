@@ -1,0 +1,3 @@
+//! stk-cpu: exact CPU implementations of the sentence-transformers modules.
+//! This crate is the oracle the CUDA kernels are tested against.
+#![deny(unsafe_code)]

@@ -1,0 +1,5 @@
+//! stk facade: load model folders, build pipelines, encode text. The `stk` binary
+//! (`src/main.rs` + `src/cli/`) is a thin layer over this library.
+#![deny(unsafe_code)]
+
+pub use stk_core::{DType, Device, Error, PoolingMode, PoolingSpec, Result, Tensor};
