@@ -1,1 +1,105 @@
-//! Shared helpers for the workspace-level tests.
+//! Shared helpers for the workspace-level tests: finding golden cases and comparing outputs
+//! with the tolerances of `tests/golden/README.md`.
+
+use std::path::{Path, PathBuf};
+
+/// Repository root (the parent of `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// `tests/golden`; panics (fails the test) if it is missing: golden tests never skip.
+pub fn golden_dir() -> PathBuf {
+    let d = repo_root().join("tests").join("golden");
+    assert!(d.is_dir(), "golden data missing at {}", d.display());
+    d
+}
+
+/// One golden case folder with its parsed `case.json`.
+pub struct GoldenCase {
+    pub name: String,
+    pub dir: PathBuf,
+    pub case: serde_json::Value,
+}
+
+impl GoldenCase {
+    pub fn kind(&self) -> &str {
+        self.case["kind"].as_str().unwrap_or("")
+    }
+}
+
+/// All cases whose `kind` is one of `kinds`, sorted by name. Fails if none is found.
+pub fn golden_cases(kinds: &[&str]) -> Vec<GoldenCase> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(golden_dir()).unwrap() {
+        let dir = entry.unwrap().path();
+        let case_file = dir.join("case.json");
+        if !case_file.is_file() {
+            continue;
+        }
+        let case: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&case_file).unwrap()).unwrap();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let c = GoldenCase { name, dir, case };
+        if kinds.contains(&c.kind()) {
+            out.push(c);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(!out.is_empty(), "no golden cases of kind {kinds:?}");
+    out
+}
+
+/// Where a `static` case's model lives: the repository's `models/` first, then the shared
+/// folder beside the checkout. `None` when neither has it (the one allowed skip).
+pub fn resolve_model(rel: &str) -> Option<PathBuf> {
+    let root = repo_root();
+    [root.join(rel), root.join("..").join("shared").join(rel)]
+        .into_iter()
+        .find(|p| p.is_dir())
+}
+
+/// Default tolerance for a dtype name (`f32`, `float16`, ...), from golden/README.md.
+pub fn tolerance_for(dtype: &str, text_pipeline: bool) -> f32 {
+    match dtype {
+        "f16" | "float16" => 2e-3,
+        "bf16" | "bfloat16" => 1.6e-2,
+        _ if text_pipeline => 1e-4,
+        _ => 1e-5,
+    }
+}
+
+/// `|got − expected| ≤ tol · max(1, |expected|)` elementwise; infinities must match exactly,
+/// NaN only matches NaN. Returns a description of the first mismatch.
+pub fn compare(got: &[f32], expected: &[f32], tol: f32) -> Result<(), String> {
+    if got.len() != expected.len() {
+        return Err(format!("length {} != expected {}", got.len(), expected.len()));
+    }
+    for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
+        let ok = if e.is_infinite() || g.is_infinite() {
+            g == e
+        } else if e.is_nan() || g.is_nan() {
+            e.is_nan() && g.is_nan()
+        } else {
+            (g - e).abs() <= tol * e.abs().max(1.0)
+        };
+        if !ok {
+            return Err(format!("element {i}: got {g}, expected {e} (tol {tol})"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn compare_rules() {
+        assert!(compare(&[1.0, f32::NEG_INFINITY], &[1.000001, f32::NEG_INFINITY], 1e-5).is_ok());
+        assert!(compare(&[1.0], &[1.1], 1e-5).is_err());
+        assert!(compare(&[f32::MAX], &[f32::INFINITY], 1.0).is_err());
+        assert!(compare(&[0.0], &[f32::NAN], 1.0).is_err());
+        assert!(compare(&[1.0], &[1.0, 2.0], 1.0).is_err());
+        assert!(compare(&[200.0], &[200.001], 1e-5).is_ok());
+    }
+}
