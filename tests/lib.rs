@@ -3,9 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-/// Repository root (the parent of `tests/`).
+/// Repository root: the nearest ancestor of this crate that holds `tests/golden`. (Test files
+/// of other crates include this file with `#[path = "../../../tests/lib.rs"]`, so the
+/// manifest directory is not always `tests/`.)
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|p| p.join("tests").join("golden").is_dir())
+        .unwrap_or(here)
+        .to_path_buf()
 }
 
 /// `tests/golden`; panics (fails the test) if it is missing: golden tests never skip.
