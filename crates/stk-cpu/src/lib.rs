@@ -3,5 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod features;
+pub mod tokenize;
 
 pub use features::{Features, Module, TextModule};
+pub use tokenize::Tokenizer;

@@ -1,0 +1,78 @@
+//! Helpers shared by the tokenizer tests: where the models and texts are, and the reference
+//! (`tokenizers` crate) encoding to compare with.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// Repository root (the ancestor holding `tests/golden`).
+pub fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|p| p.join("tests").join("golden").is_dir())
+        .expect("repository root with tests/golden not found")
+        .to_path_buf()
+}
+
+/// `tokenizer.json` of a committed model.
+pub fn model_tokenizer(model: &str) -> PathBuf {
+    let p = repo_root()
+        .join("models")
+        .join(model)
+        .join("tokenizer.json");
+    assert!(p.is_file(), "missing committed tokenizer {}", p.display());
+    p
+}
+
+/// All texts of every golden case (`tests/golden/*/texts.json`), in a stable order.
+pub fn golden_texts() -> Vec<String> {
+    let golden = repo_root().join("tests").join("golden");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&golden)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|d| d.join("texts.json").is_file())
+        .collect();
+    dirs.sort();
+    let mut out = Vec::new();
+    for d in dirs {
+        let texts: Vec<String> =
+            serde_json::from_str(&std::fs::read_to_string(d.join("texts.json")).unwrap()).unwrap();
+        out.extend(texts);
+    }
+    assert!(out.len() > 50, "too few golden texts: {}", out.len());
+    out
+}
+
+/// The bench corpus beside the checkout, when present (`None` with a printed note otherwise).
+pub fn bench_sentences() -> Option<Vec<String>> {
+    let p = repo_root()
+        .parent()
+        .map(|p| p.join("shared").join("bench").join("sentences.txt"));
+    match p {
+        Some(p) if p.is_file() => Some(
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+        ),
+        _ => {
+            eprintln!(
+                "NOTE: ../shared/bench/sentences.txt not found; the bench-corpus comparison did not run"
+            );
+            None
+        }
+    }
+}
+
+/// The crate's tokenizer for `path`, loaded independently of stk, truncation and padding off.
+pub fn reference(path: &Path) -> tokenizers::Tokenizer {
+    let mut t = tokenizers::Tokenizer::from_file(path).unwrap();
+    t.with_truncation(None).unwrap();
+    t.with_padding(None);
+    t
+}
+
+/// The crate's ids for `text`, no special tokens.
+pub fn reference_ids(t: &tokenizers::Tokenizer, text: &str) -> Vec<u32> {
+    t.encode(text, false).unwrap().get_ids().to_vec()
+}
