@@ -3,3 +3,8 @@
 #![deny(unsafe_code)]
 
 pub use stk_core::{DType, Device, Error, PoolingMode, PoolingSpec, Result, Tensor};
+
+pub mod model;
+pub mod model2vec;
+
+pub use model::{Embeddings, LoadOptions, Model, Semantics};

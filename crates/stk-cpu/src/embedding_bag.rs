@@ -1,0 +1,394 @@
+//! Embedding bag in mean mode: the vector of a bag of token ids is the mean of their table rows.
+//!
+//! The table stays in its stored dtype (f32, f16 or int8, usually borrowed from a memory-mapped
+//! safetensors file) and rows are widened to f32 as they are added, so an int8 or f16 model costs
+//! no more memory than its file. A model2vec vocabulary-quantized table adds an id → row
+//! `mapping` and a per-id `weights` scale: `row(id) = table[mapping[id]] · weights[id]`.
+//!
+//! This is the hot loop of static-model encoding: every add is a contiguous run of `dim` floats
+//! that the compiler vectorizes; f16 rows are converted in blocks (F16C where the CPU has it).
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use stk_core::{DType, Error, Result, Tensor, TokenBags};
+
+/// Rows converted per step for f16 tables: big enough for the SIMD conversion, small enough to
+/// stay on the stack.
+const F16_BLOCK: usize = 64;
+
+/// A `[rows, dim]` table with an optional id → row `mapping` and per-id `weights`, averaged over
+/// bags of ids.
+#[derive(Debug, Clone)]
+pub struct EmbeddingBag {
+    table: Tensor,
+    rows: usize,
+    dim: usize,
+    /// `vocab` entries, each `< rows` (checked at construction).
+    mapping: Option<Vec<u32>>,
+    /// `vocab` entries.
+    weights: Option<Vec<f32>>,
+    /// Number of ids the bag accepts: the length of `mapping`/`weights`, else `rows`.
+    vocab: usize,
+}
+
+/// The table's elements in their stored type.
+enum Rows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    I8(&'a [i8]),
+}
+
+impl EmbeddingBag {
+    /// `table [rows, dim]` (f32, f16 or i8; int8 values are used as they are, without a scale),
+    /// `mapping [V]` (integer row indices, each `< rows`) and `weights [V]` (float), both optional.
+    /// When both are given they must have the same length. Without a mapping, `weights` must
+    /// have one entry per table row.
+    pub fn new(table: Tensor, mapping: Option<&Tensor>, weights: Option<&Tensor>) -> Result<Self> {
+        table.expect_dtype("embedding table", &[DType::F32, DType::F16, DType::I8])?;
+        let dims = table.expect_rank("embedding table [rows, dim]", 2)?;
+        let (rows, dim) = (dims[0], dims[1]);
+        if dim == 0 {
+            return Err(Error::shape(
+                "embedding table",
+                "[rows, dim] with dim > 0",
+                dims,
+            ));
+        }
+        if rows > u32::MAX as usize {
+            return Err(Error::shape(
+                "embedding table",
+                "at most 2^32 - 1 rows",
+                dims,
+            ));
+        }
+
+        let mapping = match mapping {
+            None => None,
+            Some(m) => {
+                m.expect_dtype("mapping", &[DType::I32, DType::I64])?;
+                m.expect_rank("mapping [vocab]", 1)?;
+                let values = m.to_i64_vec()?;
+                let mut out = Vec::with_capacity(values.len());
+                for (id, &row) in values.iter().enumerate() {
+                    if row < 0 || row as u64 >= rows as u64 {
+                        return Err(Error::invalid(format!(
+                            "mapping[{id}] = {row} is outside the embedding table of {rows} rows"
+                        )));
+                    }
+                    out.push(row as u32);
+                }
+                Some(out)
+            }
+        };
+        let weights = match weights {
+            None => None,
+            Some(w) => {
+                w.expect_dtype("weights", &[DType::F32, DType::F16, DType::BF16])?;
+                w.expect_rank("weights [vocab]", 1)?;
+                Some(w.to_f32_vec()?)
+            }
+        };
+        let vocab = match (&mapping, &weights) {
+            (Some(m), Some(w)) if m.len() != w.len() => {
+                return Err(Error::shape(
+                    "weights",
+                    format!("[{}] (one weight per mapping entry)", m.len()),
+                    &[w.len()],
+                ))
+            }
+            (Some(m), _) => m.len(),
+            (None, Some(w)) if w.len() != rows => {
+                return Err(Error::shape(
+                    "weights",
+                    format!("[{rows}] (one weight per table row, as there is no mapping)"),
+                    &[w.len()],
+                ))
+            }
+            (None, _) => rows,
+        };
+        Ok(EmbeddingBag {
+            table,
+            rows,
+            dim,
+            mapping,
+            weights,
+            vocab,
+        })
+    }
+
+    /// Width of the output vectors.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    /// Number of ids accepted (`0..vocab`).
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+    /// Rows of the stored table (fewer than `vocab` for a vocabulary-quantized model).
+    pub fn table_rows(&self) -> usize {
+        self.rows
+    }
+    /// Stored dtype of the table.
+    pub fn dtype(&self) -> DType {
+        self.table.dtype()
+    }
+    /// The stored table `[rows, dim]`.
+    pub fn table(&self) -> &Tensor {
+        &self.table
+    }
+    pub fn mapping(&self) -> Option<&[u32]> {
+        self.mapping.as_deref()
+    }
+    pub fn weights(&self) -> Option<&[f32]> {
+        self.weights.as_deref()
+    }
+
+    fn rows_view(&self) -> Result<Rows<'_>> {
+        Ok(match self.table.dtype() {
+            DType::F32 => Rows::F32(self.table.as_slice()?),
+            DType::F16 => Rows::F16(self.table.as_slice()?),
+            DType::I8 => Rows::I8(self.table.as_slice()?),
+            d => return Err(Error::dtype("embedding table", "f32, f16 or i8", d)),
+        })
+    }
+
+    /// Write the mean of the rows of `ids` into `out` (`dim` values); no ids gives zeros.
+    /// Sums in f32 in id order and divides by the count, as the reference does.
+    pub fn mean_into(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
+        if out.len() != self.dim {
+            return Err(Error::shape(
+                "bag output",
+                format!("[{}]", self.dim),
+                &[out.len()],
+            ));
+        }
+        if let Some((position, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= self.vocab)
+        {
+            return Err(Error::IdOutOfRange {
+                id: id as i64,
+                position,
+                vocab: self.vocab,
+            });
+        }
+        out.fill(0.0);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match self.rows_view()? {
+            Rows::F32(t) => self.accumulate(ids, out, |row, acc, w| add_row_f32(&t[row], acc, w)),
+            Rows::F16(t) => self.accumulate(ids, out, |row, acc, w| add_row_f16(&t[row], acc, w)),
+            Rows::I8(t) => self.accumulate(ids, out, |row, acc, w| add_row_i8(&t[row], acc, w)),
+        }
+        let n = ids.len() as f32;
+        for v in out.iter_mut() {
+            *v /= n;
+        }
+        Ok(())
+    }
+
+    /// Add `weight · row(id)` for every id (already checked `< vocab`) into `acc`.
+    #[inline(always)]
+    fn accumulate(
+        &self,
+        ids: &[u32],
+        acc: &mut [f32],
+        add: impl Fn(std::ops::Range<usize>, &mut [f32], Option<f32>),
+    ) {
+        let d = self.dim;
+        for &id in ids {
+            let id = id as usize;
+            let row = match &self.mapping {
+                Some(m) => m[id] as usize,
+                None => id,
+            };
+            let w = self.weights.as_ref().map(|w| w[id]);
+            add(row * d..row * d + d, acc, w);
+        }
+    }
+
+    /// Mean of each bag: `[num_bags, dim]` f32. Every id of `bags` must be `< vocab`.
+    pub fn bag_mean(&self, bags: &TokenBags) -> Result<Tensor> {
+        if bags.vocab() > self.vocab {
+            // Ids were checked against a larger id space than this table's: check them here.
+            if let Some((position, &id)) = bags
+                .ids()
+                .iter()
+                .enumerate()
+                .find(|(_, &id)| id as usize >= self.vocab)
+            {
+                return Err(Error::IdOutOfRange {
+                    id: id as i64,
+                    position,
+                    vocab: self.vocab,
+                });
+            }
+        }
+        let n = bags.num_bags();
+        let mut out = vec![0f32; n * self.dim];
+        for (i, row) in out.chunks_exact_mut(self.dim).enumerate() {
+            self.mean_into(bags.bag(i), row)?;
+        }
+        Tensor::from_vec([n, self.dim], out)
+    }
+}
+
+// The row adders: `acc += row` or `acc += row · w`. The product is rounded to f32 before the add
+// (no fused multiply-add), as the reference scales the gathered rows first and sums them after.
+
+#[inline(always)]
+fn add_row_f32(row: &[f32], acc: &mut [f32], w: Option<f32>) {
+    match w {
+        None => acc.iter_mut().zip(row).for_each(|(a, &x)| *a += x),
+        Some(w) => acc.iter_mut().zip(row).for_each(|(a, &x)| *a += x * w),
+    }
+}
+
+#[inline(always)]
+fn add_row_i8(row: &[i8], acc: &mut [f32], w: Option<f32>) {
+    match w {
+        None => acc.iter_mut().zip(row).for_each(|(a, &x)| *a += x as f32),
+        Some(w) => acc
+            .iter_mut()
+            .zip(row)
+            .for_each(|(a, &x)| *a += x as f32 * w),
+    }
+}
+
+#[inline(always)]
+fn add_row_f16(row: &[f16], acc: &mut [f32], w: Option<f32>) {
+    let mut buf = [0f32; F16_BLOCK];
+    for (src, dst) in row.chunks(F16_BLOCK).zip(acc.chunks_mut(F16_BLOCK)) {
+        let wide = &mut buf[..src.len()];
+        src.convert_to_f32_slice(wide);
+        add_row_f32(wide, dst, w);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(
+        table: &[f32],
+        dim: usize,
+        map: Option<&[u32]>,
+        w: Option<&[f32]>,
+        ids: &[u32],
+    ) -> Vec<f32> {
+        let mut acc = vec![0f32; dim];
+        for &id in ids {
+            let r = map.map_or(id as usize, |m| m[id as usize] as usize);
+            let s = w.map_or(1.0, |w| w[id as usize]);
+            for j in 0..dim {
+                acc[j] += table[r * dim + j] * s;
+            }
+        }
+        if !ids.is_empty() {
+            acc.iter_mut().for_each(|v| *v /= ids.len() as f32);
+        }
+        acc
+    }
+
+    #[test]
+    fn mean_of_rows_in_every_dtype() {
+        let dim = 70; // not a multiple of the f16 block
+        let rows = 5;
+        let vals: Vec<f32> = (0..rows * dim)
+            .map(|i| ((i * 7 % 23) as f32) - 11.0)
+            .collect();
+        let ids = [0u32, 3, 3, 4];
+        let want = naive(&vals, dim, None, None, &ids);
+        let f32t = Tensor::from_slice([rows, dim], &vals).unwrap();
+        let f16t = f32t.to_dtype(DType::F16).unwrap();
+        let i8v: Vec<i8> = vals.iter().map(|&v| v as i8).collect();
+        let i8t = Tensor::from_slice([rows, dim], &i8v).unwrap();
+        for t in [f32t, f16t, i8t] {
+            let bag = EmbeddingBag::new(t.clone(), None, None).unwrap();
+            let mut out = vec![1f32; dim];
+            bag.mean_into(&ids, &mut out).unwrap();
+            assert_eq!(out, want, "{t:?}");
+            bag.mean_into(&[], &mut out).unwrap();
+            assert!(out.iter().all(|&v| v == 0.0));
+        }
+    }
+
+    #[test]
+    fn mapping_and_weights_fold() {
+        let dim = 3;
+        let table = [1f32, 2.0, 3.0, -1.0, 0.5, 4.0];
+        let map = [1u32, 0, 1, 0];
+        let w = [2.0f32, 0.5, -1.0, 3.0];
+        let t = Tensor::from_slice([2, dim], &table).unwrap();
+        let m = Tensor::from_slice([4], &[1i64, 0, 1, 0]).unwrap();
+        let wt = Tensor::from_slice([4], &w).unwrap();
+        let bag = EmbeddingBag::new(t, Some(&m), Some(&wt)).unwrap();
+        assert_eq!(bag.vocab(), 4);
+        let ids = [0u32, 2, 3, 1];
+        let mut out = vec![0f32; dim];
+        bag.mean_into(&ids, &mut out).unwrap();
+        assert_eq!(out, naive(&table, dim, Some(&map), Some(&w), &ids));
+        let bags = TokenBags::from_bags(&[vec![0u32, 1], vec![]], 4).unwrap();
+        let got = bag.bag_mean(&bags).unwrap();
+        assert_eq!(got.dims(), &[2, 3]);
+        let got = got.as_slice::<f32>().unwrap();
+        assert_eq!(
+            &got[..3],
+            &naive(&table, dim, Some(&map), Some(&w), &[0, 1])[..]
+        );
+        assert_eq!(&got[3..], &[0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn bad_tables_and_ids_are_errors() {
+        let t = Tensor::from_slice([2, 2], &[0f32; 4]).unwrap();
+        let bad_map = Tensor::from_slice([3], &[0i32, 2, 1]).unwrap();
+        let e = EmbeddingBag::new(t.clone(), Some(&bad_map), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mapping[1] = 2"), "{e}");
+        let neg_map = Tensor::from_slice([1], &[-1i64]).unwrap();
+        assert!(EmbeddingBag::new(t.clone(), Some(&neg_map), None).is_err());
+        let float_map = Tensor::from_slice([1], &[0f32]).unwrap();
+        assert!(matches!(
+            EmbeddingBag::new(t.clone(), Some(&float_map), None),
+            Err(Error::DType { .. })
+        ));
+        let short_w = Tensor::from_slice([1], &[1f32]).unwrap();
+        assert!(matches!(
+            EmbeddingBag::new(t.clone(), None, Some(&short_w)),
+            Err(Error::Shape { .. })
+        ));
+        let map2 = Tensor::from_slice([2], &[0i32, 1]).unwrap();
+        assert!(matches!(
+            EmbeddingBag::new(t.clone(), Some(&map2), Some(&short_w)),
+            Err(Error::Shape { .. })
+        ));
+        assert!(
+            EmbeddingBag::new(Tensor::from_slice([4], &[0f32; 4]).unwrap(), None, None).is_err()
+        );
+        assert!(
+            EmbeddingBag::new(Tensor::from_slice([2, 2], &[0i32; 4]).unwrap(), None, None).is_err()
+        );
+        assert!(EmbeddingBag::new(Tensor::zeros([3, 0], DType::F32).unwrap(), None, None).is_err());
+
+        let bag = EmbeddingBag::new(t, None, None).unwrap();
+        let mut out = vec![0f32; 2];
+        assert!(matches!(
+            bag.mean_into(&[0, 2], &mut out),
+            Err(Error::IdOutOfRange {
+                id: 2,
+                position: 1,
+                ..
+            })
+        ));
+        assert!(bag.mean_into(&[0], &mut [0f32; 3]).is_err());
+        let wide = TokenBags::from_bags(&[vec![5u32]], 10).unwrap();
+        assert!(matches!(
+            bag.bag_mean(&wide),
+            Err(Error::IdOutOfRange { id: 5, .. })
+        ));
+    }
+}

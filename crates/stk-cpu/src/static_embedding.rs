@@ -1,0 +1,356 @@
+//! `StaticEmbedding`: a tokenizer plus an embedding table; a text's vector is the mean of the
+//! rows of its token ids (sentence-transformers semantics: no special tokens, unknown tokens
+//! kept, no truncation beyond what `tokenizer.json` itself configures, an empty text gives zeros).
+//!
+//! The folder holds `tokenizer.json` and `model.safetensors` with the table under
+//! `embedding.weight` (sentence-transformers) or `embeddings` (model2vec), optionally with a
+//! model2vec vocabulary-quantization `mapping` and `weights` (see [`EmbeddingBag`]).
+//! model2vec's own encoding rules (character cut, unknown-token removal, token limit, its
+//! normalization) are built on top of this type in the `stk` facade.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Deserialize;
+use stk_core::{Error, Result, SafetensorsFile, Tensor, TokenBags};
+
+use crate::embedding_bag::EmbeddingBag;
+use crate::features::{Features, Module, TextModule};
+use crate::tokenize::Tokenizer;
+
+/// Table names, in the order they are looked up.
+const TABLE_NAMES: [&str; 2] = ["embedding.weight", "embeddings"];
+
+/// Texts handed to one rayon task: enough to amortize the task, few enough to balance threads.
+const MAX_TEXTS_PER_TASK: usize = 256;
+
+/// The truncation a `tokenizer.json` asks for. The `tokenizers` library applies it on every
+/// encode, also without special tokens, so the reference's ids are cut this way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileTruncation {
+    pub max_length: usize,
+    /// True to keep the last `max_length` ids (`direction: Left`), false to keep the first.
+    pub keep_last: bool,
+    /// `only_second` cannot cut a single text: the reference fails on texts that are too long.
+    pub only_second: bool,
+}
+
+impl FileTruncation {
+    /// Read the `truncation` entry of a `tokenizer.json` (`None` when it is null or absent).
+    pub fn from_tokenizer_json(path: &Path) -> Result<Option<FileTruncation>> {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            truncation: Option<Truncation>,
+        }
+        #[derive(Deserialize)]
+        struct Truncation {
+            max_length: usize,
+            #[serde(default)]
+            direction: Option<String>,
+            #[serde(default)]
+            strategy: Option<String>,
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let file: File = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::config(path, format!("cannot read the `truncation` entry: {e}")))?;
+        let Some(t) = file.truncation else {
+            return Ok(None);
+        };
+        let keep_last = match t.direction.as_deref() {
+            None | Some("Right") => false,
+            Some("Left") => true,
+            Some(other) => {
+                return Err(Error::config(
+                    path,
+                    format!("unknown truncation direction `{other}`"),
+                ))
+            }
+        };
+        Ok(Some(FileTruncation {
+            max_length: t.max_length,
+            keep_last,
+            only_second: t.strategy.as_deref() == Some("OnlySecond"),
+        }))
+    }
+
+    /// Cut `ids` in place as the `tokenizers` library would.
+    pub fn apply(&self, ids: &mut Vec<u32>) -> Result<()> {
+        if ids.len() <= self.max_length {
+            return Ok(());
+        }
+        if self.only_second {
+            return Err(Error::Tokenizer(
+                "tokenizer.json asks for `OnlySecond` truncation, which cannot cut a single text \
+                 longer than its max_length"
+                    .into(),
+            ));
+        }
+        if self.keep_last {
+            ids.drain(..ids.len() - self.max_length);
+        } else {
+            ids.truncate(self.max_length);
+        }
+        Ok(())
+    }
+}
+
+/// A tokenizer and an embedding bag (mean mode).
+pub struct StaticEmbedding {
+    tokenizer: Tokenizer,
+    bag: EmbeddingBag,
+    truncation: Option<FileTruncation>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for StaticEmbedding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticEmbedding")
+            .field("dir", &self.dir)
+            .field("table", self.bag.table())
+            .field("vocab", &self.bag.vocab())
+            .finish()
+    }
+}
+
+impl StaticEmbedding {
+    /// Load `dir/tokenizer.json` and `dir/model.safetensors` and check them against each other.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<StaticEmbedding> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
+            ));
+        }
+        let weights_path = dir.join("model.safetensors");
+        if !weights_path.is_file() {
+            let reason = if dir.join("pytorch_model.bin").is_file() {
+                "has only pytorch_model.bin: pickled PyTorch weights are not supported \
+                 (convert the model to model.safetensors)"
+            } else {
+                "has no model.safetensors"
+            };
+            return Err(Error::config(dir, reason));
+        }
+        let tokenizer_path = dir.join("tokenizer.json");
+        if !tokenizer_path.is_file() {
+            return Err(Error::config(dir, "has no tokenizer.json"));
+        }
+        let file = SafetensorsFile::open(&weights_path)?;
+        let name = TABLE_NAMES
+            .iter()
+            .find(|n| file.contains(n))
+            .ok_or_else(|| Error::MissingTensor {
+                name: TABLE_NAMES.join("` or `"),
+                path: weights_path.clone(),
+                available: {
+                    let v: Vec<_> = file.names().collect();
+                    if v.is_empty() {
+                        "no tensors".into()
+                    } else {
+                        v.join(", ")
+                    }
+                },
+            })?;
+        let table = file.get(name)?;
+        let mapping = file.get_opt("mapping")?;
+        let weights = file.get_opt("weights")?;
+        let bag = EmbeddingBag::new(table, mapping.as_ref(), weights.as_ref())
+            .map_err(|e| Error::config(&weights_path, e.to_string()))?;
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
+        let truncation = FileTruncation::from_tokenizer_json(&tokenizer_path)?;
+        Self::new(tokenizer, bag, truncation, dir)
+    }
+
+    /// Assemble from parts; fails when the tokenizer can emit an id the bag has no row for.
+    pub fn new(
+        tokenizer: Tokenizer,
+        bag: EmbeddingBag,
+        truncation: Option<FileTruncation>,
+        dir: &Path,
+    ) -> Result<StaticEmbedding> {
+        let id_space = tokenizer
+            .vocab()
+            .values()
+            .map(|&id| id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        if id_space > bag.vocab() {
+            let what = if bag.mapping().is_some() {
+                format!("the mapping has {} entries", bag.vocab())
+            } else {
+                format!("the embedding table has {} rows", bag.vocab())
+            };
+            return Err(Error::config(
+                dir,
+                format!(
+                    "tokenizer.json can produce token ids up to {} but {what}",
+                    id_space - 1
+                ),
+            ));
+        }
+        Ok(StaticEmbedding {
+            tokenizer,
+            bag,
+            truncation,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.bag.dim()
+    }
+    pub fn bag(&self) -> &EmbeddingBag {
+        &self.bag
+    }
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+    /// The truncation `tokenizer.json` configures, applied to every text.
+    pub fn truncation(&self) -> Option<FileTruncation> {
+        self.truncation
+    }
+    /// The folder this module was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Token ids of `text` as the reference's tokenizer gives them: no special tokens, the
+    /// file's truncation applied. Replaces the content of `ids` (its allocation is reused).
+    pub fn token_ids_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
+        ids.clear();
+        match self.truncation {
+            // Right truncation: the tokenizer can stop early.
+            Some(t) if !t.keep_last && !t.only_second => {
+                self.tokenizer.encode_into(text, t.max_length, ids)
+            }
+            Some(t) => {
+                self.tokenizer.encode_into(text, usize::MAX, ids)?;
+                t.apply(ids)
+            }
+            None => self.tokenizer.encode_into(text, usize::MAX, ids),
+        }
+    }
+
+    /// Embed every text into its row of `out` (`texts.len() × dim` values), in parallel.
+    /// `ids_of(text, ids)` fills `ids` with the ids to average (the caller chooses the
+    /// semantics); `finish(row)` runs on each finished row. Ids are checked against the table.
+    pub fn embed_rows_with<I, F>(
+        &self,
+        texts: &[&str],
+        out: &mut [f32],
+        ids_of: I,
+        finish: F,
+    ) -> Result<()>
+    where
+        I: Fn(&str, &mut Vec<u32>) -> Result<()> + Sync,
+        F: Fn(&mut [f32]) + Sync,
+    {
+        let dim = self.dim();
+        if out.len() != texts.len() * dim {
+            return Err(Error::shape(
+                "embedding output",
+                format!("[{}, {dim}]", texts.len()),
+                &[out.len()],
+            ));
+        }
+        if texts.is_empty() {
+            return Ok(());
+        }
+        let per_task = texts
+            .len()
+            .div_ceil(rayon::current_num_threads() * 4)
+            .clamp(1, MAX_TEXTS_PER_TASK);
+        out.par_chunks_mut(per_task * dim)
+            .zip(texts.par_chunks(per_task))
+            .try_for_each(|(rows, texts)| {
+                let mut ids = Vec::with_capacity(128);
+                for (row, text) in rows.chunks_exact_mut(dim).zip(texts) {
+                    ids_of(text, &mut ids)?;
+                    self.bag.mean_into(&ids, row)?;
+                    finish(row);
+                }
+                Ok(())
+            })
+    }
+
+    /// Sentence-transformers semantics: `[texts.len(), dim]` f32 means of the token rows.
+    pub fn embed(&self, texts: &[&str]) -> Result<Tensor> {
+        let mut out = vec![0f32; texts.len() * self.dim()];
+        self.embed_into(texts, &mut out)?;
+        Tensor::from_vec([texts.len(), self.dim()], out)
+    }
+
+    /// [`StaticEmbedding::embed`] into a caller's buffer of `texts.len() × dim` values.
+    pub fn embed_into(&self, texts: &[&str], out: &mut [f32]) -> Result<()> {
+        self.embed_rows_with(texts, out, |t, ids| self.token_ids_into(t, ids), |_| {})
+    }
+}
+
+impl Module for StaticEmbedding {
+    fn kind(&self) -> &'static str {
+        "StaticEmbedding"
+    }
+
+    /// `input_ids` (one list per text) → `sentence_embedding [B, dim]`.
+    fn forward(&self, mut features: Features) -> Result<Features> {
+        let bags = TokenBags::from_bags(&features.input_ids, self.bag.vocab())?;
+        features.sentence_embedding = Some(self.bag.bag_mean(&bags)?);
+        Ok(features)
+    }
+
+    fn output_dim(&self) -> Option<usize> {
+        Some(self.dim())
+    }
+}
+
+impl TextModule for StaticEmbedding {
+    fn tokenize(&self, texts: &[&str]) -> Result<Features> {
+        let input_ids = texts
+            .par_iter()
+            .map(|t| {
+                let mut ids = Vec::new();
+                self.token_ids_into(t, &mut ids)?;
+                Ok(ids)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sentence_lengths = input_ids.iter().map(|ids| ids.len()).collect();
+        Ok(Features {
+            input_ids,
+            sentence_lengths,
+            ..Features::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_truncation_cuts_like_the_tokenizer() {
+        let right = FileTruncation {
+            max_length: 2,
+            keep_last: false,
+            only_second: false,
+        };
+        let mut ids = vec![1, 2, 3];
+        right.apply(&mut ids).unwrap();
+        assert_eq!(ids, [1, 2]);
+        let left = FileTruncation {
+            keep_last: true,
+            ..right
+        };
+        let mut ids = vec![1, 2, 3];
+        left.apply(&mut ids).unwrap();
+        assert_eq!(ids, [2, 3]);
+        let second = FileTruncation {
+            only_second: true,
+            ..right
+        };
+        let mut short = vec![1, 2];
+        second.apply(&mut short).unwrap();
+        assert!(second.apply(&mut vec![1, 2, 3]).is_err());
+    }
+}

@@ -1,0 +1,454 @@
+//! [`Model`]: a model folder that encodes text into one `[N, D]` f32 buffer.
+//!
+//! What a folder is, and how it is encoded by default:
+//!
+//! * **model2vec folder**: `model.safetensors` + `tokenizer.json` + `config.json` whose
+//!   `model_type` is `model2vec` or absent. Default semantics: [`Semantics::Model2Vec`]
+//!   (model2vec's `StaticModel.encode`). The potion folders also carry a `modules.json`; they
+//!   are still model2vec folders.
+//! * **sentence-transformers folder**: a `modules.json`. Default semantics:
+//!   [`Semantics::SentenceTransformers`] (`SentenceTransformer(folder).encode`). When the
+//!   modules are a `StaticEmbedding` at the folder root, optionally followed by `Normalize`,
+//!   the static table is used directly; any other module list is a [`Pipeline`].
+//! * **bare StaticEmbedding folder**: `model.safetensors` + `tokenizer.json` and nothing else:
+//!   the sentence-transformers `StaticEmbedding` module alone.
+//!
+//! [`Semantics::SentenceTransformers`] on a static folder means the `StaticEmbedding` module
+//! (ids without special tokens, unknown tokens kept, mean of rows), followed by `Normalize`
+//! when `modules.json` lists one or when [`LoadOptions::normalize`] asks for it.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use stk_core::{Device, Error, Result, Tensor};
+use stk_cpu::StaticEmbedding;
+
+use crate::model2vec::{Model2Vec, Model2VecConfig, DEFAULT_MAX_LENGTH};
+
+/// The model that encodes when none is given: potion-base-8M with an f16 table, committed in
+/// the repository's `models/` folder.
+pub const DEFAULT_MODEL_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../models/potion-base-8M-f16"
+);
+
+/// Which reference a static model's output must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Semantics {
+    /// sentence-transformers: `StaticEmbedding` (+ `Normalize`).
+    SentenceTransformers,
+    /// model2vec's `StaticModel.encode`.
+    Model2Vec,
+}
+
+impl Semantics {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Semantics::SentenceTransformers => "sentence-transformers",
+            Semantics::Model2Vec => "model2vec",
+        }
+    }
+}
+
+impl FromStr for Semantics {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sentence-transformers" | "sentence_transformers" | "st" => {
+                Ok(Semantics::SentenceTransformers)
+            }
+            "model2vec" => Ok(Semantics::Model2Vec),
+            _ => Err(Error::invalid(format!(
+                "unknown semantics `{s}` (expected sentence-transformers or model2vec)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Semantics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How to load and run a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// `None`: the folder's default (see the module docs).
+    pub semantics: Option<Semantics>,
+    /// `Some(b)`: normalize the output (or not), whatever the folder says. `None`: as the
+    /// folder says (model2vec `config.json` `normalize`; a `Normalize` module in `modules.json`).
+    pub normalize: Option<bool>,
+    /// model2vec token limit (and character cut); `None` = no limit. Default 512.
+    pub max_length: Option<usize>,
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            semantics: None,
+            normalize: None,
+            max_length: Some(DEFAULT_MAX_LENGTH),
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// `[rows, dim]` f32 embeddings in one contiguous row-major buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    data: Vec<f32>,
+    rows: usize,
+    dim: usize,
+}
+
+impl Embeddings {
+    /// Wrap `data` (`rows × dim` values).
+    pub fn new(data: Vec<f32>, rows: usize, dim: usize) -> Result<Self> {
+        if rows.checked_mul(dim) != Some(data.len()) {
+            return Err(Error::shape(
+                "embeddings",
+                format!("[{rows}, {dim}]"),
+                &[data.len()],
+            ));
+        }
+        Ok(Embeddings { data, rows, dim })
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+    /// Row `i`; panics if `i >= rows` (like slice indexing).
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+    pub fn into_vec(self) -> Vec<f32> {
+        self.data
+    }
+    /// As a `[rows, dim]` f32 tensor.
+    pub fn to_tensor(&self) -> Result<Tensor> {
+        Tensor::from_slice([self.rows, self.dim], &self.data)
+    }
+}
+
+enum Engine {
+    Model2Vec(Model2Vec),
+    /// sentence-transformers `StaticEmbedding`, then `Normalize` when `normalize`.
+    Static {
+        embedding: StaticEmbedding,
+        normalize: bool,
+    },
+}
+
+/// A loaded model that encodes text.
+pub struct Model {
+    engine: Engine,
+    semantics: Semantics,
+    dim: usize,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("dir", &self.dir)
+            .field("semantics", &self.semantics)
+            .field("dim", &self.dim)
+            .field("normalize", &self.normalizes())
+            .finish()
+    }
+}
+
+/// Files at a folder's root that decide what it is.
+struct FolderKind {
+    has_table: bool,
+    has_tokenizer: bool,
+    has_pytorch_bin: bool,
+    has_modules: bool,
+    config: Option<Model2VecConfig>,
+}
+
+impl FolderKind {
+    fn inspect(dir: &Path) -> Result<Self> {
+        let config = if dir.join("config.json").is_file() {
+            Some(Model2VecConfig::from_dir(dir)?)
+        } else {
+            None
+        };
+        Ok(FolderKind {
+            has_table: dir.join("model.safetensors").is_file(),
+            has_tokenizer: dir.join("tokenizer.json").is_file(),
+            has_pytorch_bin: dir.join("pytorch_model.bin").is_file(),
+            has_modules: dir.join("modules.json").is_file(),
+            config,
+        })
+    }
+
+    fn is_static(&self) -> bool {
+        self.has_table && self.has_tokenizer
+    }
+
+    /// model2vec's own layout: a static folder whose config is model2vec's (or says no type).
+    fn is_model2vec(&self) -> bool {
+        self.is_static()
+            && matches!(&self.config, Some(c) if c.model_type.as_deref().is_none_or(|t| t == "model2vec"))
+    }
+}
+
+impl Model {
+    /// Load `path` with the default options.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// Load the embedded default model ([`DEFAULT_MODEL_DIR`]).
+    pub fn load_default(options: &LoadOptions) -> Result<Model> {
+        let dir = Path::new(DEFAULT_MODEL_DIR);
+        if !dir.is_dir() {
+            return Err(Error::config(
+                dir,
+                "the default model (potion-base-8M-f16) is not at this path (it is found relative to \
+                 the source tree stk was built from): pass a model folder explicitly",
+            ));
+        }
+        Self::load_with(dir, options)
+    }
+
+    /// Load a model folder (or, with the `hub` feature, an `owner/name` Hugging Face id).
+    pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model> {
+        match options.device {
+            Device::Cpu => {}
+            Device::Cuda(n) => {
+                return Err(Error::Unsupported(
+                    "encoding text".into(),
+                    format!("cuda:{n} yet (use --device cpu)"),
+                ))
+            }
+        }
+        let path = path.as_ref();
+        let dir = if path.exists() {
+            path.to_path_buf()
+        } else if let Some(id) = hub::as_hub_id(path) {
+            hub::fetch(id)?
+        } else {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
+            ));
+        };
+        if !dir.is_dir() {
+            return Err(Error::config(&dir, "is a file, not a model folder"));
+        }
+        let kind = FolderKind::inspect(&dir)?;
+        if !kind.has_table && kind.has_pytorch_bin && !kind.has_modules {
+            return Err(Error::config(
+                &dir,
+                "has only pytorch_model.bin: pickled PyTorch weights are not supported \
+                 (save the model as model.safetensors)",
+            ));
+        }
+        let semantics =
+            match options.semantics {
+                Some(s) => s,
+                None if kind.is_model2vec() => Semantics::Model2Vec,
+                None if kind.has_modules || kind.is_static() => Semantics::SentenceTransformers,
+                None => return Err(Error::config(
+                    &dir,
+                    "is not a model folder: expected model.safetensors + tokenizer.json (a static \
+                     model) or modules.json (a sentence-transformers model)",
+                )),
+            };
+        let engine = match semantics {
+            Semantics::Model2Vec => {
+                if !kind.is_static() {
+                    return Err(Error::config(
+                        &dir,
+                        "model2vec semantics need model.safetensors and tokenizer.json in the folder",
+                    ));
+                }
+                Engine::Model2Vec(Model2Vec::from_dir(
+                    &dir,
+                    options.normalize,
+                    options.max_length,
+                )?)
+            }
+            Semantics::SentenceTransformers => {
+                let folder_normalize = if kind.has_modules {
+                    match static_modules(&dir)? {
+                        Some(normalize) => normalize,
+                        None => {
+                            return Err(Error::Unsupported(
+                                format!("the module list of {}", dir.join("modules.json").display()),
+                                "this build (only a StaticEmbedding, optionally followed by Normalize, \
+                                 is encoded)"
+                                    .into(),
+                            ))
+                        }
+                    }
+                } else {
+                    false
+                };
+                Engine::Static {
+                    embedding: StaticEmbedding::from_dir(&dir)?,
+                    normalize: options.normalize.unwrap_or(folder_normalize),
+                }
+            }
+        };
+        let dim = match &engine {
+            Engine::Model2Vec(m) => m.dim(),
+            Engine::Static { embedding, .. } => embedding.dim(),
+        };
+        Ok(Model {
+            engine,
+            semantics,
+            dim,
+            dir,
+        })
+    }
+
+    /// A sentence-transformers `StaticEmbedding` (+ `Normalize` when `normalize`).
+    pub fn from_static_embedding(embedding: StaticEmbedding, normalize: bool) -> Model {
+        Model {
+            dim: embedding.dim(),
+            dir: embedding.dir().to_path_buf(),
+            engine: Engine::Static {
+                embedding,
+                normalize,
+            },
+            semantics: Semantics::SentenceTransformers,
+        }
+    }
+
+    /// A model2vec model.
+    pub fn from_model2vec(model: Model2Vec) -> Model {
+        Model {
+            dim: model.dim(),
+            dir: model.dir().to_path_buf(),
+            engine: Engine::Model2Vec(model),
+            semantics: Semantics::Model2Vec,
+        }
+    }
+
+    /// Width of each embedding.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    pub fn semantics(&self) -> Semantics {
+        self.semantics
+    }
+    /// The folder the model was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// Whether outputs are L2-normalized.
+    pub fn normalizes(&self) -> bool {
+        match &self.engine {
+            Engine::Model2Vec(m) => m.normalize(),
+            Engine::Static { normalize, .. } => *normalize,
+        }
+    }
+
+    /// Encode `texts` into `[texts.len(), dim]` embeddings (`[0, dim]` for no text).
+    pub fn encode(&self, texts: &[&str]) -> Result<Embeddings> {
+        let len = texts
+            .len()
+            .checked_mul(self.dim)
+            .ok_or_else(|| Error::invalid("too many texts for one output buffer"))?;
+        let mut data = vec![0f32; len];
+        self.encode_into(texts, &mut data)?;
+        Embeddings::new(data, texts.len(), self.dim)
+    }
+
+    /// Encode `texts` into `out` (`texts.len() × dim` values, row-major), reusing the caller's
+    /// buffer; texts are encoded in parallel.
+    pub fn encode_into(&self, texts: &[&str], out: &mut [f32]) -> Result<()> {
+        match &self.engine {
+            Engine::Model2Vec(m) => m.encode_into(texts, out),
+            Engine::Static {
+                embedding,
+                normalize,
+            } => {
+                let normalize = *normalize;
+                embedding.embed_rows_with(
+                    texts,
+                    out,
+                    |text, ids| embedding.token_ids_into(text, ids),
+                    |row| {
+                        if normalize {
+                            normalize_st(row)
+                        }
+                    },
+                )
+            }
+        }
+    }
+}
+
+/// For a `modules.json` that is a `StaticEmbedding` at the folder root, optionally followed by
+/// `Normalize`: `Some(whether Normalize follows)`. Any other module list: `None`.
+fn static_modules(dir: &Path) -> Result<Option<bool>> {
+    #[derive(Deserialize)]
+    struct Entry {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        path: String,
+    }
+    let path = dir.join("modules.json");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let entries: Vec<Entry> = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::config(&path, format!("expected a JSON list of modules: {e}")))?;
+    let short = |e: &Entry| e.kind.rsplit('.').next().unwrap_or("").to_string();
+    Ok(match entries.as_slice() {
+        [first, rest @ ..]
+            if short(first) == "StaticEmbedding" && matches!(first.path.as_str(), "" | ".") =>
+        {
+            match rest {
+                [] => Some(false),
+                [second] if short(second) == "Normalize" => Some(true),
+                _ => None,
+            }
+        }
+        _ => None,
+    })
+}
+
+/// sentence-transformers `Normalize`: `x / max(‖x‖₂, 1e-12)` in f32.
+fn normalize_st(row: &mut [f32]) {
+    let norm = row.iter().map(|&x| x * x).sum::<f32>().sqrt().max(1e-12);
+    row.iter_mut().for_each(|x| *x /= norm);
+}
+
+/// `owner/name` model ids. Fetching them needs network access and the `hub` cargo feature.
+mod hub {
+    use std::path::{Path, PathBuf};
+    use stk_core::{Error, Result};
+
+    /// `Some("owner/name")` when `path` (which does not exist locally) reads as a hub id.
+    pub fn as_hub_id(path: &Path) -> Option<&str> {
+        let s = path.to_str()?;
+        let (owner, name) = s.split_once('/')?;
+        let ok = |p: &str| {
+            !p.is_empty()
+                && !p.starts_with('.')
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        (ok(owner) && ok(name)).then_some(s)
+    }
+
+    pub fn fetch(id: &str) -> Result<PathBuf> {
+        Err(Error::invalid(format!(
+            "`{id}` is not a local folder, and this stk was built without the `hub` feature, so it \
+             cannot download models from the Hugging Face Hub: download the model folder and pass \
+             its path"
+        )))
+    }
+}

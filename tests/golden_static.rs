@@ -1,0 +1,130 @@
+//! Every golden case of kind `static` through the library: the sentence-transformers
+//! `StaticEmbedding` (+ `Normalize`) and model2vec's `StaticModel.encode`, for every model the
+//! cases name (f32, f16 and int8 tables, with and without a vocabulary mapping).
+
+use stk::{LoadOptions, Model, Semantics};
+use stk_core::SafetensorsFile;
+use stk_tests::{compare, golden_cases, resolve_model, GoldenCase};
+
+fn texts(case: &GoldenCase) -> Vec<String> {
+    let raw = std::fs::read_to_string(case.dir.join("texts.json")).unwrap();
+    serde_json::from_str(&raw).unwrap()
+}
+
+fn expected(case: &GoldenCase) -> (Vec<f32>, Vec<usize>) {
+    let file = SafetensorsFile::open(case.dir.join("expected.safetensors")).unwrap();
+    let t = file.get("expected").unwrap();
+    (t.to_f32_vec().unwrap(), t.dims().to_vec())
+}
+
+/// The options a case asks for.
+fn options(case: &GoldenCase) -> LoadOptions {
+    let semantics: Semantics = case.case["semantics"].as_str().unwrap().parse().unwrap();
+    let normalize = case.case["normalize"].as_bool().unwrap();
+    match semantics {
+        // The case says whether Normalize follows StaticEmbedding, whatever modules.json says.
+        Semantics::SentenceTransformers => LoadOptions {
+            semantics: Some(semantics),
+            normalize: Some(normalize),
+            ..LoadOptions::default()
+        },
+        // model2vec reads `normalize` from config.json: leave it to the folder (checked below).
+        Semantics::Model2Vec => LoadOptions {
+            semantics: Some(semantics),
+            max_length: case.case["max_length"].as_u64().map(|m| m as usize),
+            ..LoadOptions::default()
+        },
+    }
+}
+
+#[test]
+fn static_cases_match_the_reference() {
+    let mut ran = 0;
+    for case in golden_cases(&["static"]) {
+        let rel = case.case["model"].as_str().unwrap();
+        let Some(dir) = resolve_model(rel) else {
+            println!(
+                "skipped {}: model {rel} is in neither models/ nor ../shared/models",
+                case.name
+            );
+            continue;
+        };
+        let opts = options(&case);
+        let model = Model::load_with(&dir, &opts).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        assert_eq!(
+            model.normalizes(),
+            case.case["normalize"].as_bool().unwrap(),
+            "{}: normalization",
+            case.name
+        );
+        let texts = texts(&case);
+        let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let got = model
+            .encode(&refs)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let (want, dims) = expected(&case);
+        assert_eq!(
+            [got.rows(), got.dim()],
+            [dims[0], dims[1]],
+            "{}: shape",
+            case.name
+        );
+        let tol = case.case["tolerance"].as_f64().unwrap() as f32;
+        if let Err(e) = compare(got.as_slice(), &want, tol) {
+            let i = e
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.trim_end_matches(':').parse::<usize>().ok())
+                .unwrap_or(0);
+            panic!(
+                "{}: {e} (text {}: {:?})",
+                case.name,
+                i / dims[1],
+                texts[i / dims[1]]
+            );
+        }
+        // Encoding in pieces gives the same rows as encoding all at once.
+        let half = refs.len() / 2;
+        let a = model.encode(&refs[..half]).unwrap();
+        let b = model.encode(&refs[half..]).unwrap();
+        assert_eq!(
+            a.as_slice(),
+            &got.as_slice()[..half * got.dim()],
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            b.as_slice(),
+            &got.as_slice()[half * got.dim()..],
+            "{}",
+            case.name
+        );
+        println!("{}: {} texts ok (tol {tol})", case.name, refs.len());
+        ran += 1;
+    }
+    // The three committed models alone have 12 cases; only the shared f32 model may be absent.
+    assert!(ran >= 12, "only {ran} static cases ran");
+}
+
+#[test]
+fn folder_defaults() {
+    // potion folders are model2vec folders with a modules.json: model2vec by default, and
+    // sentence-transformers semantics take Normalize from modules.json.
+    let dir = resolve_model("models/potion-base-8M-int8-vq2048-d128").unwrap();
+    let m = Model::load(&dir).unwrap();
+    assert_eq!(m.semantics(), Semantics::Model2Vec);
+    assert!(m.normalizes());
+    assert_eq!(m.dim(), 128);
+    let st = LoadOptions {
+        semantics: Some(Semantics::SentenceTransformers),
+        ..LoadOptions::default()
+    };
+    let m = Model::load_with(&dir, &st).unwrap();
+    assert!(m.normalizes());
+    // No modules.json: the StaticEmbedding module alone.
+    let dir = resolve_model("models/tokenlearn-static-10k-64d-int8").unwrap();
+    assert!(!Model::load_with(&dir, &st).unwrap().normalizes());
+    assert_eq!(Model::load(&dir).unwrap().semantics(), Semantics::Model2Vec);
+    let empty = Model::load(&dir).unwrap().encode(&[]).unwrap();
+    assert_eq!((empty.rows(), empty.dim()), (0, 64));
+}
