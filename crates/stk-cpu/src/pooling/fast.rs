@@ -1,0 +1,531 @@
+//! The fast pooling path: one pass over the real tokens of each sequence, for any set of modes.
+//!
+//! Each sequence is first reduced to a [`RowPlan`]: the range of token rows that count (found
+//! from the mask, so padding is never read), the weights of `weightedmean`, and which token
+//! `cls` / `lasttoken` pick. The pass then reads every counted token row once and folds it into
+//! the accumulators the requested modes need (sum, weighted sum, max), with inner loops over
+//! `D` written so that they auto-vectorise; f16/bf16 rows are widened to f32 a row at a time.
+//! Large batches are split across rows with rayon.
+
+use super::{check_inputs, f32_tensor_to, output_dtype, PoolExtras};
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+use rayon::prelude::*;
+use std::ops::Range;
+use stk_core::{
+    DType, Element, Error, PaddedBatch, PoolingMode, PoolingSpec, Result, Tensor, VarlenBatch,
+};
+
+/// Below this many accumulated values (counted tokens × D) the batch is pooled on the calling
+/// thread: for smaller work, waking the pool costs about as much as it saves.
+const PARALLEL_MIN_VALUES: usize = 1 << 17;
+
+/// Pool a padded batch (see [`super::pool_padded`]).
+pub fn pool_padded(batch: &PaddedBatch, spec: &PoolingSpec, extras: &PoolExtras) -> Result<Tensor> {
+    check_inputs(batch.batch(), batch.dim(), spec, extras)?;
+    let plans = plan_padded(batch, spec.excluded_prompt());
+    pool_planned(batch.tokens(), batch.dim(), &plans, spec, extras)
+}
+
+/// Pool a varlen batch (see [`super::pool_varlen`]).
+pub fn pool_varlen(batch: &VarlenBatch, spec: &PoolingSpec, extras: &PoolExtras) -> Result<Tensor> {
+    check_inputs(batch.num_seqs(), batch.dim(), spec, extras)?;
+    let plans = plan_varlen(batch, spec.excluded_prompt());
+    pool_planned(batch.tokens(), batch.dim(), &plans, spec, extras)
+}
+
+/// Which token a `cls` or `lasttoken` output copies. Indices are flat token rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pick {
+    Token(usize),
+    /// The token times 0: the reference multiplies the picked token by its mask, so a sequence
+    /// with no real token gives zeros carrying that token's signs.
+    ZeroedToken(usize),
+    Zeros,
+}
+
+/// One sequence, reduced to what the pooling pass needs.
+#[derive(Debug, Clone)]
+struct RowPlan<'m> {
+    /// Flat token rows from the first to the last one that counts (empty if none counts).
+    counted: Range<usize>,
+    /// When some rows inside `counted` do not count (a mask with holes): the mask over `counted`.
+    holes: Option<&'m [u8]>,
+    /// `weightedmean` weight of row `counted.start`; each following row adds 1.
+    first_weight: f32,
+    /// Number of rows that count.
+    count: usize,
+    /// Sum of the weights of the rows that count.
+    weight_sum: f64,
+    cls: Pick,
+    last: Pick,
+}
+
+/// Padded rows: the SPEC's mask rule with prompt exclusion (`j < first_i + p` does not count)
+/// and weights `j + 1 − first_i`.
+fn plan_padded(batch: &PaddedBatch, prompt: usize) -> Vec<RowPlan<'_>> {
+    let t = batch.seq_len();
+    (0..batch.batch())
+        .map(|i| {
+            let base = i * t;
+            let (first, lo, hi, holes) = match batch.mask() {
+                None => (0, prompt.min(t), t, None),
+                Some(mask) => {
+                    let row = &mask[base..base + t];
+                    let first = row.iter().position(|&v| v == 1).unwrap_or(0);
+                    let cutoff = first.saturating_add(prompt).min(t);
+                    let lo = row[cutoff..]
+                        .iter()
+                        .position(|&v| v == 1)
+                        .map_or(t, |k| cutoff + k);
+                    let hi = row
+                        .iter()
+                        .rposition(|&v| v == 1)
+                        .map_or(0, |k| k + 1)
+                        .max(lo);
+                    let inside = &row[lo..hi];
+                    let holes = if inside.contains(&0) {
+                        Some(inside)
+                    } else {
+                        None
+                    };
+                    (first, lo, hi, holes)
+                }
+            };
+            let weight = |j: usize| (j + 1 - first) as f64;
+            let (count, weight_sum) = match holes {
+                None => (hi - lo, (lo..hi).map(weight).sum()),
+                Some(h) => {
+                    let counted = (lo..hi).zip(h).filter(|(_, &m)| m == 1).map(|(j, _)| j);
+                    counted.fold((0, 0.0), |(n, s), j| (n + 1, s + weight(j)))
+                }
+            };
+            let (cls, last) = if t == 0 {
+                (Pick::Zeros, Pick::Zeros)
+            } else if lo < hi {
+                (Pick::Token(base + lo), Pick::Token(base + hi - 1))
+            } else {
+                // No position counts: argmax of an all-0 mask is position 0.
+                (Pick::Token(base), Pick::ZeroedToken(base))
+            };
+            RowPlan {
+                counted: base + lo..base + hi,
+                holes,
+                first_weight: (lo + 1).saturating_sub(first) as f32,
+                count,
+                weight_sum,
+                cls,
+                last,
+            }
+        })
+        .collect()
+}
+
+/// Varlen sequences: the first `p` tokens of each are the prompt; weights are the in-sequence
+/// position + 1; `cls` falls back to the first token, `lasttoken` is always the last.
+fn plan_varlen(batch: &VarlenBatch, prompt: usize) -> Vec<RowPlan<'static>> {
+    (0..batch.num_seqs())
+        .map(|i| {
+            let seq = batch.seq(i);
+            let len = seq.len();
+            let skipped = prompt.min(len);
+            let cls = if len > prompt {
+                Pick::Token(seq.start + prompt)
+            } else if len > 0 {
+                Pick::Token(seq.start)
+            } else {
+                Pick::Zeros
+            };
+            let last = if len > 0 {
+                Pick::Token(seq.end - 1)
+            } else {
+                Pick::Zeros
+            };
+            RowPlan {
+                counted: seq.start + skipped..seq.end,
+                holes: None,
+                first_weight: (skipped + 1) as f32,
+                count: len - skipped,
+                weight_sum: (skipped..len).map(|pos| (pos + 1) as f64).sum(),
+                cls,
+                last,
+            }
+        })
+        .collect()
+}
+
+/// A stored element type that pooling widens to f32.
+trait Widen: Element {
+    /// `dst = src` as f32 (same lengths).
+    fn widen_into(src: &[Self], dst: &mut [f32]);
+    /// `src` as f32, using `buf` (at least as long) when a conversion is needed.
+    fn as_f32<'a>(src: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
+        let buf = &mut buf[..src.len()];
+        Self::widen_into(src, buf);
+        buf
+    }
+}
+
+impl Widen for f32 {
+    fn widen_into(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn as_f32<'a>(src: &'a [f32], _buf: &'a mut [f32]) -> &'a [f32] {
+        src
+    }
+}
+
+impl Widen for f16 {
+    fn widen_into(src: &[f16], dst: &mut [f32]) {
+        // `half` converts whole slices with F16C when the CPU has it.
+        src.convert_to_f32_slice(dst);
+    }
+}
+
+impl Widen for bf16 {
+    fn widen_into(src: &[bf16], dst: &mut [f32]) {
+        // bf16 is the top half of an f32: a shift, which vectorises.
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits((s.to_bits() as u32) << 16);
+        }
+    }
+}
+
+/// Which accumulators the requested modes read.
+#[derive(Debug, Clone, Copy)]
+struct Needs {
+    sum: bool,
+    weighted_sum: bool,
+    max: bool,
+}
+
+impl Needs {
+    fn of(modes: &[PoolingMode]) -> Self {
+        let has = |m: &[PoolingMode]| modes.iter().any(|x| m.contains(x));
+        Needs {
+            sum: has(&[PoolingMode::Mean, PoolingMode::MeanSqrtLenTokens]),
+            weighted_sum: has(&[PoolingMode::WeightedMean]),
+            max: has(&[PoolingMode::Max]),
+        }
+    }
+}
+
+/// Per-thread buffers, each `D` long.
+struct Scratch {
+    row: Vec<f32>,
+    /// Four widened rows (`4 × D`) for [`Pass::sum_contiguous`].
+    quad: Vec<f32>,
+    sum: Vec<f32>,
+    weighted_sum: Vec<f32>,
+    max: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(d: usize) -> Self {
+        Scratch {
+            row: vec![0.0; d],
+            quad: vec![0.0; 4 * d],
+            sum: vec![0.0; d],
+            weighted_sum: vec![0.0; d],
+            max: vec![0.0; d],
+        }
+    }
+}
+
+/// Inputs shared by every row of one call.
+struct Pass<'a, E> {
+    tokens: &'a [E],
+    d: usize,
+    modes: &'a [PoolingMode],
+    needs: Needs,
+    token_weights_sum: Option<&'a [f32]>,
+    /// `cls_token_embeddings` widened to f32, `B × D`.
+    cls_given: Option<&'a [f32]>,
+}
+
+fn pool_planned(
+    tokens: &Tensor,
+    d: usize,
+    plans: &[RowPlan<'_>],
+    spec: &PoolingSpec,
+    extras: &PoolExtras,
+) -> Result<Tensor> {
+    let cls_given = match extras.cls_token_embeddings {
+        Some(t) if spec.modes.contains(&PoolingMode::Cls) => Some(t.to_f32_vec()?),
+        _ => None,
+    };
+    let values = match tokens.dtype() {
+        DType::F32 => pool_rows(
+            tokens.as_slice::<f32>()?,
+            d,
+            plans,
+            spec,
+            extras,
+            cls_given.as_deref(),
+        ),
+        DType::F16 => pool_rows(
+            tokens.as_slice::<f16>()?,
+            d,
+            plans,
+            spec,
+            extras,
+            cls_given.as_deref(),
+        ),
+        DType::BF16 => pool_rows(
+            tokens.as_slice::<bf16>()?,
+            d,
+            plans,
+            spec,
+            extras,
+            cls_given.as_deref(),
+        ),
+        other => return Err(Error::dtype("token_embeddings", "f32, f16 or bf16", other)),
+    };
+    let dtype = output_dtype(tokens.dtype(), spec, extras);
+    f32_tensor_to([plans.len(), spec.modes.len() * d], &values, dtype)
+}
+
+/// The pooled rows as f32, `B × (modes × D)`.
+fn pool_rows<E: Widen>(
+    tokens: &[E],
+    d: usize,
+    plans: &[RowPlan<'_>],
+    spec: &PoolingSpec,
+    extras: &PoolExtras,
+    cls_given: Option<&[f32]>,
+) -> Vec<f32> {
+    let row_len = spec.modes.len() * d;
+    let mut out = vec![0.0f32; plans.len() * row_len];
+    if row_len == 0 {
+        return out;
+    }
+    let pass = Pass {
+        tokens,
+        d,
+        modes: &spec.modes,
+        needs: Needs::of(&spec.modes),
+        token_weights_sum: extras.token_weights_sum,
+        cls_given,
+    };
+    let work: usize = plans
+        .iter()
+        .map(|p| p.count)
+        .sum::<usize>()
+        .saturating_mul(d);
+    if work >= PARALLEL_MIN_VALUES && plans.len() > 1 && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(row_len)
+            .zip(plans.par_iter())
+            .enumerate()
+            .for_each_init(
+                || Scratch::new(d),
+                |scratch, (i, (o, plan))| pass.row(i, plan, scratch, o),
+            );
+    } else {
+        let mut scratch = Scratch::new(d);
+        for (i, (o, plan)) in out.chunks_mut(row_len).zip(plans).enumerate() {
+            pass.row(i, plan, &mut scratch, o);
+        }
+    }
+    out
+}
+
+impl<E: Widen> Pass<'_, E> {
+    fn token(&self, j: usize) -> &[E] {
+        &self.tokens[j * self.d..(j + 1) * self.d]
+    }
+
+    /// Pool sequence `i` into `out` (`modes × D`).
+    fn row(&self, i: usize, plan: &RowPlan<'_>, s: &mut Scratch, out: &mut [f32]) {
+        let Scratch {
+            row,
+            quad,
+            sum,
+            weighted_sum,
+            max,
+        } = s;
+        let needs = self.needs;
+        if needs.sum {
+            sum.fill(0.0);
+        }
+        if needs.weighted_sum {
+            weighted_sum.fill(0.0);
+        }
+        if needs.max {
+            max.fill(f32::NEG_INFINITY);
+        }
+
+        if needs.sum && !needs.weighted_sum && !needs.max && plan.holes.is_none() {
+            self.sum_contiguous(plan.counted.clone(), quad, row, sum);
+        } else if needs.sum || needs.weighted_sum || needs.max {
+            for (k, j) in plan.counted.clone().enumerate() {
+                if plan.holes.is_some_and(|h| h[k] == 0) {
+                    continue;
+                }
+                let x = E::as_f32(self.token(j), row);
+                if needs.sum {
+                    add_into(sum, x);
+                }
+                if needs.weighted_sum {
+                    add_scaled_into(weighted_sum, plan.first_weight + k as f32, x);
+                }
+                if needs.max {
+                    max_into(max, x);
+                }
+            }
+        }
+
+        let d = self.d;
+        let divisor = |own: f32| {
+            let n = self.token_weights_sum.map_or(own, |w| w[i]);
+            // torch.clamp(min=1e-9), which keeps a NaN.
+            if n < 1e-9 {
+                1e-9
+            } else {
+                n
+            }
+        };
+        for (&mode, o) in self.modes.iter().zip(out.chunks_exact_mut(d)) {
+            match mode {
+                PoolingMode::Cls => match self.cls_given {
+                    Some(given) => o.copy_from_slice(&given[i * d..(i + 1) * d]),
+                    None => self.pick(plan.cls, o),
+                },
+                PoolingMode::Max => o.copy_from_slice(max),
+                PoolingMode::Mean => divide_into(o, sum, divisor(plan.count as f32)),
+                PoolingMode::MeanSqrtLenTokens => {
+                    divide_into(o, sum, divisor(plan.count as f32).sqrt())
+                }
+                PoolingMode::WeightedMean => {
+                    divide_into(o, weighted_sum, divisor(plan.weight_sum as f32))
+                }
+                PoolingMode::LastToken => self.pick(plan.last, o),
+            }
+        }
+    }
+
+    /// `sum += rows` over a range with no holes: four rows per pass over the accumulator, so
+    /// the accumulator is loaded and stored a quarter as often.
+    fn sum_contiguous(
+        &self,
+        rows: Range<usize>,
+        quad_buf: &mut [f32],
+        buf: &mut [f32],
+        sum: &mut [f32],
+    ) {
+        let d = self.d;
+        let block = &self.tokens[rows.start * d..rows.end * d];
+        let mut quads = block.chunks_exact(4 * d);
+        for quad in &mut quads {
+            let q = E::as_f32(quad, quad_buf);
+            let (a, rest) = q.split_at(d);
+            let (b, rest) = rest.split_at(d);
+            let (c, e) = rest.split_at(d);
+            for ((((s, &a), &b), &c), &e) in sum.iter_mut().zip(a).zip(b).zip(c).zip(e) {
+                *s += (a + b) + (c + e);
+            }
+        }
+        for one in quads.remainder().chunks_exact(d) {
+            add_into(sum, E::as_f32(one, buf));
+        }
+    }
+
+    fn pick(&self, pick: Pick, out: &mut [f32]) {
+        match pick {
+            Pick::Token(j) => E::widen_into(self.token(j), out),
+            Pick::ZeroedToken(j) => {
+                E::widen_into(self.token(j), out);
+                out.iter_mut().for_each(|v| *v *= 0.0);
+            }
+            Pick::Zeros => out.fill(0.0),
+        }
+    }
+}
+
+#[inline]
+fn add_into(acc: &mut [f32], x: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += v;
+    }
+}
+
+#[inline]
+fn add_scaled_into(acc: &mut [f32], w: f32, x: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += w * v;
+    }
+}
+
+#[inline]
+fn max_into(acc: &mut [f32], x: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        // Written as a select so that it compiles to a vector max.
+        *a = if v > *a { v } else { *a };
+    }
+}
+
+fn divide_into(out: &mut [f32], acc: &[f32], n: f32) {
+    for (o, &a) in out.iter_mut().zip(acc) {
+        *o = a / n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_plans_follow_the_mask_rule() {
+        let tokens = Tensor::zeros([4, 5, 2], DType::F32).unwrap();
+        #[rustfmt::skip]
+        let mask = vec![
+            0, 0, 1, 1, 1, // left padded
+            1, 1, 1, 0, 0, // right padded
+            0, 0, 0, 0, 0, // empty
+            1, 0, 1, 1, 0, // a hole
+        ];
+        let batch = PaddedBatch::with_mask_values(tokens, Some(mask)).unwrap();
+        let plans = plan_padded(&batch, 1);
+        // Left padded: first = 2, prompt covers position 2; weights start at 4 − 2 = 2.
+        assert_eq!(plans[0].counted, 3..5);
+        assert_eq!(
+            (plans[0].count, plans[0].first_weight, plans[0].weight_sum),
+            (2, 2.0, 5.0)
+        );
+        assert_eq!(
+            (plans[0].cls, plans[0].last),
+            (Pick::Token(3), Pick::Token(4))
+        );
+        assert_eq!(plans[1].counted, 6..8);
+        assert_eq!(plans[1].weight_sum, 5.0);
+        assert_eq!(plans[2].count, 0);
+        assert_eq!(
+            (plans[2].cls, plans[2].last),
+            (Pick::Token(10), Pick::ZeroedToken(10))
+        );
+        // Hole at position 1 is before the prompt cut; 2..4 counts, weights 3 and 4.
+        assert_eq!((plans[3].counted.clone(), plans[3].holes), (17..19, None));
+        let plans = plan_padded(&batch, 0);
+        assert_eq!(plans[3].holes, Some(&[1u8, 0, 1, 1][..]));
+        assert_eq!((plans[3].count, plans[3].weight_sum), (3, 8.0));
+    }
+
+    #[test]
+    fn varlen_plans_skip_the_prompt() {
+        let tokens = Tensor::zeros([6, 2], DType::F32).unwrap();
+        let batch = VarlenBatch::new(tokens, &[0, 4, 4, 5, 6]).unwrap();
+        let plans = plan_varlen(&batch, 2);
+        assert_eq!((plans[0].counted.clone(), plans[0].weight_sum), (2..4, 7.0));
+        assert_eq!(
+            (plans[0].cls, plans[0].last),
+            (Pick::Token(2), Pick::Token(3))
+        );
+        assert_eq!(
+            (plans[1].count, plans[1].cls, plans[1].last),
+            (0, Pick::Zeros, Pick::Zeros)
+        );
+        assert_eq!(
+            (plans[2].count, plans[2].cls, plans[2].last),
+            (0, Pick::Token(4), Pick::Token(4))
+        );
+    }
+}
