@@ -1,21 +1,108 @@
 //! Text to token ids, exactly as the `tokenizers` crate computes them for a `tokenizer.json`.
 //!
-//! The crate is always loaded: it is the reference and the fallback for every pipeline that
-//! has no fast path here. Fast paths (added pipeline by pipeline) must give the same ids as
-//! the crate's `encode(text, false)` with truncation and padding disabled.
+//! The crate is always loaded: it is the reference and the fallback. Pipelines that are common
+//! in static embedding models have a fast path of their own here (chosen from the exact
+//! configuration in `tokenizer.json`, see [`Tokenizer::backend`]); a fast path gives the same
+//! ids as the crate's `encode(text, false)` with truncation and padding disabled, and hands a
+//! text to the crate whenever it cannot guarantee that (an added token occurs in the text, a
+//! rare Unicode ordering case).
+
+mod bert;
+mod vocab;
+mod wordpiece;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use stk_core::{Error, Result};
+use tokenizers::Normalizer;
+
+use bert::BertNormalizerConfig;
+use wordpiece::{BertWordPiece, WordPiece};
 
 /// A loaded `tokenizer.json`.
 pub struct Tokenizer {
     /// The crate's tokenizer, truncation and padding disabled: reference and fallback.
     reference: tokenizers::Tokenizer,
+    fast: Option<FastPath>,
+    added: AddedTokenGate,
     unk_id: Option<u32>,
     path: PathBuf,
+}
+
+/// A pipeline implemented here.
+enum FastPath {
+    BertWordPiece(BertWordPiece),
+}
+
+impl FastPath {
+    fn name(&self) -> &'static str {
+        match self {
+            FastPath::BertWordPiece(_) => "bert-wordpiece",
+        }
+    }
+}
+
+/// Added tokens are cut out of the text by the crate before (or, for `normalized` ones,
+/// after) normalization. A fast path leaves every text that contains one to the crate.
+#[derive(Default)]
+struct AddedTokenGate {
+    /// Contents matched in the raw text.
+    raw: Vec<String>,
+    /// First bytes of `raw`, to skip the substring search for most texts.
+    raw_first_byte: Vec<u8>,
+    /// Normalized contents matched in the normalized text.
+    normalized: Vec<String>,
+}
+
+impl AddedTokenGate {
+    /// `None` when an added token is empty (before or after normalization): the crate's
+    /// matching of empty patterns is not something to imitate.
+    fn new(reference: &tokenizers::Tokenizer) -> Option<AddedTokenGate> {
+        let mut gate = AddedTokenGate::default();
+        for token in reference.get_added_tokens_decoder().values() {
+            if token.content.is_empty() {
+                return None;
+            }
+            if token.normalized {
+                let mut n = tokenizers::NormalizedString::from(token.content.as_str());
+                if let Some(normalizer) = reference.get_normalizer() {
+                    normalizer.normalize(&mut n).ok()?;
+                }
+                if n.get().is_empty() {
+                    return None;
+                }
+                gate.normalized.push(n.get().to_owned());
+            } else {
+                gate.raw_first_byte.push(token.content.as_bytes()[0]);
+                gate.raw.push(token.content.clone());
+            }
+        }
+        gate.raw_first_byte.sort_unstable();
+        gate.raw_first_byte.dedup();
+        Some(gate)
+    }
+
+    /// Whether a non-normalized added token may occur in `text`.
+    #[inline]
+    fn raw_match(&self, text: &str) -> bool {
+        let bytes = text.as_bytes();
+        let maybe = match self.raw_first_byte.as_slice() {
+            [] => false,
+            [b] => bytes.contains(b),
+            firsts => bytes.iter().any(|b| firsts.contains(b)),
+        };
+        maybe && self.raw.iter().any(|t| text.contains(t.as_str()))
+    }
+
+    /// Whether the normalized text is free of normalized added tokens.
+    fn normalized_free(&self, normalized: &str) -> bool {
+        !self
+            .normalized
+            .iter()
+            .any(|t| normalized.contains(t.as_str()))
+    }
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -54,16 +141,65 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         reference.with_padding(None);
         let unk_id = unk_id_of(&json, &reference);
+        let (fast, added) = match AddedTokenGate::new(&reference) {
+            Some(gate) => (fast_path_for(&json), gate),
+            None => (None, AddedTokenGate::default()),
+        };
         Ok(Tokenizer {
             reference,
+            fast,
+            added,
             unk_id,
             path: path.to_path_buf(),
         })
     }
 
-    /// Which implementation encodes: `"tokenizers"` (the crate) or the name of a fast path.
+    /// Which implementation encodes: `"tokenizers"` (the crate, for every text) or the name
+    /// of the fast path (`"bert-wordpiece"`), which still hands the crate the texts it
+    /// cannot guarantee (see the module docs).
     pub fn backend(&self) -> &'static str {
-        "tokenizers"
+        self.fast.as_ref().map_or("tokenizers", FastPath::name)
+    }
+
+    /// The fast path's ids for `text`, or `None` when this tokenizer has no fast path or the
+    /// fast path hands this text to the crate. For tests and diagnostics: [`Tokenizer::encode`]
+    /// is the same with the fallback.
+    pub fn encode_fast_only(&self, text: &str) -> Option<Vec<u32>> {
+        let mut ids = Vec::new();
+        self.try_fast(text, usize::MAX, &mut ids).then_some(ids)
+    }
+
+    /// Append the fast path's first `max_tokens` ids of `text` to `out`; `false` (and `out`
+    /// unchanged) when the crate must encode it.
+    fn try_fast(&self, text: &str, max_tokens: usize, out: &mut Vec<u32>) -> bool {
+        let Some(fast) = &self.fast else {
+            return false;
+        };
+        if self.added.raw_match(text) {
+            return false;
+        }
+        let base = out.len();
+        let check = |n: &str| self.added.normalized_free(n);
+        let normalized_check: Option<&dyn Fn(&str) -> bool> = if self.added.normalized.is_empty() {
+            None
+        } else {
+            Some(&check)
+        };
+        let done = match fast {
+            FastPath::BertWordPiece(f) => f.encode(text, max_tokens, out, normalized_check),
+        };
+        match done {
+            Ok(()) => {
+                if out.len() - base > max_tokens {
+                    out.truncate(base + max_tokens);
+                }
+                true
+            }
+            Err(_) => {
+                out.truncate(base);
+                false
+            }
+        }
     }
 
     /// The file this tokenizer was loaded from.
@@ -89,6 +225,9 @@ impl Tokenizer {
 
     /// Append the first `max_tokens` ids of `text` to `out` (reusing its allocation).
     pub fn encode_into(&self, text: &str, max_tokens: usize, out: &mut Vec<u32>) -> Result<()> {
+        if max_tokens == 0 || self.try_fast(text, max_tokens, out) {
+            return Ok(());
+        }
         let encoding = self
             .reference
             .encode_fast(text, false)
@@ -143,6 +282,58 @@ impl Tokenizer {
     /// The `tokenizers` crate's tokenizer (truncation and padding disabled).
     pub fn reference(&self) -> &tokenizers::Tokenizer {
         &self.reference
+    }
+}
+
+/// The fast path whose configuration `json` has exactly, if any.
+fn fast_path_for(json: &serde_json::Value) -> Option<FastPath> {
+    if !post_processor_keeps_ids(json.get("post_processor")) {
+        return None;
+    }
+    let model = json.get("model")?;
+    match model.get("type")?.as_str()? {
+        "WordPiece" => {
+            let normalizer = json.get("normalizer")?;
+            if normalizer.get("type")?.as_str()? != "BertNormalizer" {
+                return None;
+            }
+            let flag = |key: &str| normalizer.get(key)?.as_bool();
+            let lowercase = flag("lowercase")?;
+            let strip_accents = match normalizer.get("strip_accents")? {
+                serde_json::Value::Null => lowercase,
+                v => v.as_bool()?,
+            };
+            let cfg = BertNormalizerConfig {
+                clean_text: flag("clean_text")?,
+                handle_chinese_chars: flag("handle_chinese_chars")?,
+                strip_accents,
+                lowercase,
+            };
+            if json.get("pre_tokenizer")?.get("type")?.as_str()? != "BertPreTokenizer" {
+                return None;
+            }
+            let vocab: HashMap<String, u32> =
+                serde_json::from_value(model.get("vocab")?.clone()).ok()?;
+            let wordpiece = WordPiece::new(
+                &vocab,
+                model.get("unk_token")?.as_str()?,
+                model.get("continuing_subword_prefix")?.as_str()?,
+                usize::try_from(model.get("max_input_chars_per_word")?.as_u64()?).ok()?,
+            )?;
+            Some(FastPath::BertWordPiece(BertWordPiece::new(cfg, wordpiece)))
+        }
+        _ => None,
+    }
+}
+
+/// Post-processors that add nothing when special tokens are not requested.
+fn post_processor_keeps_ids(post: Option<&serde_json::Value>) -> bool {
+    match post {
+        None | Some(serde_json::Value::Null) => true,
+        Some(p) => matches!(
+            p.get("type").and_then(|t| t.as_str()),
+            Some("TemplateProcessing" | "BertProcessing" | "RobertaProcessing" | "ByteLevel")
+        ),
     }
 }
 

@@ -1,0 +1,247 @@
+//! The `BertNormalizer` + `BertPreTokenizer` front end, as a per-character table.
+//!
+//! The crate normalizes the whole text (clean control/whitespace chars, space out CJK
+//! ideographs, NFD + drop non-spacing marks, lowercase) and then splits it on whitespace
+//! and isolates punctuation. Every step except NFD's canonical reordering works char by char,
+//! so the result for each input char is precomputed once (same Unicode tables as the crate:
+//! `unicode_categories`, `unicode-normalization-alignments` and std's char properties). The
+//! reordering only moves non-starters (combining class != 0); when accents are stripped all
+//! non-spacing marks disappear, so the order of the rest is unchanged unless a non-starter
+//! that is *not* a non-spacing mark survives. Texts with such a char (rare: a few spacing
+//! combining marks) are marked `Sensitive` and encoded by the crate instead.
+
+use std::sync::OnceLock;
+
+use unicode_categories::UnicodeCategories;
+use unicode_normalization_alignments::char::canonical_combining_class;
+use unicode_normalization_alignments::UnicodeNormalization;
+
+/// `BertNormalizer` settings (`strip_accents` already resolved: `None` follows `lowercase`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BertNormalizerConfig {
+    pub clean_text: bool,
+    pub handle_chinese_chars: bool,
+    pub strip_accents: bool,
+    pub lowercase: bool,
+}
+
+impl BertNormalizerConfig {
+    fn index(self) -> usize {
+        usize::from(self.clean_text)
+            | usize::from(self.handle_chinese_chars) << 1
+            | usize::from(self.strip_accents) << 2
+            | usize::from(self.lowercase) << 3
+    }
+}
+
+/// What the pre-tokenizer does with a normalized char.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum CharKind {
+    /// Part of a word.
+    Word = 0,
+    /// Whitespace: ends the current word and is removed.
+    Space = 1,
+    /// Punctuation: a word of its own.
+    Punct = 2,
+}
+
+/// The crate's `is_whitespace` for `clean_text` (tab, newline, carriage return or White_Space).
+fn is_clean_whitespace(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || c.is_whitespace()
+}
+
+/// The crate's `is_control` for `clean_text` (Cc, Cf, Co except tab, newline, return).
+fn is_clean_control(c: char) -> bool {
+    !matches!(c, '\t' | '\n' | '\r') && c.is_other()
+}
+
+/// The crate's CJK ideograph ranges for `handle_chinese_chars`.
+fn is_chinese_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x4E00..=0x9FFF
+            | 0x3400..=0x4DBF
+            | 0x20000..=0x2A6DF
+            | 0x2A700..=0x2B73F
+            | 0x2B740..=0x2B81F
+            | 0x2B920..=0x2CEAF
+            | 0xF900..=0xFAFF
+            | 0x2F800..=0x2FA1F
+    )
+}
+
+/// `BertPreTokenizer`'s split classes for a normalized char.
+pub(crate) fn pre_tokenizer_kind(c: char) -> CharKind {
+    if c.is_whitespace() {
+        CharKind::Space
+    } else if c.is_ascii_punctuation() || c.is_punctuation() {
+        CharKind::Punct
+    } else {
+        CharKind::Word
+    }
+}
+
+/// Normalize one input char: push its output chars (with their pre-tokenizer kind) to `out`.
+/// Returns `false` when the char makes the text order-sensitive (see the module docs).
+pub(crate) fn normalize_char(
+    cfg: BertNormalizerConfig,
+    c: char,
+    out: &mut Vec<(char, CharKind)>,
+) -> bool {
+    let mut c = c;
+    if cfg.clean_text {
+        if c == '\0' || c == '\u{fffd}' || is_clean_control(c) {
+            return true;
+        }
+        if is_clean_whitespace(c) {
+            c = ' ';
+        }
+    }
+    let spaced = cfg.handle_chinese_chars && is_chinese_char(c);
+    let mut order_safe = true;
+    let mut survivors: Vec<char> = Vec::with_capacity(4);
+    if cfg.strip_accents {
+        let one = c.to_string();
+        for (d, _) in one.as_str().nfd() {
+            if d.is_mark_nonspacing() {
+                continue;
+            }
+            if canonical_combining_class(d) != 0 {
+                order_safe = false;
+            }
+            survivors.push(d);
+        }
+    } else {
+        survivors.push(c);
+    }
+    if spaced {
+        out.push((' ', CharKind::Space));
+    }
+    for s in survivors {
+        if cfg.lowercase {
+            for l in s.to_lowercase() {
+                out.push((l, pre_tokenizer_kind(l)));
+            }
+        } else {
+            out.push((s, pre_tokenizer_kind(s)));
+        }
+    }
+    if spaced {
+        out.push((' ', CharKind::Space));
+    }
+    // A separator that is itself a non-starter could be reordered with a following mark.
+    if out
+        .iter()
+        .any(|&(o, k)| k != CharKind::Word && canonical_combining_class(o) != 0)
+    {
+        order_safe = false;
+    }
+    order_safe
+}
+
+/// Result of looking up one input char.
+pub(crate) enum Mapped<'a> {
+    /// The char becomes these normalized chars.
+    Chars(&'a [u32]),
+    /// The text must be encoded by the crate (see the module docs).
+    Sensitive,
+}
+
+/// Packed normalized char: code point in the low 21 bits, kind in bits 24..26.
+#[inline]
+pub(crate) fn unpack(p: u32) -> (char, CharKind) {
+    let c = char::from_u32(p & 0x1F_FFFF).unwrap_or('\u{fffd}');
+    let kind = match p >> 24 {
+        1 => CharKind::Space,
+        2 => CharKind::Punct,
+        _ => CharKind::Word,
+    };
+    (c, kind)
+}
+
+fn pack(c: char, kind: CharKind) -> u32 {
+    c as u32 | (kind as u32) << 24
+}
+
+const SENSITIVE: u32 = u32::MAX;
+
+/// Precomputed `normalize_char` for every char of the Basic Multilingual Plane.
+pub(crate) struct BertCharTable {
+    cfg: BertNormalizerConfig,
+    /// Per BMP char: `start << 8 | len` into `pool`, or `SENSITIVE`.
+    bmp: Vec<u32>,
+    pool: Vec<u32>,
+    /// ASCII bytes: kind and the single normalized byte (`None` when the byte is dropped).
+    pub(crate) ascii: [(CharKind, Option<u8>); 128],
+}
+
+impl BertCharTable {
+    fn build(cfg: BertNormalizerConfig) -> BertCharTable {
+        let mut bmp = Vec::with_capacity(0x1_0000);
+        let mut pool = Vec::new();
+        let mut buf = Vec::new();
+        for code in 0u32..0x1_0000 {
+            let Some(c) = char::from_u32(code) else {
+                bmp.push(0); // surrogates never occur in a &str
+                continue;
+            };
+            buf.clear();
+            if !normalize_char(cfg, c, &mut buf) {
+                bmp.push(SENSITIVE);
+                continue;
+            }
+            let start = pool.len() as u32;
+            pool.extend(buf.iter().map(|&(o, k)| pack(o, k)));
+            bmp.push(start << 8 | buf.len() as u32);
+        }
+        let mut ascii = [(CharKind::Word, None); 128];
+        for b in 0u8..128 {
+            buf.clear();
+            let safe = normalize_char(cfg, char::from(b), &mut buf);
+            assert!(
+                safe && buf.len() <= 1,
+                "ASCII normalizes to at most one char"
+            );
+            ascii[usize::from(b)] = match buf.first() {
+                None => (CharKind::Word, None),
+                Some(&(o, k)) => (k, Some(o as u8)),
+            };
+        }
+        BertCharTable {
+            cfg,
+            bmp,
+            pool,
+            ascii,
+        }
+    }
+
+    /// The shared table for `cfg` (built once per process, ~0.3 MB).
+    pub(crate) fn get(cfg: BertNormalizerConfig) -> &'static BertCharTable {
+        static TABLES: [OnceLock<BertCharTable>; 16] = [const { OnceLock::new() }; 16];
+        TABLES[cfg.index()].get_or_init(|| BertCharTable::build(cfg))
+    }
+
+    /// Normalized chars of a non-ASCII char; chars beyond the BMP are computed into `scratch`.
+    #[inline]
+    pub(crate) fn map<'a>(&'a self, c: char, scratch: &'a mut Vec<u32>) -> Mapped<'a> {
+        if let Some(&e) = self.bmp.get(c as usize) {
+            if e == SENSITIVE {
+                return Mapped::Sensitive;
+            }
+            let start = (e >> 8) as usize;
+            let len = (e & 0xFF) as usize;
+            return match self.pool.get(start..start + len) {
+                Some(s) => Mapped::Chars(s),
+                None => Mapped::Sensitive,
+            };
+        }
+        let mut buf = Vec::new();
+        if !normalize_char(self.cfg, c, &mut buf) {
+            return Mapped::Sensitive;
+        }
+        scratch.clear();
+        scratch.extend(buf.iter().map(|&(o, k)| pack(o, k)));
+        Mapped::Chars(scratch)
+    }
+}

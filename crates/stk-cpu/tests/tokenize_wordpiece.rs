@@ -1,0 +1,180 @@
+//! The `bert-wordpiece` fast path gives exactly the `tokenizers` crate's ids: on the golden
+//! texts, on the bench corpus (when `../shared` is there), on hand-picked Unicode corner
+//! cases and on random Unicode strings.
+
+mod tokenize_util;
+
+use proptest::prelude::*;
+use stk_cpu::Tokenizer;
+use tokenize_util::*;
+
+fn potion() -> (Tokenizer, tokenizers::Tokenizer) {
+    let path = model_tokenizer("potion-base-8M-f16");
+    let ours = Tokenizer::from_file(&path).unwrap();
+    assert_eq!(ours.backend(), "bert-wordpiece");
+    (ours, reference(&path))
+}
+
+/// Compare on `texts`; returns how many texts the fast path handled itself.
+fn assert_identical(
+    ours: &Tokenizer,
+    reference: &tokenizers::Tokenizer,
+    texts: &[String],
+) -> usize {
+    let mut fast = 0;
+    for text in texts {
+        let expected = reference_ids(reference, text);
+        assert_eq!(ours.encode(text).unwrap(), expected, "text {text:?}");
+        if let Some(ids) = ours.encode_fast_only(text) {
+            assert_eq!(ids, expected, "fast path, text {text:?}");
+            fast += 1;
+        }
+    }
+    fast
+}
+
+#[test]
+fn golden_texts_match() {
+    let (ours, reference) = potion();
+    let texts = golden_texts();
+    let fast = assert_identical(&ours, &reference, &texts);
+    assert_eq!(
+        fast,
+        texts.len(),
+        "every golden text should take the fast path"
+    );
+}
+
+#[test]
+fn bench_corpus_matches() {
+    let Some(texts) = bench_sentences() else {
+        return;
+    };
+    let (ours, reference) = potion();
+    let fast = assert_identical(&ours, &reference, &texts);
+    eprintln!(
+        "bench corpus: {} lines, {fast} on the fast path",
+        texts.len()
+    );
+    assert!(
+        fast * 100 >= texts.len() * 99,
+        "only {fast} of {} on the fast path",
+        texts.len()
+    );
+}
+
+#[test]
+fn unicode_corner_cases() {
+    let (ours, reference) = potion();
+    let long_word = "a".repeat(100);
+    let too_long_word = "a".repeat(101);
+    let long_accented = "é".repeat(101);
+    let cases: Vec<String> = [
+        "",
+        " ",
+        "\t\n\r\u{0B}\u{0C}\u{85}\u{A0}\u{2000}\u{3000}",
+        "Héllo Wörld! ÀÉÎÕÜ çãñ ß ẞ İstanbul ǅ ﬁnal ﬀ",
+        "東京は日本の首都です。北京欢迎你！",
+        "한국어 문장입니다. 다람쥐 헌 쳇바퀴에 타고파",
+        "がぎぐげご パピプペポ ヴ",
+        "a\u{0}b\u{fffd}c\u{1}d\u{7f}e\u{200b}f\u{200d}g\u{feff}h\u{e000}i",
+        "a\u{0301}\u{0316}b \u{0345}x \u{094D}y",
+        "Greek ; question\u{037E} ano\u{0387}teleia \u{1FEF}",
+        "emoji 😀👍🏽 👨‍👩‍👧 flags 🇫🇷 astral 𝔾𝕠𝕠𝕕 𠀀𠀁 𝄞",
+        "punct «quoted» “smart” ‘single’ — – … ¿¡ 、。・「」 ؟ ।",
+        "[CLS] [SEP] [PAD] [MASK] [UNK] hello[MASK]world",
+        "[cls] [ CLS ] [CLS",
+        "ＦＵＬＬＷＩＤＴＨ ｈａｌｆ ①②③ ½ ² ㎏ ℃",
+        "Ωmega ΣΊΣΥΦΟΣ ὈΔΥΣΣΕΎΣ Привет МИР Ἀθῆναι",
+        "\u{1D165}\u{1D16D} music \u{0F71}\u{0F72}",
+        "tokenization unbelievably antidisestablishmentarianism",
+        "x##y ##z 123,456.78 e-mail@example.com https://rust-lang.org/a_b?c=d&e",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([long_word, too_long_word, long_accented])
+    .collect();
+    assert_identical(&ours, &reference, &cases);
+    // The fast path really ran on the Unicode-heavy cases (no silent fallback everywhere).
+    assert!(ours.encode_fast_only(&cases[3]).is_some());
+    assert!(ours.encode_fast_only(&cases[4]).is_some());
+    assert!(ours.encode_fast_only(&cases[5]).is_some());
+    assert!(ours.encode_fast_only(&cases[10]).is_some());
+    // Added tokens in the text go to the crate.
+    assert!(ours.encode_fast_only(&cases[12]).is_none());
+}
+
+#[test]
+fn truncated_fast_path_equals_prefix() {
+    let (ours, reference) = potion();
+    for text in golden_texts().iter().take(40) {
+        let full = reference_ids(&reference, text);
+        for max in [1usize, 2, 5, 17] {
+            let got = ours.encode_truncated(text, max).unwrap();
+            assert_eq!(got[..], full[..max.min(full.len())], "{max} {text:?}");
+        }
+    }
+}
+
+/// Characters that exercise every branch of the normalizer and pre-tokenizer.
+fn interesting_char() -> impl Strategy<Value = char> {
+    prop_oneof![
+        4 => proptest::char::range('a', 'z'),
+        2 => proptest::char::range('A', 'Z'),
+        1 => proptest::char::range('0', '9'),
+        2 => Just(' '),
+        1 => prop::sample::select(vec![
+            '\t', '\n', '\r', '\u{0B}', '\u{0C}', '\u{0}', '\u{1}', '\u{7f}', '\u{85}', '\u{A0}',
+            '\u{2000}', '\u{200B}', '\u{3000}', '\u{FEFF}', '\u{FFFD}', '\u{E000}', '\u{AD}',
+        ]),
+        2 => prop::sample::select(vec![
+            '.', ',', '!', '?', '#', '\'', '"', '(', ')', '[', ']', '-', '_', '/', '\\', '@',
+            '«', '»', '“', '”', '—', '…', '。', '、', '¿', '\u{037E}', '\u{0387}',
+        ]),
+        2 => proptest::char::range('\u{C0}', '\u{24F}'),
+        2 => prop::sample::select(vec!['\u{0300}', '\u{0301}', '\u{0308}', '\u{0316}', '\u{0345}', '\u{094D}', '\u{0F71}', '\u{1D165}', '\u{093E}']),
+        1 => proptest::char::range('\u{370}', '\u{3FF}'),
+        1 => proptest::char::range('\u{400}', '\u{4FF}'),
+        2 => proptest::char::range('\u{3040}', '\u{30FF}'),
+        2 => proptest::char::range('\u{4E00}', '\u{4F00}'),
+        1 => proptest::char::range('\u{F900}', '\u{FAFF}'),
+        2 => proptest::char::range('\u{AC00}', '\u{D7A3}'),
+        1 => proptest::char::range('\u{FF00}', '\u{FFEF}'),
+        1 => proptest::char::range('\u{1F300}', '\u{1F6FF}'),
+        1 => proptest::char::range('\u{20000}', '\u{20100}'),
+        1 => any::<char>(),
+    ]
+}
+
+fn interesting_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => proptest::collection::vec(interesting_char(), 0..60).prop_map(|v| v.into_iter().collect()),
+        // Long words around the 100-char limit.
+        1 => (proptest::collection::vec(interesting_char(), 0..8), 95usize..110, proptest::char::range('a', 'e'))
+            .prop_map(|(v, n, c)| {
+                let mut s: String = v.into_iter().collect();
+                s.extend(std::iter::repeat_n(c, n));
+                s
+            }),
+        1 => any::<String>(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_unicode_matches_the_crate(text in interesting_text()) {
+        thread_local! {
+            static PAIR: (Tokenizer, tokenizers::Tokenizer) = potion();
+        }
+        PAIR.with(|(ours, reference)| {
+            let expected = reference_ids(reference, &text);
+            prop_assert_eq!(ours.encode(&text).unwrap(), expected.clone());
+            if let Some(ids) = ours.encode_fast_only(&text) {
+                prop_assert_eq!(ids, expected);
+            }
+            Ok(())
+        })?;
+    }
+}
