@@ -1,1 +1,50 @@
-fn main() {}
+//! Repository tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`):
+//!
+//! * `ptx`: compile each `kernels/*.cu` to `compute_80` PTX under `kernels/ptx/` with the
+//!   pinned CUDA 13.0 wheels (installed on first use into the git-ignored venv `.cuda/`).
+//! * `ptx --check`: rebuild into a temporary folder, fail when the committed PTX is stale, and
+//!   run `ptxas -arch=sm_90 -v` on every kernel, printing its registers and failing on spills.
+//! * `gpu-bundle`: build the GPU tests and the `stk` binary (release) and gather them with
+//!   `run.sh` into `gpu-bundle/`, to run on a GPU machine that has no Rust toolchain.
+
+mod bundle;
+mod cuda;
+mod ptx;
+
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask ptx [--check] | cargo xtask gpu-bundle [--out DIR]";
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    let root = repo_root();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["ptx"] => ptx::build(&root),
+        ["ptx", "--check"] => ptx::check(&root).map(|_| ()),
+        ["gpu-bundle"] => bundle::gpu_bundle(&root, &root.join("gpu-bundle")),
+        ["gpu-bundle", "--out", dir] => bundle::gpu_bundle(&root, &PathBuf::from(dir)),
+        ["help"] | ["--help"] | ["-h"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+/// The workspace root: the parent of this crate's folder.
+fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}

@@ -1,0 +1,225 @@
+//! GPU timing for `stk bench ... --device cuda`: CUDA events around many launches after a
+//! warm-up, and the device-to-device copy bandwidth measured in the same process as the
+//! yardstick, so each kernel is reported as a fraction of what the memory system delivers.
+
+use crate::device::{cuda_err, CudaDevice};
+use crate::embedding_bag::{BagReduce, DeviceEmbeddingTable};
+use crate::normalize::NormRule;
+use crate::pool::{PoolExtras, PoolPlan};
+use cudarc::driver::sys::CUevent_flags;
+use rand::{Rng, SeedableRng};
+use stk_core::{DType, Error, PaddedBatch, PoolingSpec, Result, Tensor, TokenBags};
+
+/// Warm-up and timed repetitions of one measurement.
+#[derive(Debug, Clone, Copy)]
+pub struct Repeats {
+    pub warmup: usize,
+    pub iters: usize,
+}
+
+impl Default for Repeats {
+    fn default() -> Self {
+        Repeats {
+            warmup: 10,
+            iters: 50,
+        }
+    }
+}
+
+/// One kernel's measurement next to the copy bandwidth of the same device and process.
+#[derive(Debug, Clone)]
+pub struct KernelMeasurement {
+    /// What was measured, e.g. `pool mean bf16 [256, 512, 1024]`.
+    pub label: String,
+    /// Mean milliseconds per launch.
+    pub ms: f64,
+    /// Bytes the launch must move at least (inputs read once + outputs written).
+    pub bytes: usize,
+    /// Device-to-device copy bandwidth (bytes read + written per second).
+    pub copy_bytes_per_s: f64,
+}
+
+impl KernelMeasurement {
+    pub fn bytes_per_s(&self) -> f64 {
+        self.bytes as f64 / (self.ms * 1e-3)
+    }
+    /// Effective bandwidth as a fraction of the copy bandwidth.
+    pub fn fraction_of_copy(&self) -> f64 {
+        self.bytes_per_s() / self.copy_bytes_per_s
+    }
+    /// One line for logs: label, time, GB/s, % of copy.
+    pub fn line(&self) -> String {
+        format!(
+            "{}: {:.4} ms, {:.1} GB/s = {:.1}% of device copy ({:.1} GB/s)",
+            self.label,
+            self.ms,
+            self.bytes_per_s() / 1e9,
+            100.0 * self.fraction_of_copy(),
+            self.copy_bytes_per_s / 1e9
+        )
+    }
+}
+
+impl CudaDevice {
+    /// Mean milliseconds of `op` (which submits work to this device's stream), timed with CUDA
+    /// events around `iters` back-to-back runs after `warmup` untimed ones.
+    pub fn time_ms(&self, repeats: Repeats, mut op: impl FnMut() -> Result<()>) -> Result<f64> {
+        if repeats.iters == 0 {
+            return Err(Error::invalid("timing needs at least one iteration"));
+        }
+        for _ in 0..repeats.warmup {
+            op()?;
+        }
+        self.synchronize()?;
+        let event = || {
+            self.context()
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(cuda_err("creating a timing event"))
+        };
+        let (start, end) = (event()?, event()?);
+        start
+            .record(self.stream())
+            .map_err(cuda_err("recording an event"))?;
+        for _ in 0..repeats.iters {
+            op()?;
+        }
+        end.record(self.stream())
+            .map_err(cuda_err("recording an event"))?;
+        let ms = start
+            .elapsed_ms(&end)
+            .map_err(cuda_err("reading event times"))?;
+        Ok(ms as f64 / repeats.iters as f64)
+    }
+
+    /// Device-to-device copy bandwidth over a `bytes`-byte buffer, counting bytes read plus
+    /// bytes written per second (the same accounting as [`KernelMeasurement::bytes`]).
+    pub fn copy_bandwidth(&self, bytes: usize, repeats: Repeats) -> Result<f64> {
+        let src = self.alloc_zeros::<u8>(bytes)?;
+        let mut dst = self.alloc_zeros::<u8>(bytes)?;
+        let ms = self.time_ms(repeats, || {
+            self.stream()
+                .memcpy_dtod(&src, &mut dst)
+                .map_err(cuda_err("device-to-device copy"))
+        })?;
+        Ok(2.0 * bytes as f64 / (ms * 1e-3))
+    }
+}
+
+fn random_tensor(dims: &[usize], dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+    Tensor::from_vec(dims.to_vec(), v)?.to_dtype(dtype)
+}
+
+/// How many tokens of each sequence are real in a pooling benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchLengths {
+    /// Every position is a real token (pure streaming of `[B, T, D]`).
+    Full,
+    /// Lengths uniform in `1..=T`, right-padded: only real rows are read and counted.
+    Random,
+}
+
+/// Masked pooling of a random `[batch, seq, dim]` batch: the fused kernel's time and effective
+/// bandwidth (real token rows read + output written) against the copy bandwidth.
+pub fn bench_pool(
+    dev: &CudaDevice,
+    dims: [usize; 3],
+    dtype: DType,
+    spec: &PoolingSpec,
+    lengths: BenchLengths,
+    normalize: bool,
+    repeats: Repeats,
+) -> Result<KernelMeasurement> {
+    let [b, t, d] = dims;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let tokens = random_tensor(&dims, dtype, &mut rng)?;
+    let mask: Vec<u8> = (0..b)
+        .flat_map(|_| {
+            let len = match lengths {
+                BenchLengths::Full => t,
+                BenchLengths::Random => rng.gen_range(1..=t.max(1)),
+            };
+            (0..t).map(move |j| u8::from(j < len))
+        })
+        .collect();
+    let real_rows = mask.iter().filter(|&&m| m == 1).count();
+    let batch = PaddedBatch::with_mask_values(tokens.clone(), Some(mask))?;
+    let plan = PoolPlan::new((&batch).into(), spec, &PoolExtras::default())?;
+    let device_plan = dev.upload_pool_plan(&plan)?;
+    let x = dev.upload(&tokens)?;
+    let mut out = dev.zeros(plan.out_dims(), plan.out_dtype())?;
+    let ms = dev.time_ms(repeats, || {
+        dev.pool_device(&x, None, &device_plan, normalize, &mut out)
+    })?;
+    let size = dtype.size_in_bytes();
+    let bytes = real_rows * d * size + out.size_in_bytes();
+    let copy = dev.copy_bandwidth(tokens.bytes().len().max(1 << 26), repeats)?;
+    let modes: Vec<_> = spec.modes.iter().map(|m| m.as_str()).collect();
+    Ok(KernelMeasurement {
+        label: format!(
+            "pool {} {dtype} [{b}, {t}, {d}] lengths={lengths:?}{}",
+            modes.join("+"),
+            if normalize { " +normalize" } else { "" }
+        ),
+        ms,
+        bytes,
+        copy_bytes_per_s: copy,
+    })
+}
+
+/// Embedding bag over a random `[rows, dim]` table: `bags` bags of `tokens_per_bag` uniformly
+/// random ids (a table larger than L2 makes nearly every row a DRAM read). Bytes counted: the
+/// rows gathered, the ids and offsets, and the output.
+#[allow(clippy::too_many_arguments)]
+pub fn bench_embedding_bag(
+    dev: &CudaDevice,
+    rows: usize,
+    dim: usize,
+    dtype: DType,
+    bags: usize,
+    tokens_per_bag: usize,
+    normalize: Option<NormRule>,
+    repeats: Repeats,
+) -> Result<KernelMeasurement> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let table = match dtype {
+        DType::I8 => {
+            let v: Vec<i8> = (0..rows * dim)
+                .map(|_| rng.gen_range(-127i8..=127))
+                .collect();
+            Tensor::from_vec([rows, dim], v)?
+        }
+        _ => random_tensor(&[rows, dim], dtype, &mut rng)?,
+    };
+    let ids: Vec<u32> = (0..bags * tokens_per_bag)
+        .map(|_| rng.gen_range(0..rows as u32))
+        .collect();
+    let offsets: Vec<usize> = (0..=bags).map(|i| i * tokens_per_bag).collect();
+    let token_bags = TokenBags::new(ids, offsets, rows)?;
+    let device_table = DeviceEmbeddingTable::new(dev, &table, None, None)?;
+    let device_bags = dev.upload_bags(&token_bags)?;
+    let mut out = dev.zeros([bags, dim], DType::F32)?;
+    let ms = dev.time_ms(repeats, || {
+        dev.embedding_bag_device(
+            &device_table,
+            &device_bags,
+            BagReduce::MeanByCount,
+            normalize,
+            &mut out,
+        )
+    })?;
+    let n = bags * tokens_per_bag;
+    let bytes = n * dim * dtype.size_in_bytes() + n * 4 + (bags + 1) * 8 + out.size_in_bytes();
+    let copy = dev.copy_bandwidth(device_table.table_bytes().max(1 << 26), repeats)?;
+    Ok(KernelMeasurement {
+        label: format!(
+            "embedding_bag mean {dtype} table [{rows}, {dim}] ({:.0} MiB), {bags} bags x {tokens_per_bag} ids{}",
+            device_table.table_bytes() as f64 / (1 << 20) as f64,
+            if normalize.is_some() { " +normalize" } else { "" }
+        ),
+        ms,
+        bytes,
+        copy_bytes_per_s: copy,
+    })
+}

@@ -1,0 +1,545 @@
+//! Fused masked pooling (`kernels/pool.cu`): every mode of a [`PoolingSpec`] in one launch.
+//!
+//! The host turns the batch (padded with a mask, or varlen with `cu_seq_lens`) into a
+//! [`PoolPlan`]: for each output row, the runs of token rows that count (after prompt
+//! exclusion), the row `cls` and `lasttoken` read, the row whose `weightedmean` weight is 1,
+//! and the three divisors. The kernel then reads each counted token row exactly once and no
+//! padded row, whatever the mask looks like (left or right padding, or holes), and cannot index
+//! outside the token buffer: every row number in the plan is below the batch's row count.
+
+use crate::device::{CudaDevice, DeviceTensor};
+use crate::normalize::NormRule;
+use crate::ptx;
+use cudarc::driver::{CudaSlice, LaunchConfig};
+use stk_core::{DType, Error, PaddedBatch, PoolingMode, PoolingSpec, Result, Tensor, VarlenBatch};
+
+/// Threads per block of `pool_sum_*` (`POOL_SUM_THREADS` in `kernels/pool.cu`).
+pub const POOL_SUM_THREADS: u32 = 512;
+/// Threads per block of `pool_full_*` (`POOL_FULL_THREADS` in `kernels/pool.cu`).
+pub const POOL_FULL_THREADS: u32 = 256;
+/// Output slots one launch can fill (4 bits each in a 64-bit argument).
+pub const MAX_POOL_SLOTS: usize = 16;
+
+/// The kernel's code for a mode (`MODE_*` in `kernels/pool.cu`).
+fn mode_code(m: PoolingMode) -> u64 {
+    match m {
+        PoolingMode::Cls => 0,
+        PoolingMode::Max => 1,
+        PoolingMode::Mean => 2,
+        PoolingMode::MeanSqrtLenTokens => 3,
+        PoolingMode::WeightedMean => 4,
+        PoolingMode::LastToken => 5,
+    }
+}
+
+/// The token embeddings to pool, in either layout.
+#[derive(Debug, Clone, Copy)]
+pub enum PoolInput<'a> {
+    Padded(&'a PaddedBatch),
+    Varlen(&'a VarlenBatch),
+}
+
+impl<'a> From<&'a PaddedBatch> for PoolInput<'a> {
+    fn from(b: &'a PaddedBatch) -> Self {
+        PoolInput::Padded(b)
+    }
+}
+impl<'a> From<&'a VarlenBatch> for PoolInput<'a> {
+    fn from(b: &'a VarlenBatch) -> Self {
+        PoolInput::Varlen(b)
+    }
+}
+
+impl PoolInput<'_> {
+    fn tokens(&self) -> &Tensor {
+        match self {
+            PoolInput::Padded(b) => b.tokens(),
+            PoolInput::Varlen(b) => b.tokens(),
+        }
+    }
+}
+
+/// Optional pooling inputs besides the token embeddings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolExtras<'a> {
+    /// `token_weights_sum [B]` (set by WordWeights): replaces the token count as the divisor of
+    /// mean, mean_sqrt_len_tokens and weightedmean; the output is then f32.
+    pub token_weights_sum: Option<&'a [f32]>,
+    /// `cls_token_embeddings [B, D]`: what `cls` returns instead of a token row.
+    pub cls_token_embeddings: Option<&'a Tensor>,
+}
+
+/// Everything a pooling launch needs besides the buffers, checked against the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolPlan {
+    /// The element type the kernel reads (the tokens' dtype, or f32, see [`PoolPlan::dtype`]).
+    dtype: DType,
+    out_dtype: DType,
+    batch: usize,
+    dim: usize,
+    token_rows: usize,
+    modes: Vec<PoolingMode>,
+    row_segments: Vec<i64>,
+    segments: Vec<i64>,
+    row_rows: Vec<i64>,
+    row_divisors: Vec<f32>,
+    cls_embeddings: bool,
+}
+
+/// The per-row facts the plan records, gathered by the layout-specific builders.
+struct RowFacts {
+    cls_row: i64,
+    last_row: i64,
+    origin: i64,
+    count: usize,
+    weight_total: u64,
+}
+
+impl PoolPlan {
+    /// Check `input`, `spec` and `extras` against each other and build the launch description.
+    pub fn new(input: PoolInput<'_>, spec: &PoolingSpec, extras: &PoolExtras<'_>) -> Result<Self> {
+        if spec.modes.is_empty() {
+            return Err(Error::invalid("a pooling layer needs at least one mode"));
+        }
+        if spec.modes.len() > MAX_POOL_SLOTS {
+            return Err(Error::Unsupported(
+                format!(
+                    "{} pooling modes in one layer (at most {MAX_POOL_SLOTS})",
+                    spec.modes.len()
+                ),
+                "cuda".into(),
+            ));
+        }
+        let tokens = input.tokens();
+        let dtype = tokens.dtype();
+        let (batch, dim, token_rows) = match input {
+            PoolInput::Padded(b) => (b.batch(), b.dim(), b.batch() * b.seq_len()),
+            PoolInput::Varlen(b) => (b.num_seqs(), b.dim(), b.tokens().dims()[0]),
+        };
+        if dim > i32::MAX as usize {
+            return Err(Error::shape(
+                "token_embeddings",
+                format!("D of at most {}", i32::MAX),
+                tokens.dims(),
+            ));
+        }
+        if batch > i32::MAX as usize {
+            return Err(Error::shape(
+                "token_embeddings",
+                format!("at most {} sequences", i32::MAX),
+                tokens.dims(),
+            ));
+        }
+        if let Some(w) = extras.token_weights_sum {
+            if w.len() != batch {
+                return Err(Error::shape(
+                    "token_weights_sum",
+                    format!("[{batch}] (one per sequence)"),
+                    &[w.len()],
+                ));
+            }
+        }
+        if let Some(c) = extras.cls_token_embeddings {
+            c.expect_dtype(
+                "cls_token_embeddings",
+                &[DType::F32, DType::F16, DType::BF16],
+            )?;
+            if c.dims() != [batch, dim] {
+                return Err(Error::shape(
+                    "cls_token_embeddings",
+                    format!("[{batch}, {dim}]"),
+                    c.dims(),
+                ));
+            }
+        }
+        // cls embeddings matter only to a `cls` slot.
+        let cls = extras
+            .cls_token_embeddings
+            .filter(|_| spec.modes.contains(&PoolingMode::Cls));
+        let out_dtype = output_dtype(
+            dtype,
+            spec,
+            extras.token_weights_sum.is_some(),
+            cls.map(Tensor::dtype),
+        );
+        // The kernel reads one element type for tokens and cls embeddings: when cls
+        // embeddings of another dtype promote the output to f32, both are read as f32
+        // (exact widening), so nothing is rounded that the reference keeps.
+        let dtype = match cls {
+            Some(c) if c.dtype() != dtype => DType::F32,
+            _ => dtype,
+        };
+
+        let prompt = spec.excluded_prompt();
+        let mut row_segments = Vec::with_capacity(batch + 1);
+        let mut segments = Vec::new();
+        let mut facts = Vec::with_capacity(batch);
+        row_segments.push(0i64);
+        match input {
+            PoolInput::Padded(b) => {
+                for i in 0..batch {
+                    facts.push(padded_row(b, i, prompt, &mut segments));
+                    row_segments.push((segments.len() / 2) as i64);
+                }
+            }
+            PoolInput::Varlen(b) => {
+                for i in 0..batch {
+                    facts.push(varlen_row(b, i, prompt, &mut segments));
+                    row_segments.push((segments.len() / 2) as i64);
+                }
+            }
+        }
+
+        let tws = extras.token_weights_sum;
+        let mut row_rows = Vec::with_capacity(3 * batch);
+        let mut row_divisors = Vec::with_capacity(3 * batch);
+        for (i, f) in facts.iter().enumerate() {
+            row_rows.extend_from_slice(&[f.cls_row, f.last_row, f.origin]);
+            // The reference's divisors, in f32 as it computes them: clamp(n, 1e-9), its square
+            // root, and clamp(Σw, 1e-9); token_weights_sum replaces n and Σw when given.
+            let n = tws.map_or(f.count as f32, |w| w[i]);
+            let div_mean = n.max(1e-9);
+            let div_weighted = tws.map_or(f.weight_total as f32, |w| w[i]).max(1e-9);
+            row_divisors.extend_from_slice(&[div_mean, div_mean.sqrt(), div_weighted]);
+        }
+
+        Ok(PoolPlan {
+            dtype,
+            out_dtype,
+            batch,
+            dim,
+            token_rows,
+            modes: spec.modes.clone(),
+            row_segments,
+            segments,
+            row_rows,
+            row_divisors,
+            cls_embeddings: cls.is_some(),
+        })
+    }
+
+    /// The element type the kernel reads: the tokens' dtype, or f32 when `cls` takes
+    /// `cls_token_embeddings` of another dtype (both are then uploaded as f32).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    /// The reference's output dtype: the input dtype, promoted to f32 when an f32
+    /// `token_weights_sum` divides a mode or `cls` takes embeddings of another dtype.
+    pub fn out_dtype(&self) -> DType {
+        self.out_dtype
+    }
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    /// Rows of the token buffer (`B * T` padded, `N` varlen).
+    pub fn token_rows(&self) -> usize {
+        self.token_rows
+    }
+    pub fn modes(&self) -> &[PoolingMode] {
+        &self.modes
+    }
+    /// `[B, modes * D]`.
+    pub fn out_dims(&self) -> [usize; 2] {
+        [self.batch, self.modes.len() * self.dim]
+    }
+    /// CSR over [`PoolPlan::segments`]: row `b` owns segments `row_segments[b]..row_segments[b+1]`.
+    pub fn row_segments(&self) -> &[i64] {
+        &self.row_segments
+    }
+    /// `(begin, end)` pairs of token rows that count, flattened.
+    pub fn segments(&self) -> &[i64] {
+        &self.segments
+    }
+    /// Per row: cls token row (−1: zeros), last-token row (−1: zeros), weight-origin row.
+    pub fn row_rows(&self) -> &[i64] {
+        &self.row_rows
+    }
+    /// Per row: mean, mean_sqrt_len_tokens and weightedmean divisors.
+    pub fn row_divisors(&self) -> &[f32] {
+        &self.row_divisors
+    }
+    /// Whether `cls` reads `cls_token_embeddings` instead of token rows (given, and a `cls`
+    /// slot exists).
+    pub fn uses_cls_embeddings(&self) -> bool {
+        self.cls_embeddings
+    }
+    /// The modes packed 4 bits per slot, as the kernel reads them.
+    pub fn slot_codes(&self) -> u64 {
+        self.modes
+            .iter()
+            .enumerate()
+            .fold(0u64, |acc, (k, &m)| acc | (mode_code(m) << (4 * k)))
+    }
+    /// Whether the kernel must keep weighted sums and maxima (`pool_full_*`).
+    pub fn needs_full_kernel(&self) -> bool {
+        self.modes
+            .iter()
+            .any(|m| matches!(m, PoolingMode::Max | PoolingMode::WeightedMean))
+    }
+    /// Whether rows are read as 16-byte packs (D a multiple of the pack width).
+    pub fn packed(&self) -> bool {
+        self.dim % ptx::pack_width(self.dtype) == 0
+    }
+    pub fn kernel(&self) -> Result<&'static str> {
+        ptx::pool_kernel(self.dtype, self.needs_full_kernel(), self.packed())
+    }
+    /// Threads per block, threads per group (`lanes`) and dynamic shared memory bytes.
+    pub fn block_shape(&self) -> (u32, u32, u32) {
+        let threads = if self.needs_full_kernel() {
+            POOL_FULL_THREADS
+        } else {
+            POOL_SUM_THREADS
+        };
+        let v = if self.packed() {
+            ptx::pack_width(self.dtype)
+        } else {
+            1
+        };
+        let packs = (self.dim / v).max(1);
+        // A group spans the row's packs, in whole warps, at most the whole block.
+        let lanes = (packs.div_ceil(32) * 32).min(threads as usize) as u32;
+        let shared = (threads as usize * v + 32) * 4;
+        (threads, lanes, shared as u32)
+    }
+}
+
+/// torch's promotion as the reference applies it: any two different float dtypes give f32.
+fn output_dtype(
+    input: DType,
+    spec: &PoolingSpec,
+    token_weights_sum: bool,
+    cls: Option<DType>,
+) -> DType {
+    let divides = spec.modes.iter().any(|m| {
+        matches!(
+            m,
+            PoolingMode::Mean | PoolingMode::MeanSqrtLenTokens | PoolingMode::WeightedMean
+        )
+    });
+    let promoted_by = |d: DType, out: DType| if d != out { DType::F32 } else { out };
+    let mut out = input;
+    if token_weights_sum && divides {
+        out = promoted_by(DType::F32, out);
+    }
+    if let Some(c) = cls {
+        out = promoted_by(c, out);
+    }
+    out
+}
+
+/// Row `i` of a padded batch: its runs of counted positions and facts.
+fn padded_row(b: &PaddedBatch, i: usize, prompt: usize, segments: &mut Vec<i64>) -> RowFacts {
+    let t = b.seq_len();
+    let base = (i * t) as i64;
+    let mask = b.mask().map(|m| &m[i * t..(i + 1) * t]);
+    let counts = |j: usize| mask.is_none_or(|m| m[j] == 1);
+    // Weights and prompt exclusion are numbered from the original mask's first 1.
+    let first = (0..t).find(|&j| counts(j)).unwrap_or(0);
+    let excluded_end = if prompt > 0 { first + prompt } else { 0 };
+    let (mut count, mut weight_total) = (0usize, 0u64);
+    let (mut first_real, mut last_real) = (None, None);
+    let mut run_start = None;
+    for j in 0..=t {
+        let real = j < t && j >= excluded_end && counts(j);
+        if real {
+            count += 1;
+            weight_total += (j + 1 - first) as u64;
+            first_real.get_or_insert(j);
+            last_real = Some(j);
+            run_start.get_or_insert(j);
+        } else if let Some(s) = run_start.take() {
+            segments.extend_from_slice(&[base + s as i64, base + j as i64]);
+        }
+    }
+    RowFacts {
+        // argmax of an all-zero mask row is position 0; a row of no positions has no token.
+        cls_row: match first_real {
+            Some(j) => base + j as i64,
+            None if t > 0 => base,
+            None => -1,
+        },
+        last_row: last_real.map_or(-1, |j| base + j as i64),
+        origin: base + first as i64,
+        count,
+        weight_total,
+    }
+}
+
+/// Sequence `i` of a varlen batch: one run (the tokens after the prompt).
+fn varlen_row(b: &VarlenBatch, i: usize, prompt: usize, segments: &mut Vec<i64>) -> RowFacts {
+    let range = b.seq(i);
+    let len = range.len();
+    let skip = prompt.min(len);
+    let (start, end) = (range.start + skip, range.end);
+    if start < end {
+        segments.extend_from_slice(&[start as i64, end as i64]);
+    }
+    // Weights are the in-sequence position + 1: Σ_{k = skip+1}^{len} k.
+    let tri = |n: u64| n * (n + 1) / 2;
+    RowFacts {
+        cls_row: if len > prompt {
+            start as i64
+        } else if len > 0 {
+            range.start as i64
+        } else {
+            -1
+        },
+        last_row: if len > 0 { end as i64 - 1 } else { -1 },
+        origin: range.start as i64,
+        count: end - start,
+        weight_total: tri(len as u64) - tri(skip as u64),
+    }
+}
+
+/// A [`PoolPlan`] with its tables on the device, reusable across launches.
+#[derive(Debug)]
+pub struct DevicePoolPlan {
+    plan: PoolPlan,
+    row_segments: CudaSlice<i64>,
+    segments: CudaSlice<i64>,
+    row_rows: CudaSlice<i64>,
+    row_divisors: CudaSlice<f32>,
+}
+
+impl DevicePoolPlan {
+    pub fn plan(&self) -> &PoolPlan {
+        &self.plan
+    }
+}
+
+impl CudaDevice {
+    /// Pool a batch on the GPU (host in, host out): `[B, modes × D]` in the input dtype, or f32
+    /// with `token_weights_sum`. With `normalize`, each output row is then divided by
+    /// `max(‖row‖, 1e-12)` as a sentence-transformers `Normalize` module would, in the same launch.
+    pub fn pool<'a>(
+        &self,
+        input: impl Into<PoolInput<'a>>,
+        spec: &PoolingSpec,
+        extras: &PoolExtras<'_>,
+        normalize: bool,
+    ) -> Result<Tensor> {
+        let input = input.into();
+        let plan = PoolPlan::new(input, spec, extras)?;
+        if plan.batch() == 0 || plan.dim() == 0 {
+            return Tensor::zeros(plan.out_dims(), plan.out_dtype());
+        }
+        let tokens = self.upload(&input.tokens().to_dtype(plan.dtype())?)?;
+        let cls = match extras.cls_token_embeddings {
+            Some(c) if plan.uses_cls_embeddings() => Some(self.upload(&c.to_dtype(plan.dtype())?)?),
+            _ => None,
+        };
+        let device_plan = self.upload_pool_plan(&plan)?;
+        let mut out = self.zeros(plan.out_dims(), plan.out_dtype())?;
+        self.pool_device(&tokens, cls.as_ref(), &device_plan, normalize, &mut out)?;
+        self.download(&out)
+    }
+
+    /// Copy a plan's tables to the device.
+    pub fn upload_pool_plan(&self, plan: &PoolPlan) -> Result<DevicePoolPlan> {
+        Ok(DevicePoolPlan {
+            plan: plan.clone(),
+            row_segments: self.htod(&plan.row_segments)?,
+            segments: self.htod(&plan.segments)?,
+            row_rows: self.htod(&plan.row_rows)?,
+            row_divisors: self.htod(&plan.row_divisors)?,
+        })
+    }
+
+    /// The pooling kernel on device buffers: `tokens` holds the plan's token rows × D elements
+    /// of its dtype, `cls` is given exactly when the plan uses cls embeddings (`[B, D]`, same
+    /// dtype), `out` is `[B, modes × D]` of the plan's output dtype.
+    pub fn pool_device(
+        &self,
+        tokens: &DeviceTensor,
+        cls: Option<&DeviceTensor>,
+        plan: &DevicePoolPlan,
+        normalize: bool,
+        out: &mut DeviceTensor,
+    ) -> Result<()> {
+        let p = &plan.plan;
+        if tokens.dtype() != p.dtype {
+            return Err(Error::dtype(
+                "pooling tokens",
+                p.dtype.as_str(),
+                tokens.dtype(),
+            ));
+        }
+        if tokens.numel() != p.token_rows * p.dim {
+            return Err(Error::shape(
+                "pooling tokens",
+                format!("{} rows of {}", p.token_rows, p.dim),
+                tokens.dims(),
+            ));
+        }
+        match (cls, p.cls_embeddings) {
+            (None, false) => {}
+            (Some(c), true) => {
+                if c.dtype() != p.dtype || c.dims() != [p.batch, p.dim] {
+                    return Err(Error::shape(
+                        "cls_token_embeddings",
+                        format!("[{}, {}] {}", p.batch, p.dim, p.dtype),
+                        c.dims(),
+                    ));
+                }
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "cls_token_embeddings must be given exactly when the plan was built with them",
+                ))
+            }
+        }
+        if out.dtype() != p.out_dtype {
+            return Err(Error::dtype(
+                "pooling output",
+                p.out_dtype.as_str(),
+                out.dtype(),
+            ));
+        }
+        if out.dims() != p.out_dims() {
+            return Err(Error::shape(
+                "pooling output",
+                format!("{:?}", p.out_dims()),
+                out.dims(),
+            ));
+        }
+        if p.batch == 0 || p.dim == 0 {
+            return Ok(());
+        }
+        let kernel = p.kernel()?;
+        let (threads, lanes, shared) = p.block_shape();
+        let out_f32 = i32::from(p.out_dtype == DType::F32 && p.dtype != DType::F32);
+        let (d, lanes_arg, num_slots) = (p.dim as i32, lanes as i32, p.modes.len() as i32);
+        let slots = p.slot_codes();
+        let normalize = i32::from(normalize);
+        let rule = NormRule::SENTENCE_TRANSFORMERS;
+        let cfg = LaunchConfig {
+            grid_dim: (p.batch as u32, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: shared,
+        };
+        // In bounds: every row number in the plan is below token_rows (built from the
+        // validated batch), tokens holds token_rows * D elements, cls [B, D], out [B, slots * D];
+        // the tables hold B + 1, 2 * segments, 3 * B and 3 * B entries; shared memory is
+        // threads * V + 32 floats as the kernel uses.
+        self.launch(kernel)?
+            .tensor(tokens)
+            .opt_tensor(cls)
+            .buf(&plan.row_segments)
+            .buf(&plan.segments)
+            .buf(&plan.row_rows)
+            .buf(&plan.row_divisors)
+            .tensor_mut(out)
+            .i32(&out_f32)
+            .i32(&d)
+            .i32(&lanes_arg)
+            .u64(&slots)
+            .i32(&num_slots)
+            .i32(&normalize)
+            .f32(&rule.add)
+            .f32(&rule.floor)
+            .run(cfg)
+    }
+}

@@ -1,0 +1,425 @@
+//! Host-side launch planning, checked without a GPU.
+//!
+//! The pooling kernel does exactly what its [`PoolPlan`] tables say: read the listed token rows,
+//! weight row r by `r − origin + 1`, divide by the listed divisors, copy the listed cls / last
+//! rows. `emulate` does the same on the host, in f64, so running every golden pooling case and
+//! random problems through `emulate(PoolPlan::new(..))` checks all the layout logic (masks,
+//! prompt exclusion, varlen, divisors, edge rows) that the kernel relies on. The kernel's own
+//! arithmetic is checked against the CPU in `parity.rs`, on a machine with a GPU.
+
+mod common;
+
+use common::strategies::{padded_problem, varlen_problem};
+use common::{golden_cases, pool_reference_f64, pooling_case, round_to, Layout};
+use proptest::prelude::*;
+use stk_core::{
+    DType, Error, PaddedBatch, PoolingMode, PoolingSpec, Tensor, TokenBags, VarlenBatch,
+};
+use stk_cuda::embedding_bag::lanes_per_row;
+use stk_cuda::{CheckedTable, LayerPoolPlan, PoolExtras, PoolInput, PoolPlan};
+
+/// The pooling kernel's semantics over a plan, in f64 (before rounding to the output dtype).
+fn emulate(plan: &PoolPlan, x: &[f32], cls: Option<&[f32]>) -> Vec<f64> {
+    let d = plan.dim();
+    let (segs, rows, divs) = (plan.segments(), plan.row_rows(), plan.row_divisors());
+    let mut out = Vec::new();
+    for b in 0..plan.batch() {
+        let s = plan.row_segments()[b] as usize..plan.row_segments()[b + 1] as usize;
+        let token_rows: Vec<usize> = s
+            .flat_map(|k| segs[2 * k] as usize..segs[2 * k + 1] as usize)
+            .collect();
+        let (cls_row, last_row, origin) = (rows[3 * b], rows[3 * b + 1], rows[3 * b + 2]);
+        let at = |r: usize, k: usize| x[r * d + k] as f64;
+        for mode in plan.modes() {
+            for k in 0..d {
+                let sum = || token_rows.iter().map(|&r| at(r, k)).sum::<f64>();
+                out.push(match mode {
+                    PoolingMode::Cls => match cls {
+                        Some(c) => c[b * d + k] as f64,
+                        None if cls_row >= 0 => at(cls_row as usize, k),
+                        None => 0.0,
+                    },
+                    PoolingMode::Max => token_rows
+                        .iter()
+                        .map(|&r| at(r, k))
+                        .fold(f64::NEG_INFINITY, f64::max),
+                    PoolingMode::Mean => sum() / divs[3 * b] as f64,
+                    PoolingMode::MeanSqrtLenTokens => sum() / divs[3 * b + 1] as f64,
+                    PoolingMode::WeightedMean => {
+                        token_rows
+                            .iter()
+                            .map(|&r| at(r, k) * (r as i64 - origin + 1) as f64)
+                            .sum::<f64>()
+                            / divs[3 * b + 2] as f64
+                    }
+                    PoolingMode::LastToken if last_row >= 0 => at(last_row as usize, k),
+                    PoolingMode::LastToken => 0.0,
+                });
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_golden_pooling_case_through_the_plan() {
+    let cases = golden_cases(&["pooling"]);
+    assert!(
+        cases.len() >= 200,
+        "expected the full golden pooling set, found {}",
+        cases.len()
+    );
+    for case in &cases {
+        let c = pooling_case(case);
+        let extras = PoolExtras {
+            token_weights_sum: c.token_weights_sum.as_deref(),
+            cls_token_embeddings: None,
+        };
+        let (plan, x) = match &c.layout {
+            Layout::Padded(b) => (
+                PoolPlan::new(b.into(), &c.spec, &extras).unwrap(),
+                b.tokens().to_f32_vec().unwrap(),
+            ),
+            Layout::Varlen(b) => (
+                PoolPlan::new(b.into(), &c.spec, &extras).unwrap(),
+                b.tokens().to_f32_vec().unwrap(),
+            ),
+        };
+        assert_eq!(
+            plan.out_dtype(),
+            c.expected.dtype(),
+            "{}: output dtype",
+            c.name
+        );
+        assert_eq!(
+            plan.out_dims().as_slice(),
+            c.expected.dims(),
+            "{}: output shape",
+            c.name
+        );
+        let got = round_to(&emulate(&plan, &x, None), plan.out_dtype());
+        common::assert_close(
+            &c.name,
+            &got,
+            &c.expected.to_f32_vec().unwrap(),
+            c.tolerance,
+        );
+    }
+}
+
+/// The plan never lists a padded position, and lists each counted position once.
+fn check_padded_plan_reads(plan: &PoolPlan, batch: &PaddedBatch, prompt: usize) {
+    let t = batch.seq_len();
+    let mut seen = vec![false; plan.token_rows()];
+    for b in 0..plan.batch() {
+        let s = plan.row_segments()[b] as usize..plan.row_segments()[b + 1] as usize;
+        for k in s {
+            let (lo, hi) = (
+                plan.segments()[2 * k] as usize,
+                plan.segments()[2 * k + 1] as usize,
+            );
+            assert!(
+                lo < hi && hi <= (b + 1) * t && lo >= b * t,
+                "segment {lo}..{hi} outside row {b}"
+            );
+            for r in lo..hi {
+                assert!(batch.mask().is_none_or(|m| m[r] == 1), "row {r} is padding");
+                assert!(!seen[r], "row {r} listed twice");
+                seen[r] = true;
+            }
+        }
+    }
+    // Every position the mask keeps (after the prompt) is listed.
+    for b in 0..plan.batch() {
+        let m = |j: usize| batch.mask().is_none_or(|m| m[b * t + j] == 1);
+        let first = (0..t).find(|&j| m(j)).unwrap_or(0);
+        for j in 0..t {
+            let kept = m(j) && !(prompt > 0 && j < first + prompt);
+            assert_eq!(seen[b * t + j], kept, "row {b} position {j}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn padded_plan_matches_the_reference(p in padded_problem()) {
+        let batch = p.batch();
+        let spec = p.spec();
+        let cls = p.cls_tensor();
+        let extras = PoolExtras { token_weights_sum: p.tws.as_deref(), cls_token_embeddings: cls.as_ref() };
+        let plan = PoolPlan::new((&batch).into(), &spec, &extras).unwrap();
+        check_padded_plan_reads(&plan, &batch, spec.excluded_prompt());
+        let x = batch.tokens().to_f32_vec().unwrap();
+        let cls_values = cls.map(|c| c.to_f32_vec().unwrap());
+        let got = emulate(&plan, &x, cls_values.as_deref());
+        let layout = Layout::Padded(batch.clone());
+        let want = pool_reference_f64(&layout, &spec, p.tws.as_deref(), p.cls_tensor().as_ref());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            // Divisors are f32 in the plan (as the reference computes them).
+            prop_assert!(g == w || (g - w).abs() <= 1e-6 * w.abs().max(1.0), "element {i}: {g} vs {w}");
+        }
+        prop_assert_eq!(got.len(), want.len());
+    }
+
+    #[test]
+    fn varlen_plan_matches_the_reference(p in varlen_problem()) {
+        let batch = p.batch();
+        let spec = p.spec();
+        let plan = PoolPlan::new((&batch).into(), &spec, &PoolExtras::default()).unwrap();
+        for w in plan.segments().chunks(2) {
+            prop_assert!(w[0] < w[1] && w[1] as usize <= plan.token_rows());
+        }
+        let x = batch.tokens().to_f32_vec().unwrap();
+        let got = emulate(&plan, &x, None);
+        let want = pool_reference_f64(&Layout::Varlen(batch.clone()), &spec, None, None);
+        prop_assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            prop_assert!(g == w || (g - w).abs() <= 1e-6 * w.abs().max(1.0), "element {i}: {g} vs {w}");
+        }
+    }
+}
+
+fn tokens(dims: [usize; 3]) -> Tensor {
+    Tensor::zeros(dims, DType::F32).unwrap()
+}
+
+#[test]
+fn pool_plan_refuses_bad_arguments() {
+    let batch = PaddedBatch::new(tokens([2, 3, 8]), None).unwrap();
+    let mean = PoolingSpec::new(vec![PoolingMode::Mean]).unwrap();
+    let input: PoolInput = (&batch).into();
+
+    let empty = PoolingSpec {
+        modes: vec![],
+        prompt_length: None,
+    };
+    assert!(matches!(
+        PoolPlan::new(input, &empty, &PoolExtras::default()),
+        Err(Error::InvalidArgument(_))
+    ));
+
+    let many = PoolingSpec::new(vec![PoolingMode::Mean; 17]).unwrap();
+    let e = PoolPlan::new(input, &many, &PoolExtras::default()).unwrap_err();
+    assert!(
+        matches!(e, Error::Unsupported(..)) && e.to_string().contains("17 pooling modes"),
+        "{e}"
+    );
+    assert!(PoolPlan::new(
+        input,
+        &PoolingSpec::new(vec![PoolingMode::Max; 16]).unwrap(),
+        &PoolExtras::default()
+    )
+    .is_ok());
+
+    let tws = [1.0f32; 3];
+    let e = PoolPlan::new(
+        input,
+        &mean,
+        &PoolExtras {
+            token_weights_sum: Some(&tws),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::Shape { what, .. } if what == "token_weights_sum"),
+        "{e}"
+    );
+
+    let cls = Tensor::zeros([2, 7], DType::F32).unwrap();
+    let e = PoolPlan::new(
+        input,
+        &mean,
+        &PoolExtras {
+            cls_token_embeddings: Some(&cls),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::Shape { what, .. } if what == "cls_token_embeddings"),
+        "{e}"
+    );
+    let cls = Tensor::zeros([2, 8], DType::I32).unwrap();
+    let e = PoolPlan::new(
+        input,
+        &mean,
+        &PoolExtras {
+            cls_token_embeddings: Some(&cls),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::DType { .. }), "{e}");
+}
+
+#[test]
+fn pool_plan_edge_rows() {
+    // Row 0 all padding, row 1 real at 1..3 with a hole at 2, prompt of 1.
+    let batch =
+        PaddedBatch::with_mask_values(tokens([2, 4, 4]), Some(vec![0, 0, 0, 0, 0, 1, 0, 1]))
+            .unwrap();
+    let spec = PoolingSpec::new(PoolingMode::ALL.to_vec())
+        .unwrap()
+        .with_prompt_length(Some(1));
+    let plan = PoolPlan::new((&batch).into(), &spec, &PoolExtras::default()).unwrap();
+    // Row 0: nothing counts; cls reads position 0 (argmax of zeros), lasttoken gives zeros.
+    // Row 1: first 1 at position 1, prompt drops it, position 3 remains (flat row 7).
+    assert_eq!(plan.row_segments(), &[0, 0, 1]);
+    assert_eq!(plan.segments(), &[7, 8]);
+    assert_eq!(plan.row_rows(), &[0, -1, 0, 7, 7, 5]);
+    // Row 1: one token of weight 3 − 1 + 1 = 3.
+    assert_eq!(
+        plan.row_divisors(),
+        &[1e-9, 1e-9f32.sqrt(), 1e-9, 1.0, 1.0, 3.0]
+    );
+    assert_eq!(plan.slot_codes(), 0x543210);
+    assert!(plan.needs_full_kernel());
+
+    // T = 0: no token rows at all, so cls and lasttoken have nothing to read.
+    let empty = PaddedBatch::new(tokens([2, 0, 4]), None).unwrap();
+    let plan = PoolPlan::new((&empty).into(), &spec, &PoolExtras::default()).unwrap();
+    assert_eq!(plan.token_rows(), 0);
+    assert!(plan.row_rows().chunks(3).all(|r| r[0] == -1 && r[1] == -1));
+
+    // Varlen: an empty sequence and one shorter than the prompt.
+    let v = VarlenBatch::new(tokens([1, 3, 4]), &[0, 0, 1, 3]).unwrap();
+    let spec = PoolingSpec::new(vec![PoolingMode::Cls])
+        .unwrap()
+        .with_prompt_length(Some(2));
+    let plan = PoolPlan::new((&v).into(), &spec, &PoolExtras::default()).unwrap();
+    assert_eq!(plan.segments(), &[] as &[i64]);
+    assert_eq!(plan.row_rows(), &[-1, -1, 0, 0, 0, 0, 1, 2, 1]);
+    assert!(!plan.needs_full_kernel());
+}
+
+#[test]
+fn pool_block_shapes() {
+    let shape = |dims: [usize; 3], dtype: DType, modes: Vec<PoolingMode>| {
+        let t = Tensor::zeros(dims, dtype).unwrap();
+        let batch = PaddedBatch::new(t, None).unwrap();
+        let plan = PoolPlan::new(
+            (&batch).into(),
+            &PoolingSpec::new(modes).unwrap(),
+            &PoolExtras::default(),
+        )
+        .unwrap();
+        (plan.kernel().unwrap(), plan.block_shape())
+    };
+    let mean = vec![PoolingMode::Mean];
+    // The target shape: 128 lanes of 8 bf16 cover D = 1024; 4 groups of rows in flight.
+    assert_eq!(
+        shape([1, 2, 1024], DType::BF16, mean.clone()),
+        ("pool_sum_bf16_v8", (512, 128, (512 * 8 + 32) * 4))
+    );
+    assert_eq!(shape([1, 2, 768], DType::BF16, mean.clone()).1 .1, 96);
+    assert_eq!(
+        shape([1, 2, 96], DType::F32, vec![PoolingMode::Max]),
+        ("pool_full_f32_v4", (256, 32, (256 * 4 + 32) * 4))
+    );
+    assert_eq!(
+        shape([1, 2, 7], DType::F16, mean.clone()),
+        ("pool_sum_f16_v1", (512, 32, (512 + 32) * 4))
+    );
+    assert_eq!(shape([1, 2, 5000], DType::F32, mean).1 .1, 512);
+}
+
+#[test]
+fn table_checks() {
+    let table = Tensor::zeros([4, 8], DType::F16).unwrap();
+    let ok = CheckedTable::new(&table, None, None).unwrap();
+    assert_eq!((ok.rows, ok.dim, ok.vocab), (4, 8, 4));
+
+    let mapping = Tensor::from_slice([5], &[0i32, 3, 3, 1, 2]).unwrap();
+    let weights = Tensor::from_slice([5], &[1.0f32, 0.5, 2.0, 1.0, 0.0]).unwrap();
+    let ok = CheckedTable::new(&table, Some(&mapping), Some(&weights)).unwrap();
+    assert_eq!(ok.vocab, 5);
+
+    let bad_map = Tensor::from_slice([3], &[0i64, 4, 1]).unwrap();
+    let e = CheckedTable::new(&table, Some(&bad_map), None).unwrap_err();
+    assert!(e.to_string().contains("mapping entry 1 is 4"), "{e}");
+    let neg_map = Tensor::from_slice([2], &[0i32, -1]).unwrap();
+    assert!(CheckedTable::new(&table, Some(&neg_map), None).is_err());
+    let float_map = Tensor::from_slice([2], &[0.0f32, 1.0]).unwrap();
+    assert!(matches!(
+        CheckedTable::new(&table, Some(&float_map), None),
+        Err(Error::DType { .. })
+    ));
+
+    let e = CheckedTable::new(
+        &table,
+        Some(&mapping),
+        Some(&Tensor::zeros([4], DType::F32).unwrap()),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::Shape { what, .. } if what == "token weights"),
+        "{e}"
+    );
+    assert!(matches!(
+        CheckedTable::new(&Tensor::zeros([4, 8], DType::I32).unwrap(), None, None),
+        Err(Error::DType { .. })
+    ));
+    assert!(matches!(
+        CheckedTable::new(&Tensor::zeros([32], DType::F32).unwrap(), None, None),
+        Err(Error::Shape { .. })
+    ));
+    // Bags can only name ids below their vocabulary; the device op compares it with the table's.
+    assert!(matches!(
+        TokenBags::from_bags(&[vec![4u32]], 4),
+        Err(Error::IdOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn embedding_bag_lanes() {
+    // One warp covers D = 256 f16 with 32 lanes of 8; int8 D = 64 needs 4 lanes per row,
+    // so 8 rows are in flight per warp step.
+    assert_eq!(lanes_per_row(256, DType::F16), 32);
+    assert_eq!(lanes_per_row(64, DType::I8), 4);
+    assert_eq!(lanes_per_row(512, DType::F32), 32);
+    assert_eq!(lanes_per_row(3, DType::F32), 4);
+    assert_eq!(lanes_per_row(1, DType::BF16), 1);
+}
+
+#[test]
+fn layer_pool_plan_checks() {
+    let layers = Tensor::zeros([13, 2, 3, 4], DType::F32).unwrap();
+    let w = |n: usize, v: f32| Tensor::from_vec([n], vec![v; n]).unwrap();
+    let plan = LayerPoolPlan::new(&layers, 4, &w(9, 1.0)).unwrap();
+    assert_eq!(
+        (plan.layer_shape.as_slice(), plan.weight_sum),
+        (&[2usize, 3, 4][..], 9.0)
+    );
+    assert_eq!(plan.out_dtype, DType::F32);
+    assert!(matches!(
+        LayerPoolPlan::new(&layers, 4, &w(8, 1.0)),
+        Err(Error::Shape { .. })
+    ));
+    assert!(LayerPoolPlan::new(&layers, 13, &w(0, 1.0)).is_err());
+    let e = LayerPoolPlan::new(&layers, 4, &w(9, 0.0)).unwrap_err();
+    assert!(e.to_string().contains("sum to 0"), "{e}");
+    assert!(LayerPoolPlan::new(&layers, 4, &w(9, f32::INFINITY)).is_err());
+    let ints = Tensor::zeros([13, 2, 3, 4], DType::I64).unwrap();
+    assert!(matches!(
+        LayerPoolPlan::new(&ints, 4, &w(9, 1.0)),
+        Err(Error::DType { .. })
+    ));
+    assert!(matches!(
+        LayerPoolPlan::new(&Tensor::zeros([13, 2], DType::F32).unwrap(), 4, &w(9, 1.0)),
+        Err(Error::Shape { .. })
+    ));
+    // f16 layers with f32 weights: torch promotes the output to f32.
+    let half = Tensor::zeros([3, 1, 2, 8], DType::F16).unwrap();
+    assert_eq!(
+        LayerPoolPlan::new(&half, 1, &w(2, 0.5)).unwrap().out_dtype,
+        DType::F32
+    );
+    let half_w = w(2, 0.5).to_dtype(DType::F16).unwrap();
+    assert_eq!(
+        LayerPoolPlan::new(&half, 1, &half_w).unwrap().out_dtype,
+        DType::F16
+    );
+}

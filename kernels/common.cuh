@@ -1,0 +1,99 @@
+// Device helpers shared by the stk kernels: element widening/narrowing and 16-byte packs.
+//
+// Every kernel reads its input as "packs" of V consecutive elements. A pack is either one
+// element (V == 1, any alignment) or exactly 16 bytes (one 128-bit load). The host picks the
+// 16-byte kernels only when the row length is a multiple of V, so that every pack starts on a
+// 16-byte boundary of a buffer that cudarc allocated (256-byte aligned).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+typedef __half f16;
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(f16 v) { return __half2float(v); }
+__device__ __forceinline__ float widen(bf16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float widen(int8_t v) { return (float)v; }
+
+// Round to nearest even, as the host's `half` crate does, so CPU and GPU round alike.
+template <typename T> __device__ __forceinline__ T narrow(float v);
+template <> __device__ __forceinline__ float narrow<float>(float v) { return v; }
+template <> __device__ __forceinline__ f16 narrow<f16>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ bf16 narrow<bf16>(float v) { return __float2bfloat16_rn(v); }
+
+// Raw storage of a pack: the element itself, or four 32-bit words.
+template <typename T, int V> struct PackRaw { typedef uint4 type; };
+template <typename T> struct PackRaw<T, 1> { typedef T type; };
+
+__device__ __forceinline__ uint32_t word_of(const uint4& r, int k) {
+    return k == 0 ? r.x : k == 1 ? r.y : k == 2 ? r.z : r.w;
+}
+
+// Element i of a 16-byte pack, widened to f32. `i` is a compile-time constant after unrolling,
+// so the selects fold away and the pack stays in registers.
+template <typename T> __device__ __forceinline__ float unpack16(const uint4& r, int i);
+template <> __device__ __forceinline__ float unpack16<float>(const uint4& r, int i) {
+    return __uint_as_float(word_of(r, i));
+}
+template <> __device__ __forceinline__ float unpack16<f16>(const uint4& r, int i) {
+    const uint32_t w = word_of(r, i >> 1);
+    return __half2float(__ushort_as_half((unsigned short)((i & 1) ? (w >> 16) : (w & 0xffffu))));
+}
+template <> __device__ __forceinline__ float unpack16<bf16>(const uint4& r, int i) {
+    // bf16 -> f32 is exact: the bf16 bits are the top half of the f32 bits.
+    const uint32_t w = word_of(r, i >> 1);
+    return __uint_as_float((i & 1) ? (w & 0xffff0000u) : (w << 16));
+}
+template <> __device__ __forceinline__ float unpack16<int8_t>(const uint4& r, int i) {
+    const uint32_t w = word_of(r, i >> 2);
+    return (float)((int32_t)(w << (24 - 8 * (i & 3))) >> 24);
+}
+
+// Load the pack starting at element `p` through the read-only data cache.
+template <typename T, int V>
+__device__ __forceinline__ typename PackRaw<T, V>::type load_pack(const T* p) {
+    if constexpr (V == 1) {
+        return __ldg(p);
+    } else {
+        static_assert(sizeof(T) * V == 16, "a pack is one element or 16 bytes");
+        return __ldg(reinterpret_cast<const uint4*>(p));
+    }
+}
+
+// Element i of a loaded pack, widened to f32.
+template <typename T, int V>
+__device__ __forceinline__ float pack_get(const typename PackRaw<T, V>::type& raw, int i) {
+    if constexpr (V == 1) {
+        return widen(raw);
+    } else {
+        return unpack16<T>(raw, i);
+    }
+}
+
+// max that propagates NaN like torch.max (fmaxf would drop it).
+__device__ __forceinline__ float max_keep_nan(float a, float b) {
+    return (b > a || isnan(b)) ? b : a;
+}
+
+// The L2 norm divisor of both normalize conventions in one formula:
+//   sentence-transformers Normalize: max(||v||, 1e-12)   -> add = 0,     floor = 1e-12
+//   model2vec:                       ||v|| + 1e-32       -> add = 1e-32, floor = 0
+__device__ __forceinline__ float norm_divisor(float sumsq, float add, float floor_) {
+    return fmaxf(sqrtf(sumsq) + add, floor_);
+}
+
+// Sum of `v` over the whole block (every thread must call it). `scratch` holds one float per warp.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    #pragma unroll
+    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    __syncthreads();  // scratch may still be read from a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float total = 0.f;
+    for (int w = 0; w < warps; ++w) total += scratch[w];
+    return total;
+}

@@ -1,0 +1,134 @@
+// Gather-mean embedding bag: one output row per bag of token ids (StaticEmbedding, model2vec).
+//
+// Contract (checked on the host by stk_cuda::embedding_bag before any launch):
+//   table     [rows, D] f32 / f16 / bf16 / int8 (int8 used as is, no scale)
+//   mapping   [vocab] int32 or null: the table row of token id t is mapping[t] (< rows), else t
+//   weights   [vocab] f32 or null: token t's row is multiplied by weights[t]
+//   ids       [nnz] token ids, every one < vocab (stk_core::TokenBags guarantees it)
+//   offsets   [num_bags + 1] CSR: bag b is ids[offsets[b]..offsets[b + 1]]
+//   divide_by 0: sum, 1: token count (model2vec, StaticEmbedding), 2: sum of token weights;
+//             an empty bag (or a zero divisor) gives a zero row
+//   out       [num_bags, D] f32
+//
+// One warp per bag. The warp splits into 32 / lanes_per_row sub-groups; each sub-group covers
+// lanes_per_row * V columns of one row, and each lane loads U rows before adding them, so
+// U * 32 / lanes_per_row table rows of a bag are in flight per warp. Sub-groups are combined
+// with shuffles. The table is read through the read-only cache: frequent tokens hit in L2.
+#include "common.cuh"
+
+#define BAG_THREADS 256
+#define BAG_UNROLL 4
+
+#define DIVIDE_NONE 0
+#define DIVIDE_COUNT 1
+#define DIVIDE_WEIGHT_SUM 2
+
+template <typename T, int V>
+__device__ __forceinline__ void embedding_bag_body(
+    const T* __restrict__ table, int D, const int32_t* __restrict__ mapping,
+    const float* __restrict__ weights, const uint32_t* __restrict__ ids,
+    const int64_t* __restrict__ offsets, int64_t num_bags, int divide_by, int normalize,
+    float norm_add, float norm_floor, int lanes_per_row, float* __restrict__ out) {
+    const int lane = threadIdx.x & 31;
+    const int64_t bag = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (bag >= num_bags) return;  // the whole warp leaves together: shuffles stay full-warp
+
+    const int rows_per_step = 32 / lanes_per_row;
+    const int sub = lane / lanes_per_row;
+    const int sl = lane % lanes_per_row;
+    const int chunk = lanes_per_row * V;
+    const int64_t k0 = offsets[bag], k1 = offsets[bag + 1];
+    const float count = (float)(k1 - k0);
+
+    float weight_sum = 0.f;
+    if (divide_by == DIVIDE_WEIGHT_SUM) {
+        for (int64_t k = k0 + lane; k < k1; k += 32) weight_sum += weights ? weights[ids[k]] : 1.f;
+        #pragma unroll
+        for (int m = 16; m > 0; m >>= 1) weight_sum += __shfl_xor_sync(0xffffffffu, weight_sum, m);
+    }
+    const float divisor = divide_by == DIVIDE_COUNT ? count
+                          : divide_by == DIVIDE_WEIGHT_SUM ? weight_sum
+                                                          : 1.f;
+
+    float* out_row = out + bag * D;
+    float sumsq = 0.f;
+    for (int c0 = 0; c0 < D; c0 += chunk) {
+        const int j = c0 + sl * V;
+        const bool active = j < D;
+        float acc[V];
+        #pragma unroll
+        for (int i = 0; i < V; ++i) acc[i] = 0.f;
+        if (active) {
+            for (int64_t k = k0 + sub; k < k1; k += (int64_t)rows_per_step * BAG_UNROLL) {
+                typename PackRaw<T, V>::type raw[BAG_UNROLL];
+                float w[BAG_UNROLL];
+                #pragma unroll
+                for (int u = 0; u < BAG_UNROLL; ++u) {
+                    const int64_t kk = k + (int64_t)u * rows_per_step;
+                    if (kk < k1) {
+                        const uint32_t id = ids[kk];
+                        const int64_t row = mapping ? (int64_t)mapping[id] : (int64_t)id;
+                        w[u] = weights ? weights[id] : 1.f;
+                        raw[u] = load_pack<T, V>(table + row * D + j);
+                    }
+                }
+                #pragma unroll
+                for (int u = 0; u < BAG_UNROLL; ++u) {
+                    if (k + (int64_t)u * rows_per_step < k1) {
+                        #pragma unroll
+                        for (int i = 0; i < V; ++i) acc[i] += pack_get<T, V>(raw[u], i) * w[u];
+                    }
+                }
+            }
+        }
+        // Sum the sub-groups; every sub-group ends with the same totals.
+        for (int m = lanes_per_row; m < 32; m <<= 1) {
+            #pragma unroll
+            for (int i = 0; i < V; ++i) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], m);
+        }
+        if (sub == 0 && active) {
+            #pragma unroll
+            for (int i = 0; i < V; ++i) {
+                const float v = (k1 > k0 && divisor != 0.f) ? acc[i] / divisor : 0.f;
+                out_row[j + i] = v;
+                sumsq += v * v;
+            }
+        }
+    }
+
+    if (normalize) {
+        #pragma unroll
+        for (int m = 16; m > 0; m >>= 1) sumsq += __shfl_xor_sync(0xffffffffu, sumsq, m);
+        const float denom = norm_divisor(sumsq, norm_add, norm_floor);
+        if (sub == 0) {
+            // Each lane rescales exactly the values it stored above.
+            for (int c0 = 0; c0 < D; c0 += chunk) {
+                const int j = c0 + sl * V;
+                if (j >= D) continue;
+                #pragma unroll
+                for (int i = 0; i < V; ++i) out_row[j + i] = out_row[j + i] / denom;
+            }
+        }
+    }
+}
+
+#define EMBEDDING_BAG_KERNEL(NAME, T, V)                                                      \
+    extern "C" __global__ void __launch_bounds__(BAG_THREADS, 4)                                \
+        NAME(const T* __restrict__ table, int D, const int32_t* __restrict__ mapping,         \
+             const float* __restrict__ weights, const uint32_t* __restrict__ ids,             \
+             const int64_t* __restrict__ offsets, int64_t num_bags, int divide_by,            \
+             int normalize, float norm_add, float norm_floor, int lanes_per_row,              \
+             float* __restrict__ out) {                                                       \
+        embedding_bag_body<T, V>(table, D, mapping, weights, ids, offsets, num_bags,          \
+                                 divide_by, normalize, norm_add, norm_floor, lanes_per_row,   \
+                                 out);                                                        \
+    }
+
+EMBEDDING_BAG_KERNEL(embedding_bag_f32_v4, float, 4)
+EMBEDDING_BAG_KERNEL(embedding_bag_f32_v1, float, 1)
+EMBEDDING_BAG_KERNEL(embedding_bag_f16_v8, f16, 8)
+EMBEDDING_BAG_KERNEL(embedding_bag_f16_v1, f16, 1)
+EMBEDDING_BAG_KERNEL(embedding_bag_bf16_v8, bf16, 8)
+EMBEDDING_BAG_KERNEL(embedding_bag_bf16_v1, bf16, 1)
+EMBEDDING_BAG_KERNEL(embedding_bag_i8_v16, int8_t, 16)
+EMBEDDING_BAG_KERNEL(embedding_bag_i8_v1, int8_t, 1)
