@@ -1,0 +1,602 @@
+//! The reference's `WhitespaceTokenizer`: split on whitespace, map whole words to vocabulary
+//! ids, retrying without surrounding ASCII punctuation and then lowercased; everything else is
+//! dropped. Used by `WordEmbeddings` (config `whitespacetokenizer_config.json`) and `BoW`.
+
+use crate::module_files::read_json_config;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use stk_core::{Error, Result};
+
+/// File name of the tokenizer's config inside a `WordEmbeddings` folder.
+pub const WHITESPACE_TOKENIZER_CONFIG: &str = "whitespacetokenizer_config.json";
+
+/// The stop words the reference's word tokenizers use when a config does not list its own
+/// (`sentence_transformers` `ENGLISH_STOP_WORDS`: ASCII punctuation and English function words).
+pub const REFERENCE_ENGLISH_STOP_WORDS: &[&str] = &[
+    "!",
+    "\"",
+    "''",
+    "``",
+    "#",
+    "$",
+    "%",
+    "&",
+    "'",
+    "(",
+    ")",
+    "*",
+    "+",
+    ",",
+    "-",
+    ".",
+    "/",
+    ":",
+    ";",
+    "<",
+    "=",
+    ">",
+    "?",
+    "@",
+    "[",
+    "\\",
+    "]",
+    "^",
+    "_",
+    "`",
+    "{",
+    "|",
+    "}",
+    "~",
+    "a",
+    "about",
+    "above",
+    "across",
+    "after",
+    "afterwards",
+    "again",
+    "against",
+    "ain",
+    "all",
+    "almost",
+    "alone",
+    "along",
+    "already",
+    "also",
+    "although",
+    "always",
+    "am",
+    "among",
+    "amongst",
+    "amoungst",
+    "amount",
+    "an",
+    "and",
+    "another",
+    "any",
+    "anyhow",
+    "anyone",
+    "anything",
+    "anyway",
+    "anywhere",
+    "are",
+    "aren",
+    "around",
+    "as",
+    "at",
+    "back",
+    "be",
+    "became",
+    "because",
+    "become",
+    "becomes",
+    "becoming",
+    "been",
+    "before",
+    "beforehand",
+    "behind",
+    "being",
+    "below",
+    "beside",
+    "besides",
+    "between",
+    "beyond",
+    "bill",
+    "both",
+    "bottom",
+    "but",
+    "by",
+    "call",
+    "can",
+    "cannot",
+    "cant",
+    "co",
+    "con",
+    "could",
+    "couldn",
+    "couldnt",
+    "cry",
+    "d",
+    "de",
+    "describe",
+    "detail",
+    "did",
+    "didn",
+    "do",
+    "does",
+    "doesn",
+    "doing",
+    "don",
+    "done",
+    "down",
+    "due",
+    "during",
+    "each",
+    "eg",
+    "eight",
+    "either",
+    "eleven",
+    "else",
+    "elsewhere",
+    "empty",
+    "enough",
+    "etc",
+    "even",
+    "ever",
+    "every",
+    "everyone",
+    "everything",
+    "everywhere",
+    "except",
+    "few",
+    "fifteen",
+    "fifty",
+    "fill",
+    "find",
+    "fire",
+    "first",
+    "five",
+    "for",
+    "former",
+    "formerly",
+    "forty",
+    "found",
+    "four",
+    "from",
+    "front",
+    "full",
+    "further",
+    "get",
+    "give",
+    "go",
+    "had",
+    "hadn",
+    "has",
+    "hasn",
+    "hasnt",
+    "have",
+    "haven",
+    "having",
+    "he",
+    "hence",
+    "her",
+    "here",
+    "hereafter",
+    "hereby",
+    "herein",
+    "hereupon",
+    "hers",
+    "herself",
+    "him",
+    "himself",
+    "his",
+    "how",
+    "however",
+    "hundred",
+    "i",
+    "ie",
+    "if",
+    "in",
+    "inc",
+    "indeed",
+    "interest",
+    "into",
+    "is",
+    "isn",
+    "it",
+    "its",
+    "itself",
+    "just",
+    "keep",
+    "last",
+    "latter",
+    "latterly",
+    "least",
+    "less",
+    "ll",
+    "ltd",
+    "m",
+    "ma",
+    "made",
+    "many",
+    "may",
+    "me",
+    "meanwhile",
+    "might",
+    "mightn",
+    "mill",
+    "mine",
+    "more",
+    "moreover",
+    "most",
+    "mostly",
+    "move",
+    "much",
+    "must",
+    "mustn",
+    "my",
+    "myself",
+    "name",
+    "namely",
+    "needn",
+    "neither",
+    "never",
+    "nevertheless",
+    "next",
+    "nine",
+    "no",
+    "nobody",
+    "none",
+    "noone",
+    "nor",
+    "not",
+    "nothing",
+    "now",
+    "nowhere",
+    "o",
+    "of",
+    "off",
+    "often",
+    "on",
+    "once",
+    "one",
+    "only",
+    "onto",
+    "or",
+    "other",
+    "others",
+    "otherwise",
+    "our",
+    "ours",
+    "ourselves",
+    "out",
+    "over",
+    "own",
+    "part",
+    "per",
+    "perhaps",
+    "please",
+    "put",
+    "rather",
+    "re",
+    "s",
+    "same",
+    "see",
+    "seem",
+    "seemed",
+    "seeming",
+    "seems",
+    "serious",
+    "several",
+    "shan",
+    "she",
+    "should",
+    "shouldn",
+    "show",
+    "side",
+    "since",
+    "sincere",
+    "six",
+    "sixty",
+    "so",
+    "some",
+    "somehow",
+    "someone",
+    "something",
+    "sometime",
+    "sometimes",
+    "somewhere",
+    "still",
+    "such",
+    "system",
+    "t",
+    "take",
+    "ten",
+    "than",
+    "that",
+    "the",
+    "their",
+    "theirs",
+    "them",
+    "themselves",
+    "then",
+    "thence",
+    "there",
+    "thereafter",
+    "thereby",
+    "therefore",
+    "therein",
+    "thereupon",
+    "these",
+    "they",
+    "thick",
+    "thin",
+    "third",
+    "this",
+    "those",
+    "though",
+    "three",
+    "through",
+    "throughout",
+    "thru",
+    "thus",
+    "to",
+    "together",
+    "too",
+    "top",
+    "toward",
+    "towards",
+    "twelve",
+    "twenty",
+    "two",
+    "un",
+    "under",
+    "until",
+    "up",
+    "upon",
+    "us",
+    "ve",
+    "very",
+    "via",
+    "was",
+    "wasn",
+    "we",
+    "well",
+    "were",
+    "weren",
+    "what",
+    "whatever",
+    "when",
+    "whence",
+    "whenever",
+    "where",
+    "whereafter",
+    "whereas",
+    "whereby",
+    "wherein",
+    "whereupon",
+    "wherever",
+    "whether",
+    "which",
+    "while",
+    "whither",
+    "who",
+    "whoever",
+    "whole",
+    "whom",
+    "whose",
+    "why",
+    "will",
+    "with",
+    "within",
+    "without",
+    "won",
+    "would",
+    "wouldn",
+    "y",
+    "yet",
+    "you",
+    "your",
+    "yours",
+    "yourself",
+    "yourselves",
+];
+
+/// Python's `str.isspace`, which `str.split()` splits on: Unicode White_Space plus the four
+/// ASCII separators U+001C..U+001F that Rust's `char::is_whitespace` does not count.
+pub fn is_python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Python's `text.split()`: the non-empty runs between whitespace characters.
+pub fn python_split(text: &str) -> impl Iterator<Item = &str> {
+    text.split(is_python_space).filter(|s| !s.is_empty())
+}
+
+/// Python's `token.strip(string.punctuation)`: ASCII punctuation removed from both ends.
+pub fn strip_ascii_punctuation(token: &str) -> &str {
+    token.trim_matches(|c: char| c.is_ascii_punctuation())
+}
+
+/// Word to id, built the way the reference builds its dict: a word listed twice maps to its
+/// last position.
+pub(crate) fn word_to_id(vocab: &[String], what: &Path) -> Result<HashMap<String, u32>> {
+    if u32::try_from(vocab.len()).is_err() {
+        return Err(Error::config(
+            what,
+            format!("vocabulary of {} words exceeds u32 ids", vocab.len()),
+        ));
+    }
+    let mut map = HashMap::with_capacity(vocab.len());
+    for (i, w) in vocab.iter().enumerate() {
+        map.insert(w.clone(), i as u32);
+    }
+    Ok(map)
+}
+
+#[derive(Deserialize)]
+struct WhitespaceTokenizerConfig {
+    #[serde(default)]
+    vocab: Vec<String>,
+    #[serde(default = "reference_stop_words")]
+    stop_words: Vec<String>,
+    #[serde(default)]
+    do_lower_case: bool,
+}
+
+fn reference_stop_words() -> Vec<String> {
+    REFERENCE_ENGLISH_STOP_WORDS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Whitespace word tokenizer with a fixed vocabulary.
+#[derive(Debug, Clone)]
+pub struct WhitespaceTokenizer {
+    word_to_id: HashMap<String, u32>,
+    stop_words: HashSet<String>,
+    do_lower_case: bool,
+    vocab_len: usize,
+}
+
+impl WhitespaceTokenizer {
+    /// `vocab[i]` gets id `i` (the last position when a word repeats).
+    pub fn new(
+        vocab: &[String],
+        stop_words: impl IntoIterator<Item = String>,
+        do_lower_case: bool,
+    ) -> Result<Self> {
+        Ok(WhitespaceTokenizer {
+            word_to_id: word_to_id(vocab, Path::new("whitespace tokenizer vocabulary"))?,
+            stop_words: stop_words.into_iter().collect(),
+            do_lower_case,
+            vocab_len: vocab.len(),
+        })
+    }
+
+    /// Read `dir/whitespacetokenizer_config.json` (`vocab`, `stop_words`, `do_lower_case`).
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join(WHITESPACE_TOKENIZER_CONFIG);
+        let cfg: WhitespaceTokenizerConfig = read_json_config(dir, WHITESPACE_TOKENIZER_CONFIG)?;
+        Ok(WhitespaceTokenizer {
+            word_to_id: word_to_id(&cfg.vocab, &path)?,
+            stop_words: cfg.stop_words.into_iter().collect(),
+            do_lower_case: cfg.do_lower_case,
+            vocab_len: cfg.vocab.len(),
+        })
+    }
+
+    /// Number of vocabulary entries (ids are below it).
+    pub fn vocab_len(&self) -> usize {
+        self.vocab_len
+    }
+
+    /// Ids of the words of `text`, in order.
+    pub fn tokenize(&self, text: &str) -> Vec<u32> {
+        let lowered;
+        let text = if self.do_lower_case {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        let mut ids = Vec::new();
+        ids.extend(python_split(text).filter_map(|piece| self.lookup(piece)));
+        ids
+    }
+
+    /// The id of one whitespace-separated piece; `None` for a stop word or an unknown word.
+    fn lookup(&self, piece: &str) -> Option<u32> {
+        if self.stop_words.contains(piece) {
+            return None;
+        }
+        if let Some(&id) = self.word_to_id.get(piece) {
+            return Some(id);
+        }
+        let stripped = strip_ascii_punctuation(piece);
+        if self.stop_words.contains(stripped) {
+            return None;
+        }
+        // The reference skips the empty word here but not in the lowercase retry below.
+        if !stripped.is_empty() {
+            if let Some(&id) = self.word_to_id.get(stripped) {
+                return Some(id);
+            }
+        }
+        let lower = stripped.to_lowercase();
+        if self.stop_words.contains(&lower) {
+            return None;
+        }
+        self.word_to_id.get(&lower).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn follows_the_reference_retry_order() {
+        let vocab = words(&["PAD", "hello", "World", "world", "c++", "stop", "x"]);
+        let t = WhitespaceTokenizer::new(&vocab, words(&["stop", "the"]), false).unwrap();
+        // exact; punctuation stripped; lowercased after stripping; unknown dropped.
+        assert_eq!(
+            t.tokenize("hello (hello) World, WORLD! c++ unknown"),
+            vec![1, 1, 2, 3, 4]
+        );
+        // Stop words at every step: exact, stripped, lowercased.
+        assert_eq!(t.tokenize("stop stop. STOP The. x"), vec![6]);
+        // Python whitespace: tabs, newlines, NBSP and U+001F all split.
+        assert_eq!(
+            t.tokenize("hello\thello\nhello\u{a0}hello\u{1f}hello"),
+            vec![1; 5]
+        );
+        assert!(t.tokenize("").is_empty());
+        assert!(t.tokenize(" \n ").is_empty());
+    }
+
+    #[test]
+    fn lowercases_first_when_asked_and_repeated_words_take_the_last_id() {
+        let vocab = words(&["a", "b", "a"]);
+        let t = WhitespaceTokenizer::new(&vocab, Vec::new(), true).unwrap();
+        assert_eq!(t.tokenize("A B a"), vec![2, 1, 2]);
+        // Only punctuation: the stripped word is empty; it is looked up only in the lowercase step.
+        let t = WhitespaceTokenizer::new(&words(&["x", ""]), Vec::new(), false).unwrap();
+        assert_eq!(t.tokenize("x ... x"), vec![0, 1, 0]);
+    }
+
+    #[test]
+    fn config_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = WhitespaceTokenizer::from_dir(dir.path()).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+        std::fs::write(
+            dir.path().join(WHITESPACE_TOKENIZER_CONFIG),
+            "{\"vocab\": [1, 2]}",
+        )
+        .unwrap();
+        let e = WhitespaceTokenizer::from_dir(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(WHITESPACE_TOKENIZER_CONFIG), "{e}");
+        std::fs::write(dir.path().join(WHITESPACE_TOKENIZER_CONFIG), "not json").unwrap();
+        assert!(matches!(
+            WhitespaceTokenizer::from_dir(dir.path()),
+            Err(Error::Config { .. })
+        ));
+        // Defaults: no stop words key means the reference's English list.
+        std::fs::write(
+            dir.path().join(WHITESPACE_TOKENIZER_CONFIG),
+            "{\"vocab\": [\"the\", \"cat\"]}",
+        )
+        .unwrap();
+        let t = WhitespaceTokenizer::from_dir(dir.path()).unwrap();
+        assert_eq!(t.tokenize("the cat"), vec![1]);
+        assert_eq!(t.vocab_len(), 2);
+    }
+}
