@@ -159,6 +159,11 @@ impl Cnn {
         })
     }
 
+    /// Width of the token embeddings it reads.
+    pub fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
     /// Width of the output: out_channels × number of kernels.
     pub fn dim(&self) -> usize {
         self.out_channels * self.convs.len()

@@ -182,6 +182,20 @@ impl Dense {
         })
     }
 
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+    /// The feature it transforms.
+    pub fn target(&self) -> DenseTarget {
+        self.target
+    }
+
     /// `rows` vectors of `in_features` → `rows` vectors of `out_features`.
     fn apply_rows(&self, x: &[f32]) -> Vec<f32> {
         let rows = x.len() / self.in_features;

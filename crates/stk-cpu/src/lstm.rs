@@ -149,25 +149,22 @@ impl Lstm {
         })
     }
 
+    /// Width of the token embeddings it reads.
+    pub fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
     /// Width of the output: hidden size × directions.
     pub fn dim(&self) -> usize {
         self.hidden * self.layers[0].len()
     }
 
-    /// Run one direction of one layer over `len` positions of `x` (`[len, in]`), writing the
-    /// hidden states into columns `col..col + H` of `out` (`[len, width]`).
-    fn run_cell(
-        &self,
-        cell: &LstmCell,
-        x: &[f32],
-        len: usize,
-        reverse: bool,
-        out: &mut [f32],
-        width: usize,
-        col: usize,
-    ) {
+    /// Run one direction of one layer over the `len` positions of `x` (`[len, in]`); returns
+    /// the hidden state at each position (`[len, H]`), in position order for both directions.
+    fn run_cell(&self, cell: &LstmCell, x: &[f32], len: usize, reverse: bool) -> Vec<f32> {
         let h = self.hidden;
         let in_l = x.len() / len;
+        let mut out = vec![0f32; len * h];
         let mut state_h = vec![0f32; h];
         let mut state_c = vec![0f32; h];
         let mut gates = vec![0f32; 4 * h];
@@ -186,8 +183,9 @@ impl Lstm {
                 state_c[u] = f * state_c[u] + i * g;
                 state_h[u] = o * state_c[u].tanh();
             }
-            out[t * width + col..t * width + col + h].copy_from_slice(&state_h);
+            out[t * h..(t + 1) * h].copy_from_slice(&state_h);
         }
+        out
     }
 }
 
@@ -232,22 +230,17 @@ impl Module for Lstm {
         let mut out = vec![0f32; b * t_out * width];
         for (i, &len) in lens.iter().enumerate() {
             let mut input = x[i * t * d..(i * t + len) * d].to_vec();
-            let mut layer_out = vec![0f32; len * width];
             for cells in &self.layers {
-                layer_out.fill(0.0);
+                // Directions side by side: [forward H | reverse H] per position.
+                let mut layer_out = vec![0f32; len * width];
                 for (dir, cell) in cells.iter().enumerate() {
-                    self.run_cell(
-                        cell,
-                        &input,
-                        len,
-                        dir == 1,
-                        &mut layer_out,
-                        width,
-                        dir * self.hidden,
-                    );
+                    let states = self.run_cell(cell, &input, len, dir == 1);
+                    let rows = layer_out.chunks_exact_mut(width);
+                    for (row, state) in rows.zip(states.chunks_exact(self.hidden)) {
+                        row[dir * self.hidden..(dir + 1) * self.hidden].copy_from_slice(state);
+                    }
                 }
-                std::mem::swap(&mut input, &mut layer_out);
-                layer_out.resize(len * width, 0.0);
+                input = layer_out;
             }
             out[i * t_out * width..(i * t_out + len) * width].copy_from_slice(&input);
         }
@@ -287,14 +280,15 @@ mod tests {
         let mut outs = Vec::new();
         for x in xs {
             let gate = |r: usize| {
-                let mut a = c.bias_ih[r] as f64 + c.bias_hh[r] as f64;
-                for k in 0..in_l {
-                    a += c.weight_ih[r * in_l + k] as f64 * x[k] as f64;
-                }
-                for k in 0..h {
-                    a += c.weight_hh[r * h + k] as f64 * hs[k];
-                }
-                a
+                let wi = &c.weight_ih[r * in_l..(r + 1) * in_l];
+                let wh = &c.weight_hh[r * h..(r + 1) * h];
+                c.bias_ih[r] as f64
+                    + c.bias_hh[r] as f64
+                    + wi.iter()
+                        .zip(x)
+                        .map(|(&w, &v)| w as f64 * v as f64)
+                        .sum::<f64>()
+                    + wh.iter().zip(&hs).map(|(&w, &v)| w as f64 * v).sum::<f64>()
             };
             let g: Vec<f64> = (0..4 * h).map(gate).collect();
             for u in 0..h {

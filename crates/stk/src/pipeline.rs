@@ -1,0 +1,668 @@
+//! [`Pipeline`]: a saved sentence-transformers model folder (`modules.json`) loaded as a chain of
+//! stk-cpu modules, encoding text the way `SentenceTransformer(folder).encode(texts)` does.
+//!
+//! `modules.json` lists the modules in order (`idx`, `name`, `path`, `type`); each module's files
+//! live in its `path`, the first module's often in the folder root (`path` empty). `type` names
+//! the reference class in either spelling found in the wild: the current
+//! `sentence_transformers.sentence_transformer.modules.pooling.Pooling` (or
+//! `sentence_transformers.base.modules.normalize.Normalize`) and the older
+//! `sentence_transformers.models.Pooling`; only the class name after the last dot decides.
+//!
+//! Loading checks that the modules fit together (each module's input width against the width
+//! the modules before it produce, token-level modules before Pooling, a text module first), so
+//! a folder that would fail halfway through encoding is refused up front, naming the module.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Deserialize;
+use stk_core::{Error, Result, Tensor};
+use stk_cpu::bow::BoW;
+use stk_cpu::cnn::Cnn;
+use stk_cpu::dense::{Dense, DenseTarget};
+use stk_cpu::dropout::Dropout;
+use stk_cpu::layer_norm::LayerNorm;
+use stk_cpu::lstm::Lstm;
+use stk_cpu::normalize::Normalize;
+use stk_cpu::pooling::Pooling;
+use stk_cpu::static_embedding::StaticEmbedding;
+use stk_cpu::word_embeddings::WordEmbeddings;
+use stk_cpu::word_weights::WordWeights;
+use stk_cpu::{Features, Module, TextModule};
+
+/// Texts per batch, the reference's default `encode(batch_size=32)`. Batches matter only where
+/// padding leaks into the result (a CNN whose output length differs from the mask), so stk
+/// batches the same texts together as the reference does.
+pub const PIPELINE_BATCH_SIZE: usize = 32;
+
+/// The module classes a pipeline can hold, by the class name `modules.json` ends its `type`
+/// with.
+pub const SUPPORTED_MODULES: &[&str] = &[
+    "WordEmbeddings",
+    "BoW",
+    "StaticEmbedding",
+    "WordWeights",
+    "CNN",
+    "LSTM",
+    "Pooling",
+    "Normalize",
+    "Dense",
+    "LayerNorm",
+    "Dropout",
+];
+
+/// One entry of `modules.json`.
+#[derive(Debug, Clone, Deserialize)]
+struct ModuleEntry {
+    #[serde(default)]
+    #[allow(dead_code)]
+    idx: Option<serde_json::Value>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    path: String,
+    #[serde(rename = "type")]
+    class: String,
+}
+
+/// The optional `config_sentence_transformers.json` keys that change what `encode` computes.
+#[derive(Debug, Default, Deserialize)]
+struct SentenceTransformerConfig {
+    #[serde(default)]
+    prompts: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    default_prompt_name: Option<String>,
+}
+
+/// A loaded `modules.json` pipeline.
+pub struct Pipeline {
+    dir: PathBuf,
+    first: Box<dyn TextModule>,
+    rest: Vec<Box<dyn Module>>,
+    /// Class names in order, for messages and `Debug`.
+    kinds: Vec<&'static str>,
+    dim: usize,
+    /// `config_sentence_transformers.json`'s default prompt, prepended to every text.
+    prompt: Option<String>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("dir", &self.dir)
+            .field("modules", &self.kinds)
+            .field("dim", &self.dim)
+            .field("prompt", &self.prompt)
+            .finish()
+    }
+}
+
+/// The class name of a `modules.json` `type`, when it is one stk supports.
+fn class_name(class: &str) -> Option<&'static str> {
+    if !class.starts_with("sentence_transformers.") {
+        return None;
+    }
+    let short = class.rsplit('.').next()?;
+    SUPPORTED_MODULES.iter().copied().find(|s| *s == short)
+}
+
+fn unsupported(class: &str) -> Error {
+    Error::UnsupportedModule {
+        module: class.to_string(),
+        supported: format!(
+            "{} (as sentence_transformers.models.X or sentence_transformers.sentence_transformer.modules.x.X)",
+            SUPPORTED_MODULES.join(", ")
+        ),
+    }
+}
+
+/// What the modules loaded so far produce: the width of the token embeddings and of the
+/// sentence embedding, when present.
+#[derive(Debug, Clone, Copy, Default)]
+struct Widths {
+    tokens: Option<usize>,
+    sentence: Option<usize>,
+}
+
+impl Pipeline {
+    /// Load `dir/modules.json` and every module it lists.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Pipeline> {
+        let dir = dir.as_ref().to_path_buf();
+        let list_path = dir.join("modules.json");
+        let text = std::fs::read_to_string(&list_path).map_err(|e| Error::io(&list_path, e))?;
+        let entries: Vec<ModuleEntry> = serde_json::from_str(&text).map_err(|e| {
+            Error::config(
+                &list_path,
+                format!("expected a JSON list of modules, each with `path` and `type`: {e}"),
+            )
+        })?;
+        let Some((first_entry, rest_entries)) = entries.split_first() else {
+            return Err(Error::config(&list_path, "lists no modules"));
+        };
+        // Resolve every type first, so an unsupported module is reported before any loading.
+        let classes: Vec<&'static str> = entries
+            .iter()
+            .map(|e| class_name(&e.class).ok_or_else(|| unsupported(&e.class)))
+            .collect::<Result<_>>()?;
+        let module_dir = |e: &ModuleEntry| -> Result<PathBuf> {
+            let p = dir.join(&e.path);
+            if !p.is_dir() {
+                return Err(Error::config(
+                    &list_path,
+                    format!(
+                        "module {} ({}) has path `{}`, which is not a folder",
+                        e.name.as_deref().unwrap_or("?"),
+                        e.class,
+                        e.path
+                    ),
+                ));
+            }
+            Ok(p)
+        };
+        let prompt = default_prompt(&dir)?;
+
+        let mut widths = Widths::default();
+        let first_kind = classes[0];
+        let first_dir = module_dir(first_entry)?;
+        let first: Box<dyn TextModule> = match first_kind {
+            "WordEmbeddings" => {
+                let m = WordEmbeddings::from_dir(&first_dir)?;
+                widths.tokens = Some(m.dim());
+                Box::new(m)
+            }
+            "BoW" => {
+                let m = BoW::from_dir(&first_dir)?;
+                widths.sentence = Some(m.dim());
+                Box::new(m)
+            }
+            "StaticEmbedding" => {
+                let m = StaticEmbedding::from_dir(&first_dir)?;
+                widths.sentence = Some(m.dim());
+                Box::new(m)
+            }
+            other => {
+                return Err(Error::config(
+                    &list_path,
+                    format!(
+                        "the first module is {other}, which does not read text: a pipeline starts with \
+                         WordEmbeddings, BoW or StaticEmbedding (a Transformer is not supported)"
+                    ),
+                ))
+            }
+        };
+        // With a prompt, the reference tells Pooling how many leading positions the prompt
+        // takes: the length of the tokenized prompt minus one (it assumes a closing special
+        // token), as the first module pads it. BoW gives no input ids, hence no length.
+        let prompt_length = match prompt.as_deref() {
+            Some(p) => {
+                let f = first.tokenize(&[p])?;
+                let n = f.input_ids.first().map_or(0, Vec::len);
+                match first_kind {
+                    "WordEmbeddings" => n.max(1).checked_sub(1),
+                    "StaticEmbedding" => n.checked_sub(1),
+                    _ => None,
+                }
+                .filter(|&n| n > 0)
+            }
+            None => None,
+        };
+
+        let mut rest: Vec<Box<dyn Module>> = Vec::with_capacity(rest_entries.len());
+        for (e, &kind) in rest_entries.iter().zip(&classes[1..]) {
+            let mdir = module_dir(e)?;
+            let need = |w: Option<usize>, what: &str| -> Result<usize> {
+                w.ok_or_else(|| {
+                    Error::config(
+                        &list_path,
+                        format!(
+                            "module `{}` ({kind}) needs {what}, which no module before it produces",
+                            e.path
+                        ),
+                    )
+                })
+            };
+            let check_width = |have: usize, want: usize, what: &str| -> Result<()> {
+                if have != want {
+                    return Err(Error::config(
+                        &list_path,
+                        format!(
+                            "module `{}` ({kind}) expects {what} of width {want}, but the modules before \
+                             it produce width {have}",
+                            e.path
+                        ),
+                    ));
+                }
+                Ok(())
+            };
+            let module: Box<dyn Module> = match kind {
+                "WordWeights" => {
+                    need(widths.tokens, "token embeddings")?;
+                    Box::new(WordWeights::from_dir(&mdir)?)
+                }
+                "CNN" => {
+                    let have = need(widths.tokens, "token embeddings")?;
+                    let m = Cnn::from_dir(&mdir)?;
+                    check_width(have, m.in_dim(), "token embeddings")?;
+                    widths.tokens = Some(m.dim());
+                    Box::new(m)
+                }
+                "LSTM" => {
+                    let have = need(widths.tokens, "token embeddings")?;
+                    let m = Lstm::from_dir(&mdir)?;
+                    check_width(have, m.in_dim(), "token embeddings")?;
+                    widths.tokens = Some(m.dim());
+                    Box::new(m)
+                }
+                "Pooling" => {
+                    let have = need(widths.tokens, "token embeddings")?;
+                    let m = Pooling::from_dir(&mdir).map_err(|err| match err {
+                        // Errors without a file name (an unknown mode) get the module's.
+                        Error::UnknownPoolingMode(_) | Error::InvalidArgument(_) => {
+                            Error::config(mdir.join("config.json"), err.to_string())
+                        }
+                        other => other,
+                    })?;
+                    // The output width follows the real token width (the reference pools
+                    // whatever it gets; the config's embedding_dimension is informative).
+                    widths.sentence = Some(m.modes().len() * have);
+                    let m = if m.include_prompt() {
+                        m
+                    } else {
+                        m.with_prompt_length(prompt_length)
+                    };
+                    Box::new(m)
+                }
+                "Normalize" => {
+                    need(widths.sentence, "a sentence embedding")?;
+                    Box::new(Normalize::from_dir(&mdir)?)
+                }
+                "Dense" => {
+                    let m = Dense::from_dir(&mdir)?;
+                    match m.target() {
+                        DenseTarget::SentenceEmbedding => {
+                            let have = need(widths.sentence, "a sentence embedding")?;
+                            check_width(have, m.in_features(), "a sentence embedding")?;
+                            widths.sentence = Some(m.out_features());
+                        }
+                        DenseTarget::TokenEmbeddings => {
+                            let have = need(widths.tokens, "token embeddings")?;
+                            check_width(have, m.in_features(), "token embeddings")?;
+                            widths.tokens = Some(m.out_features());
+                        }
+                    }
+                    Box::new(m)
+                }
+                "LayerNorm" => {
+                    let have = need(widths.sentence, "a sentence embedding")?;
+                    let m = LayerNorm::from_dir(&mdir)?;
+                    check_width(have, m.dim(), "a sentence embedding")?;
+                    Box::new(m)
+                }
+                "Dropout" => {
+                    need(widths.sentence, "a sentence embedding")?;
+                    Box::new(Dropout::from_dir(&mdir)?)
+                }
+                other => {
+                    return Err(Error::config(
+                        &list_path,
+                        format!(
+                        "module `{}` is {other}, which reads text and can only be the first module",
+                        e.path
+                    ),
+                    ))
+                }
+            };
+            rest.push(module);
+        }
+        let dim = widths.sentence.ok_or_else(|| {
+            Error::config(
+                &list_path,
+                "the modules produce token embeddings but no sentence embedding (a Pooling module is missing)",
+            )
+        })?;
+
+        Ok(Pipeline {
+            dir,
+            first,
+            rest,
+            kinds: classes,
+            dim,
+            prompt,
+        })
+    }
+
+    /// Width of each sentence embedding.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The folder the pipeline was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The reference class names of the modules, in order.
+    pub fn modules(&self) -> &[&'static str] {
+        &self.kinds
+    }
+
+    /// The default prompt (from `config_sentence_transformers.json`) prepended to every text.
+    pub fn prompt(&self) -> Option<&str> {
+        self.prompt.as_deref()
+    }
+
+    /// Run one batch through tokenizer and modules: `[texts.len(), dim]` f32 values.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        let prompted: Vec<String>;
+        let texts: Vec<&str> = match &self.prompt {
+            Some(p) => {
+                prompted = texts.iter().map(|t| format!("{p}{t}")).collect();
+                prompted.iter().map(String::as_str).collect()
+            }
+            None => texts.to_vec(),
+        };
+        let mut features: Features = self.first.tokenize(&texts)?;
+        features = self.first.forward(features)?;
+        for m in &self.rest {
+            features = m.forward(features)?;
+        }
+        let out = features.sentence_embedding.ok_or_else(|| {
+            Error::invalid(format!(
+                "the pipeline {:?} produced no sentence embedding",
+                self.kinds
+            ))
+        })?;
+        if out.dims() != [texts.len(), self.dim] {
+            return Err(Error::shape(
+                "pipeline output",
+                format!("[{}, {}]", texts.len(), self.dim),
+                out.dims(),
+            ));
+        }
+        out.to_f32_vec()
+    }
+
+    /// Encode `texts` into `out` (`texts.len() × dim` values, row-major, in the order of
+    /// `texts`). Texts are batched as the reference batches them (longest first, by character
+    /// count, [`PIPELINE_BATCH_SIZE`] at a time) and the batches run in parallel.
+    pub fn encode_into(&self, texts: &[&str], out: &mut [f32]) -> Result<()> {
+        let d = self.dim;
+        if texts.len().checked_mul(d) != Some(out.len()) {
+            return Err(Error::invalid(format!(
+                "output buffer holds {} values, {} texts × {d} need {}",
+                out.len(),
+                texts.len(),
+                texts.len().saturating_mul(d)
+            )));
+        }
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
+        let batches: Vec<Vec<f32>> = order
+            .par_chunks(PIPELINE_BATCH_SIZE)
+            .map(|idx| {
+                let batch: Vec<&str> = idx.iter().map(|&i| texts[i]).collect();
+                self.encode_batch(&batch)
+            })
+            .collect::<Result<_>>()?;
+        for (idx, rows) in order.chunks(PIPELINE_BATCH_SIZE).zip(batches) {
+            for (&i, row) in idx.iter().zip(rows.chunks_exact(d.max(1))) {
+                out[i * d..(i + 1) * d].copy_from_slice(&row[..d]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Encode `texts` into a `[texts.len(), dim]` f32 tensor (`[0, dim]` for no text).
+    pub fn encode(&self, texts: &[&str]) -> Result<Tensor> {
+        let n = texts
+            .len()
+            .checked_mul(self.dim)
+            .ok_or_else(|| Error::invalid("too many texts for one output buffer"))?;
+        let mut out = vec![0f32; n];
+        self.encode_into(texts, &mut out)?;
+        Tensor::from_vec([texts.len(), self.dim], out)
+    }
+}
+
+/// `config_sentence_transformers.json`'s `prompts[default_prompt_name]`, when both are set.
+/// The file is optional; when present it must be valid JSON.
+fn default_prompt(dir: &Path) -> Result<Option<String>> {
+    let path = dir.join("config_sentence_transformers.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let cfg: SentenceTransformerConfig = serde_json::from_str(&text).map_err(|e| {
+        Error::config(
+            &path,
+            format!("not a valid config_sentence_transformers.json: {e}"),
+        )
+    })?;
+    Ok(cfg
+        .default_prompt_name
+        .and_then(|name| cfg.prompts.get(&name).cloned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy of a golden model folder that a test may break.
+    fn golden_copy(case: &str) -> tempfile::TempDir {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/golden")
+            .join(case)
+            .join("model");
+        let dst = tempfile::tempdir().unwrap();
+        copy_dir(&src, dst.path());
+        dst
+    }
+
+    fn copy_dir(src: &Path, dst: &Path) {
+        for entry in std::fs::read_dir(src).unwrap() {
+            let entry = entry.unwrap();
+            let to = dst.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&to).unwrap();
+                copy_dir(&entry.path(), &to);
+            } else {
+                std::fs::copy(entry.path(), &to).unwrap();
+            }
+        }
+    }
+
+    fn write_modules(dir: &Path, entries: &[(&str, &str)]) {
+        let list: Vec<serde_json::Value> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (path, class))| serde_json::json!({"idx": i, "name": i.to_string(), "path": path, "type": class}))
+            .collect();
+        std::fs::write(
+            dir.join("modules.json"),
+            serde_json::Value::Array(list).to_string(),
+        )
+        .unwrap();
+    }
+
+    fn load_err(dir: &Path) -> Error {
+        Pipeline::load(dir).expect_err("the folder should be refused")
+    }
+
+    #[test]
+    fn both_type_spellings_load() {
+        let d = golden_copy("lstm_mean");
+        let p = Pipeline::load(d.path()).unwrap();
+        assert_eq!(p.modules(), &["WordEmbeddings", "LSTM", "Pooling"]);
+        assert_eq!(p.dim(), 64);
+        assert!(p.prompt().is_none());
+        write_modules(
+            d.path(),
+            &[
+                ("", "sentence_transformers.models.WordEmbeddings"),
+                ("1_LSTM", "sentence_transformers.models.LSTM"),
+                ("2_Pooling", "sentence_transformers.models.Pooling"),
+            ],
+        );
+        let q = Pipeline::load(d.path()).unwrap();
+        let texts = ["a list of words", ""];
+        assert_eq!(
+            p.encode(&texts).unwrap().as_slice::<f32>().unwrap(),
+            q.encode(&texts).unwrap().as_slice::<f32>().unwrap()
+        );
+    }
+
+    #[test]
+    fn unsupported_modules_are_named_with_the_supported_list() {
+        let d = golden_copy("wordemb_mean");
+        write_modules(
+            d.path(),
+            &[
+                ("", "sentence_transformers.models.Transformer"),
+                ("1_Pooling", "sentence_transformers.models.Pooling"),
+            ],
+        );
+        match load_err(d.path()) {
+            Error::UnsupportedModule { module, supported } => {
+                assert_eq!(module, "sentence_transformers.models.Transformer");
+                assert!(
+                    supported.contains("WordEmbeddings") && supported.contains("LSTM"),
+                    "{supported}"
+                );
+            }
+            e => panic!("{e}"),
+        }
+        write_modules(d.path(), &[("", "my_package.WordEmbeddings")]);
+        assert!(matches!(
+            load_err(d.path()),
+            Error::UnsupportedModule { .. }
+        ));
+    }
+
+    #[test]
+    fn malformed_module_lists_are_config_errors() {
+        let d = golden_copy("wordemb_mean");
+        for bad in [
+            "not json",
+            "{\"idx\": 0}",
+            "[{\"idx\": 0, \"path\": \"\"}]",
+            "[]",
+        ] {
+            std::fs::write(d.path().join("modules.json"), bad).unwrap();
+            let e = load_err(d.path());
+            assert!(
+                matches!(e, Error::Config { .. }) && e.to_string().contains("modules.json"),
+                "{bad}: {e}"
+            );
+        }
+        std::fs::remove_file(d.path().join("modules.json")).unwrap();
+        assert!(matches!(load_err(d.path()), Error::Io { .. }));
+        // A module path that is not a folder.
+        write_modules(
+            d.path(),
+            &[
+                ("", "sentence_transformers.models.WordEmbeddings"),
+                ("9_Pooling", "sentence_transformers.models.Pooling"),
+            ],
+        );
+        let e = load_err(d.path()).to_string();
+        assert!(e.contains("9_Pooling"), "{e}");
+        // A module config that is not valid JSON names its file.
+        let d = golden_copy("cnn_max");
+        std::fs::write(
+            d.path().join("1_CNN/cnn_config.json"),
+            "{\"in_embedding_dimension\": ",
+        )
+        .unwrap();
+        let e = load_err(d.path()).to_string();
+        assert!(e.contains("cnn_config.json"), "{e}");
+        let d = golden_copy("wordemb_mean");
+        std::fs::write(d.path().join("config_sentence_transformers.json"), "[").unwrap();
+        assert!(matches!(load_err(d.path()), Error::Config { .. }));
+    }
+
+    #[test]
+    fn pickled_weights_are_refused_with_advice() {
+        let d = golden_copy("lstm_mean");
+        std::fs::rename(
+            d.path().join("1_LSTM/model.safetensors"),
+            d.path().join("1_LSTM/pytorch_model.bin"),
+        )
+        .unwrap();
+        let e = load_err(d.path()).to_string();
+        assert!(
+            e.contains("pickled")
+                && e.contains("model.safetensors")
+                && e.contains("pytorch_model.bin"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn modules_that_do_not_fit_together_are_refused() {
+        // LSTM expecting 32-wide input after 64-wide word embeddings.
+        let d = golden_copy("lstm_mean");
+        let cfg = r#"{"embedding_dimension": 32, "hidden_dim": 32, "num_layers": 2, "bidirectional": true}"#;
+        std::fs::write(d.path().join("1_LSTM/lstm_config.json"), cfg).unwrap();
+        let e = load_err(d.path()).to_string();
+        assert!(e.contains("LSTM") || e.contains("weight_ih"), "{e}");
+        // No pooling: token embeddings but no sentence embedding.
+        let d = golden_copy("wordemb_mean");
+        write_modules(
+            d.path(),
+            &[("", "sentence_transformers.models.WordEmbeddings")],
+        );
+        let e = load_err(d.path()).to_string();
+        assert!(e.contains("Pooling"), "{e}");
+        // Pooling first: it reads no text.
+        write_modules(
+            d.path(),
+            &[("1_Pooling", "sentence_transformers.models.Pooling")],
+        );
+        let e = load_err(d.path()).to_string();
+        assert!(e.contains("first module"), "{e}");
+        // A text module in second place.
+        write_modules(
+            d.path(),
+            &[
+                ("", "sentence_transformers.models.WordEmbeddings"),
+                ("", "sentence_transformers.models.WordEmbeddings"),
+            ],
+        );
+        assert!(load_err(d.path()).to_string().contains("only be the first"));
+        // Normalize before anything made a sentence embedding.
+        let d = golden_copy("wordemb_weights_mean_norm");
+        write_modules(
+            d.path(),
+            &[
+                ("", "sentence_transformers.models.WordEmbeddings"),
+                ("3_Normalize", "sentence_transformers.models.Normalize"),
+            ],
+        );
+        assert!(load_err(d.path())
+            .to_string()
+            .contains("sentence embedding"));
+    }
+
+    #[test]
+    fn default_prompt_is_prepended() {
+        let d = golden_copy("wordemb_mean");
+        let cfg = r#"{"prompts": {"query": "list list "}, "default_prompt_name": "query"}"#;
+        std::fs::write(d.path().join("config_sentence_transformers.json"), cfg).unwrap();
+        let p = Pipeline::load(d.path()).unwrap();
+        assert_eq!(p.prompt(), Some("list list "));
+        std::fs::remove_file(d.path().join("config_sentence_transformers.json")).unwrap();
+        let q = Pipeline::load(d.path()).unwrap();
+        let a = p.encode(&["the value"]).unwrap();
+        let b = q.encode(&["list list the value"]).unwrap();
+        assert_eq!(a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+    }
+
+    #[test]
+    fn output_buffer_size_is_checked() {
+        let d = golden_copy("bow_tfidf");
+        let p = Pipeline::load(d.path()).unwrap();
+        let mut small = vec![0f32; 3];
+        assert!(p.encode_into(&["a"], &mut small).is_err());
+    }
+}
