@@ -4,15 +4,21 @@
 
 mod tokenize_util;
 
+use std::sync::OnceLock;
+
 use proptest::prelude::*;
 use stk_cpu::Tokenizer;
 use tokenize_util::*;
 
-fn potion() -> (Tokenizer, tokenizers::Tokenizer) {
-    let path = model_tokenizer("potion-base-8M-f16");
-    let ours = Tokenizer::from_file(&path).unwrap();
-    assert_eq!(ours.backend(), "bert-wordpiece");
-    (ours, reference(&path))
+/// Loaded once per test binary (the crate takes seconds to load a large vocabulary in debug).
+fn potion() -> &'static (Tokenizer, tokenizers::Tokenizer) {
+    static PAIR: OnceLock<(Tokenizer, tokenizers::Tokenizer)> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let path = model_tokenizer("potion-base-8M-f16");
+        let ours = Tokenizer::from_file(&path).unwrap();
+        assert_eq!(ours.backend(), "bert-wordpiece");
+        (ours, reference(&path))
+    })
 }
 
 /// Compare on `texts`; returns how many texts the fast path handled itself.
@@ -37,7 +43,7 @@ fn assert_identical(
 fn golden_texts_match() {
     let (ours, reference) = potion();
     let texts = golden_texts();
-    let fast = assert_identical(&ours, &reference, &texts);
+    let fast = assert_identical(ours, reference, &texts);
     assert_eq!(
         fast,
         texts.len(),
@@ -51,7 +57,7 @@ fn bench_corpus_matches() {
         return;
     };
     let (ours, reference) = potion();
-    let fast = assert_identical(&ours, &reference, &texts);
+    let fast = assert_identical(ours, reference, &texts);
     eprintln!(
         "bench corpus: {} lines, {fast} on the fast path",
         texts.len()
@@ -94,7 +100,7 @@ fn unicode_corner_cases() {
     .map(|s| s.to_string())
     .chain([long_word, too_long_word, long_accented])
     .collect();
-    assert_identical(&ours, &reference, &cases);
+    assert_identical(ours, reference, &cases);
     // The fast path really ran on the Unicode-heavy cases (no silent fallback everywhere).
     assert!(ours.encode_fast_only(&cases[3]).is_some());
     assert!(ours.encode_fast_only(&cases[4]).is_some());
@@ -108,7 +114,7 @@ fn unicode_corner_cases() {
 fn truncated_fast_path_equals_prefix() {
     let (ours, reference) = potion();
     for text in golden_texts().iter().take(40) {
-        let full = reference_ids(&reference, text);
+        let full = reference_ids(reference, text);
         for max in [1usize, 2, 5, 17] {
             let got = ours.encode_truncated(text, max).unwrap();
             assert_eq!(got[..], full[..max.min(full.len())], "{max} {text:?}");
@@ -165,16 +171,11 @@ proptest! {
 
     #[test]
     fn random_unicode_matches_the_crate(text in interesting_text()) {
-        thread_local! {
-            static PAIR: (Tokenizer, tokenizers::Tokenizer) = potion();
+        let (ours, reference) = potion();
+        let expected = reference_ids(reference, &text);
+        prop_assert_eq!(ours.encode(&text).unwrap(), expected.clone());
+        if let Some(ids) = ours.encode_fast_only(&text) {
+            prop_assert_eq!(ids, expected);
         }
-        PAIR.with(|(ours, reference)| {
-            let expected = reference_ids(reference, &text);
-            prop_assert_eq!(ours.encode(&text).unwrap(), expected.clone());
-            if let Some(ids) = ours.encode_fast_only(&text) {
-                prop_assert_eq!(ids, expected);
-            }
-            Ok(())
-        })?;
     }
 }

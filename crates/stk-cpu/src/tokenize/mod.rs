@@ -8,6 +8,8 @@
 //! rare Unicode ordering case).
 
 mod bert;
+mod trie;
+mod unigram;
 mod vocab;
 mod wordpiece;
 
@@ -16,9 +18,11 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use stk_core::{Error, Result};
+use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::Normalizer;
 
 use bert::BertNormalizerConfig;
+use unigram::{CharsmapNormalizer, MetaspaceUnigram, UnigramModel};
 use wordpiece::{BertWordPiece, WordPiece};
 
 /// A loaded `tokenizer.json`.
@@ -34,12 +38,14 @@ pub struct Tokenizer {
 /// A pipeline implemented here.
 enum FastPath {
     BertWordPiece(BertWordPiece),
+    MetaspaceUnigram(MetaspaceUnigram),
 }
 
 impl FastPath {
     fn name(&self) -> &'static str {
         match self {
             FastPath::BertWordPiece(_) => "bert-wordpiece",
+            FastPath::MetaspaceUnigram(_) => "metaspace-unigram",
         }
     }
 }
@@ -142,7 +148,7 @@ impl Tokenizer {
         reference.with_padding(None);
         let unk_id = unk_id_of(&json, &reference);
         let (fast, added) = match AddedTokenGate::new(&reference) {
-            Some(gate) => (fast_path_for(&json), gate),
+            Some(gate) => (fast_path_for(&json, &reference), gate),
             None => (None, AddedTokenGate::default()),
         };
         Ok(Tokenizer {
@@ -155,7 +161,7 @@ impl Tokenizer {
     }
 
     /// Which implementation encodes: `"tokenizers"` (the crate, for every text) or the name
-    /// of the fast path (`"bert-wordpiece"`), which still hands the crate the texts it
+    /// of the fast path (`"bert-wordpiece"`, `"metaspace-unigram"`), which still hands the crate the texts it
     /// cannot guarantee (see the module docs).
     pub fn backend(&self) -> &'static str {
         self.fast.as_ref().map_or("tokenizers", FastPath::name)
@@ -187,6 +193,7 @@ impl Tokenizer {
         };
         let done = match fast {
             FastPath::BertWordPiece(f) => f.encode(text, max_tokens, out, normalized_check),
+            FastPath::MetaspaceUnigram(f) => f.encode(text, max_tokens, out, normalized_check),
         };
         match done {
             Ok(()) => {
@@ -286,7 +293,7 @@ impl Tokenizer {
 }
 
 /// The fast path whose configuration `json` has exactly, if any.
-fn fast_path_for(json: &serde_json::Value) -> Option<FastPath> {
+fn fast_path_for(json: &serde_json::Value, reference: &tokenizers::Tokenizer) -> Option<FastPath> {
     if !post_processor_keeps_ids(json.get("post_processor")) {
         return None;
     }
@@ -322,6 +329,53 @@ fn fast_path_for(json: &serde_json::Value) -> Option<FastPath> {
             )?;
             Some(FastPath::BertWordPiece(BertWordPiece::new(cfg, wordpiece)))
         }
+        "Unigram" => {
+            if model.get("byte_fallback").and_then(|b| b.as_bool()) != Some(false) {
+                return None;
+            }
+            let unk_id = usize::try_from(model.get("unk_id")?.as_u64()?).ok()?;
+            let charsmap = match (json.get("normalizer")?, reference.get_normalizer()) {
+                (serde_json::Value::Null, None) => None,
+                (_, Some(NormalizerWrapper::Precompiled(p))) => Some(p.clone()),
+                _ => return None,
+            };
+            let replacement = whitespace_split_metaspace(json.get("pre_tokenizer")?)?;
+            let vocab: Vec<(String, f64)> =
+                serde_json::from_value(model.get("vocab")?.clone()).ok()?;
+            let model = UnigramModel::new(&vocab, unk_id)?;
+            Some(FastPath::MetaspaceUnigram(MetaspaceUnigram {
+                normalizer: CharsmapNormalizer::new(charsmap),
+                replacement,
+                model,
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// The replacement char of `Sequence[WhitespaceSplit, Metaspace(prepend_scheme always,
+/// split true)]`, the only Metaspace form with a fast path.
+fn whitespace_split_metaspace(pre: &serde_json::Value) -> Option<char> {
+    if pre.get("type")?.as_str()? != "Sequence" {
+        return None;
+    }
+    let [split, meta] = pre.get("pretokenizers")?.as_array()?.as_slice() else {
+        return None;
+    };
+    if split.get("type")?.as_str()? != "WhitespaceSplit"
+        || meta.get("type")?.as_str()? != "Metaspace"
+        || meta.get("prepend_scheme")?.as_str()? != "always"
+        || meta.get("split")?.as_bool()? != true
+        || !matches!(
+            meta.get("add_prefix_space"),
+            None | Some(serde_json::Value::Bool(true))
+        )
+    {
+        return None;
+    }
+    let mut chars = meta.get("replacement")?.as_str()?.chars();
+    match (chars.next(), chars.next()) {
+        (Some(r), None) if !r.is_whitespace() => Some(r),
         _ => None,
     }
 }
