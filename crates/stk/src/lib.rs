@@ -7,6 +7,7 @@ pub use stk_core::{DType, Device, Error, PoolingMode, PoolingSpec, Result, Tenso
 pub mod model;
 pub mod model2vec;
 pub mod pipeline;
+pub mod text_io;
 
 pub use model::{Embeddings, LoadOptions, Model, Semantics};
 pub use pipeline::Pipeline;

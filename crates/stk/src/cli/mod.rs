@@ -1,5 +1,8 @@
 //! Subcommand definitions. One file per subcommand family; each exposes `Args` and `run`.
 
+mod bench_encode;
+mod encode;
+
 use clap::{Parser, Subcommand};
 use stk::Result;
 
@@ -11,9 +14,14 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Encode texts (a .txt, .json or stdin) into embeddings (.safetensors, .npy or .jsonl).
+    Encode(encode::Args),
+}
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Encode(args) => encode::run(args),
+    }
 }
