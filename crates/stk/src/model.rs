@@ -382,7 +382,7 @@ impl Model {
                     |text, ids| embedding.token_ids_into(text, ids),
                     |row| {
                         if normalize {
-                            normalize_st(row)
+                            stk_cpu::normalize::normalize_in_place(row)
                         }
                     },
                 )
@@ -418,12 +418,6 @@ fn static_modules(dir: &Path) -> Result<Option<bool>> {
         }
         _ => None,
     })
-}
-
-/// sentence-transformers `Normalize`: `x / max(‖x‖₂, 1e-12)` in f32.
-fn normalize_st(row: &mut [f32]) {
-    let norm = row.iter().map(|&x| x * x).sum::<f32>().sqrt().max(1e-12);
-    row.iter_mut().for_each(|x| *x /= norm);
 }
 
 /// `owner/name` model ids. Fetching them needs network access and the `hub` cargo feature.

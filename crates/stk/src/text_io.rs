@@ -53,7 +53,9 @@ impl TextSource {
     /// Byte size of the input when it is a file (for progress).
     pub fn len_bytes(&self) -> Option<u64> {
         match self {
-            TextSource::Lines(p) | TextSource::JsonArray(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            TextSource::Lines(p) | TextSource::JsonArray(p) => {
+                std::fs::metadata(p).ok().map(|m| m.len())
+            }
             TextSource::Stdin => None,
         }
     }
@@ -72,15 +74,30 @@ impl TextSource {
         match self {
             TextSource::Lines(p) => {
                 let file = File::open(p).map_err(|e| Error::io(p, e))?;
-                for_each_line_batch(BufReader::with_capacity(1 << 20, file), p, batch_size, &mut on_batch)
+                for_each_line_batch(
+                    BufReader::with_capacity(1 << 20, file),
+                    p,
+                    batch_size,
+                    &mut on_batch,
+                )
             }
             TextSource::Stdin => {
                 let stdin = std::io::stdin();
-                for_each_line_batch(stdin.lock(), &self.display_path(), batch_size, &mut on_batch)
+                for_each_line_batch(
+                    stdin.lock(),
+                    &self.display_path(),
+                    batch_size,
+                    &mut on_batch,
+                )
             }
             TextSource::JsonArray(p) => {
                 let file = File::open(p).map_err(|e| Error::io(p, e))?;
-                for_each_json_batch(BufReader::with_capacity(1 << 20, file), p, batch_size, &mut on_batch)
+                for_each_json_batch(
+                    BufReader::with_capacity(1 << 20, file),
+                    p,
+                    batch_size,
+                    &mut on_batch,
+                )
             }
         }
     }
@@ -97,7 +114,8 @@ impl TextSource {
 }
 
 fn has_extension(path: &Path, ext: &str) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
 /// Lines of `reader` in batches; `\n` ends a line, a `\r` before it is dropped.
@@ -123,7 +141,9 @@ pub fn for_each_line_batch<R: BufRead>(
     };
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(|e| Error::io(path, e))?;
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::io(path, e))?;
         if n == 0 {
             break;
         }
@@ -164,7 +184,10 @@ pub fn for_each_json_batch<R: Read>(
     }
     impl<'de> DeserializeSeed<'de> for &mut Batches<'_> {
         type Value = u64;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<u64, D::Error> {
+        fn deserialize<D: serde::Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<u64, D::Error> {
             d.deserialize_seq(self)
         }
     }
@@ -176,7 +199,9 @@ pub fn for_each_json_batch<R: Read>(
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<u64, A::Error> {
             let mut texts: Vec<String> = Vec::with_capacity(self.batch_size.min(1 << 16));
             let mut total = 0u64;
-            let flush = |texts: &mut Vec<String>, this: &mut Batches<'_>| -> std::result::Result<(), A::Error> {
+            let flush = |texts: &mut Vec<String>,
+                         this: &mut Batches<'_>|
+             -> std::result::Result<(), A::Error> {
                 if texts.is_empty() {
                     return Ok(());
                 }
@@ -206,7 +231,9 @@ pub fn for_each_json_batch<R: Read>(
         failed: None,
     };
     let mut de = serde_json::Deserializer::from_reader(reader);
-    let result = (&mut batches).deserialize(&mut de).and_then(|n| de.end().map(|_| n));
+    let result = (&mut batches)
+        .deserialize(&mut de)
+        .and_then(|n| de.end().map(|_| n));
     match (result, batches.failed) {
         (_, Some(e)) => Err(e),
         (Ok(n), None) => Ok(n),
@@ -230,7 +257,10 @@ pub enum OutputFormat {
 
 impl OutputFormat {
     pub fn from_path(path: &Path) -> Result<OutputFormat> {
-        let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase());
         match ext.as_deref() {
             Some("safetensors") => Ok(OutputFormat::Safetensors),
             Some("npy") => Ok(OutputFormat::Npy),
@@ -287,11 +317,17 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
     /// Append rows (`k × dim` values).
     pub fn write_rows(&mut self, data: &[f32], path: &Path) -> Result<()> {
         if data.len() % self.dim != 0 {
-            return Err(Error::shape("embedding rows", format!("a multiple of {} values", self.dim), &[data.len()]));
+            return Err(Error::shape(
+                "embedding rows",
+                format!("a multiple of {} values", self.dim),
+                &[data.len()],
+            ));
         }
         let io = |e| Error::io(path, e);
         match self.format {
-            OutputFormat::Npy | OutputFormat::Safetensors => write_f32_le(&mut self.out, data).map_err(io)?,
+            OutputFormat::Npy | OutputFormat::Safetensors => {
+                write_f32_le(&mut self.out, data).map_err(io)?
+            }
             OutputFormat::Jsonl => {
                 for row in data.chunks_exact(self.dim) {
                     self.line.clear();
@@ -341,7 +377,9 @@ fn npy_header(rows: u64, dim: usize) -> Result<Vec<u8>> {
     // magic (6) + version (2) + header length (2) + dict + spaces + '\n'
     let header_len = NPY_HEADER_BYTES - 10;
     if dict.len() + 1 > header_len {
-        return Err(Error::invalid(format!("NPY shape ({rows}, {dim}) does not fit the header")));
+        return Err(Error::invalid(format!(
+            "NPY shape ({rows}, {dim}) does not fit the header"
+        )));
     }
     let mut out = Vec::with_capacity(NPY_HEADER_BYTES);
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
@@ -364,7 +402,9 @@ fn safetensors_header(rows: u64, dim: usize) -> Result<Vec<u8>> {
     );
     let n = SAFETENSORS_HEADER_BYTES - 8;
     if json.len() > n {
-        return Err(Error::invalid(format!("safetensors shape [{rows}, {dim}] does not fit the header")));
+        return Err(Error::invalid(format!(
+            "safetensors shape [{rows}, {dim}] does not fit the header"
+        )));
     }
     let mut out = Vec::with_capacity(SAFETENSORS_HEADER_BYTES);
     out.extend_from_slice(&(n as u64).to_le_bytes());
@@ -377,7 +417,11 @@ fn safetensors_header(rows: u64, dim: usize) -> Result<Vec<u8>> {
 pub fn write_embeddings(path: &Path, data: &[f32], rows: usize, dim: usize) -> Result<()> {
     let format = OutputFormat::from_path(path)?;
     if rows.checked_mul(dim) != Some(data.len()) {
-        return Err(Error::shape("embeddings", format!("[{rows}, {dim}]"), &[data.len()]));
+        return Err(Error::shape(
+            "embeddings",
+            format!("[{rows}, {dim}]"),
+            &[data.len()],
+        ));
     }
     write_file_atomic(path, |w| {
         let mut writer = EmbeddingWriter::new(w, format, dim, path)?;
@@ -396,7 +440,12 @@ pub struct StreamOptions<'a> {
 
 /// Encode every text of `source` with `model` into `output` (format by extension), one batch at
 /// a time. Returns the number of rows written. On error nothing is left at `output`.
-pub fn encode_stream(model: &Model, source: &TextSource, output: &Path, mut options: StreamOptions<'_>) -> Result<u64> {
+pub fn encode_stream(
+    model: &Model,
+    source: &TextSource,
+    output: &Path,
+    mut options: StreamOptions<'_>,
+) -> Result<u64> {
     let format = OutputFormat::from_path(output)?;
     let dim = model.dim();
     let mut rows = 0u64;
@@ -434,7 +483,10 @@ mod tests {
 
     #[test]
     fn lines_in_batches() {
-        assert_eq!(lines(b"a\r\nb\n\nc", 2).unwrap(), [vec!["a", "b"], vec!["", "c"]]);
+        assert_eq!(
+            lines(b"a\r\nb\n\nc", 2).unwrap(),
+            [vec!["a", "b"], vec!["", "c"]]
+        );
         assert_eq!(lines(b"a\n", 2).unwrap(), [vec!["a"]]);
         assert!(lines(b"", 2).unwrap().is_empty());
         let e = lines(b"ok\nok\n\xff\xfe\n", 8).unwrap_err().to_string();
@@ -443,23 +495,40 @@ mod tests {
 
     fn json(input: &str, batch: usize) -> Result<Vec<Vec<String>>> {
         let mut out = Vec::new();
-        for_each_json_batch(input.as_bytes(), Path::new("in.json"), batch, &mut |b, _| {
-            out.push(b.iter().map(|s| s.to_string()).collect());
-            Ok(())
-        })?;
+        for_each_json_batch(
+            input.as_bytes(),
+            Path::new("in.json"),
+            batch,
+            &mut |b, _| {
+                out.push(b.iter().map(|s| s.to_string()).collect());
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 
     #[test]
     fn json_arrays_in_batches() {
-        assert_eq!(json(r#" ["a", "b\n", "c"] "#, 2).unwrap(), [vec!["a", "b\n"], vec!["c"]]);
+        assert_eq!(
+            json(r#" ["a", "b\n", "c"] "#, 2).unwrap(),
+            [vec!["a", "b\n"], vec!["c"]]
+        );
         assert!(json("[]", 2).unwrap().is_empty());
-        for bad in [r#"{"a": 1}"#, r#"["a", 1]"#, r#""a""#, r#"["a"] x"#, "[", ""] {
+        for bad in [
+            r#"{"a": 1}"#,
+            r#"["a", 1]"#,
+            r#""a""#,
+            r#"["a"] x"#,
+            "[",
+            "",
+        ] {
             let e = json(bad, 2).unwrap_err().to_string();
             assert!(e.contains("expected a JSON array of strings"), "{bad}: {e}");
         }
         // The callback's own error comes back as it is.
-        let e = for_each_json_batch(&b"[\"a\"]"[..], Path::new("x"), 1, &mut |_, _| Err(Error::invalid("boom")));
+        let e = for_each_json_batch(&b"[\"a\"]"[..], Path::new("x"), 1, &mut |_, _| {
+            Err(Error::invalid("boom"))
+        });
         assert!(matches!(e, Err(Error::InvalidArgument(m)) if m == "boom"));
     }
 
@@ -469,7 +538,10 @@ mod tests {
         let data: Vec<f32> = (0..6).map(|i| i as f32 * 0.5 - 1.0).collect();
         let st = dir.path().join("e.safetensors");
         write_embeddings(&st, &data, 2, 3).unwrap();
-        let t = SafetensorsFile::open(&st).unwrap().get(SAFETENSORS_NAME).unwrap();
+        let t = SafetensorsFile::open(&st)
+            .unwrap()
+            .get(SAFETENSORS_NAME)
+            .unwrap();
         assert_eq!(t.dims(), &[2, 3]);
         assert_eq!(t.as_slice::<f32>().unwrap(), &data[..]);
 
@@ -480,24 +552,42 @@ mod tests {
         let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         assert_eq!((10 + hlen) % 64, 0);
         let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
-        assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"), "{header}");
+        assert!(
+            header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"),
+            "{header}"
+        );
         assert!(header.ends_with('\n'));
-        let body: Vec<f32> = bytes[10 + hlen..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let body: Vec<f32> = bytes[10 + hlen..]
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         assert_eq!(body, data);
 
         let jl = dir.path().join("e.jsonl");
         write_embeddings(&jl, &data, 2, 3).unwrap();
         let text = std::fs::read_to_string(&jl).unwrap();
-        let rows: Vec<Vec<f32>> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let rows: Vec<Vec<f32>> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(rows, [data[..3].to_vec(), data[3..].to_vec()]);
 
         // Zero rows are valid files.
         write_embeddings(&st, &[], 0, 3).unwrap();
-        assert_eq!(SafetensorsFile::open(&st).unwrap().get(SAFETENSORS_NAME).unwrap().dims(), &[0, 3]);
+        assert_eq!(
+            SafetensorsFile::open(&st)
+                .unwrap()
+                .get(SAFETENSORS_NAME)
+                .unwrap()
+                .dims(),
+            &[0, 3]
+        );
         write_embeddings(&jl, &[], 0, 3).unwrap();
         assert_eq!(std::fs::read(&jl).unwrap().len(), 0);
 
-        let e = write_embeddings(&dir.path().join("e.csv"), &data, 2, 3).unwrap_err().to_string();
+        let e = write_embeddings(&dir.path().join("e.csv"), &data, 2, 3)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown extension"), "{e}");
         assert!(write_embeddings(&npy, &data, 3, 3).is_err());
     }

@@ -17,7 +17,11 @@ const STK: &str = env!("CARGO_BIN_EXE_stk");
 fn stk(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(STK);
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = cmd.spawn().expect("run stk");
     if let Some(bytes) = stdin {
         let mut pipe = child.stdin.take().unwrap();
@@ -46,16 +50,40 @@ fn read_output(path: &Path) -> (Vec<usize>, Vec<f32>) {
             let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
             assert_eq!((10 + hlen) % 64, 0, "NPY header not 64-aligned");
             let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
-            assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
-            let shape = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-            let dims: Vec<usize> = shape.split(',').map(|s| s.trim()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
-            let data: Vec<f32> = bytes[10 + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-            assert_eq!(dims.iter().product::<usize>(), data.len(), "NPY shape vs data");
+            assert!(
+                header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+                "{header}"
+            );
+            let shape = header
+                .split("'shape': (")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap();
+            let dims: Vec<usize> = shape
+                .split(',')
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().unwrap())
+                .collect();
+            let data: Vec<f32> = bytes[10 + hlen..]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            assert_eq!(
+                dims.iter().product::<usize>(),
+                data.len(),
+                "NPY shape vs data"
+            );
             (dims, data)
         }
         Some("jsonl") => {
             let text = std::fs::read_to_string(path).unwrap();
-            let rows: Vec<Vec<f32>> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            let rows: Vec<Vec<f32>> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
             let dim = rows.first().map_or(0, |r| r.len());
             assert!(rows.iter().all(|r| r.len() == dim));
             (vec![rows.len(), dim], rows.concat())
@@ -87,7 +115,10 @@ fn golden_static_cases_through_the_cli() {
     for (i, case) in golden_cases(&["static"]).into_iter().enumerate() {
         let rel = case.case["model"].as_str().unwrap();
         let Some(model) = resolve_model(rel) else {
-            println!("skipped {}: model {rel} is in neither models/ nor ../shared/models", case.name);
+            println!(
+                "skipped {}: model {rel} is in neither models/ nor ../shared/models",
+                case.name
+            );
             continue;
         };
         let texts = texts(&case);
@@ -97,11 +128,28 @@ fn golden_static_cases_through_the_cli() {
         let model_s = model.to_str().unwrap();
         let out_s = out.to_str().unwrap();
         let semantics = case.case["semantics"].as_str().unwrap();
-        let normalize = if case.case["normalize"].as_bool().unwrap() { "--normalize" } else { "--no-normalize" };
-        let max_length = case.case["max_length"].as_u64().map_or("0".to_string(), |m| m.to_string());
+        let normalize = if case.case["normalize"].as_bool().unwrap() {
+            "--normalize"
+        } else {
+            "--no-normalize"
+        };
+        let max_length = case.case["max_length"]
+            .as_u64()
+            .map_or("0".to_string(), |m| m.to_string());
         let mut args = vec![
-            "encode", "--model", model_s, "--output", out_s, "--semantics", semantics, normalize, "--max-length", &max_length,
-            "--quiet", "--batch-size", "100",
+            "encode",
+            "--model",
+            model_s,
+            "--output",
+            out_s,
+            "--semantics",
+            semantics,
+            normalize,
+            "--max-length",
+            &max_length,
+            "--quiet",
+            "--batch-size",
+            "100",
         ];
         let json_in = case.dir.join("texts.json");
         let txt_in = tmp.path().join(format!("{}.txt", case.name));
@@ -121,12 +169,21 @@ fn golden_static_cases_through_the_cli() {
                 stk(&args, Some(lines.as_bytes()))
             }
         };
-        assert!(output.status.success(), "{}: {}", case.name, stderr(&output));
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            case.name,
+            stderr(&output)
+        );
         let (dims, got) = read_output(&out);
-        let want = SafetensorsFile::open(case.dir.join("expected.safetensors")).unwrap().get("expected").unwrap();
+        let want = SafetensorsFile::open(case.dir.join("expected.safetensors"))
+            .unwrap()
+            .get("expected")
+            .unwrap();
         assert_eq!(dims, want.dims(), "{} ({format} from {input})", case.name);
         let tol = case.case["tolerance"].as_f64().unwrap() as f32;
-        compare(&got, &want.to_f32_vec().unwrap(), tol).unwrap_or_else(|e| panic!("{} ({format} from {input}): {e}", case.name));
+        compare(&got, &want.to_f32_vec().unwrap(), tol)
+            .unwrap_or_else(|e| panic!("{} ({format} from {input}): {e}", case.name));
         ran += 1;
     }
     assert!(ran >= 12, "only {ran} static cases ran");
@@ -140,14 +197,31 @@ fn committed_model(name: &str) -> PathBuf {
 fn batches_and_formats_agree() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in.txt");
-    let text: String = (0..50).map(|i| format!("sentence number {i} about {}\n", "rust ".repeat(i % 7))).collect();
+    let text: String = (0..50)
+        .map(|i| format!("sentence number {i} about {}\n", "rust ".repeat(i % 7)))
+        .collect();
     std::fs::write(&input, text).unwrap();
     let model = committed_model("potion-base-8M-int8-vq2048-d128");
     let mut outputs = Vec::new();
-    for (batch, ext) in [("1000", "npy"), ("7", "npy"), ("1", "safetensors"), ("13", "jsonl")] {
+    for (batch, ext) in [
+        ("1000", "npy"),
+        ("7", "npy"),
+        ("1", "safetensors"),
+        ("13", "jsonl"),
+    ] {
         let out = tmp.path().join(format!("out-{batch}.{ext}"));
         let o = stk(
-            &["encode", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap(), "--batch-size", batch],
+            &[
+                "encode",
+                "--model",
+                model.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--batch-size",
+                batch,
+            ],
             None,
         );
         assert!(o.status.success(), "{}", stderr(&o));
@@ -165,7 +239,16 @@ fn default_model_and_empty_inputs() {
     let one = tmp.path().join("one.txt");
     std::fs::write(&one, "Hello world\n").unwrap();
     let out = tmp.path().join("one.npy");
-    let o = stk(&["encode", "--input", one.to_str().unwrap(), "--output", out.to_str().unwrap()], None);
+    let o = stk(
+        &[
+            "encode",
+            "--input",
+            one.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let (dims, v) = read_output(&out);
     assert_eq!(dims, [1, 256]);
@@ -183,7 +266,17 @@ fn default_model_and_empty_inputs() {
         ("-", Some(&b""[..]), "jsonl"),
     ] {
         let out = tmp.path().join(format!("empty.{ext}"));
-        let o = stk(&["encode", "--input", input, "--output", out.to_str().unwrap(), "--quiet"], stdin);
+        let o = stk(
+            &[
+                "encode",
+                "--input",
+                input,
+                "--output",
+                out.to_str().unwrap(),
+                "--quiet",
+            ],
+            stdin,
+        );
         assert!(o.status.success(), "{input} -> {ext}: {}", stderr(&o));
         let (dims, data) = read_output(&out);
         assert!(data.is_empty());
@@ -216,7 +309,11 @@ fn bad_inputs_fail_cleanly() {
             assert!(err.contains(n), "{args:?}: `{n}` not in: {err}");
         }
         assert!(!err.contains("panicked"), "{err}");
-        assert!(entries(&outdir).is_empty(), "{args:?} left {:?}", entries(&outdir));
+        assert!(
+            entries(&outdir).is_empty(),
+            "{args:?} left {:?}",
+            entries(&outdir)
+        );
     };
 
     // A line that is not UTF-8, after enough lines that a first batch was already written.
@@ -226,39 +323,164 @@ fn bad_inputs_fail_cleanly() {
     std::fs::write(&bad, &bytes).unwrap();
     for ext in ["npy", "safetensors", "jsonl"] {
         check(
-            &["encode", "--model", model, "--input", bad.to_str().unwrap(), "--output", &out(&format!("x.{ext}")), "--batch-size", "4"],
+            &[
+                "encode",
+                "--model",
+                model,
+                "--input",
+                bad.to_str().unwrap(),
+                "--output",
+                &out(&format!("x.{ext}")),
+                "--batch-size",
+                "4",
+            ],
             None,
             &["bad.txt", "line 31", "UTF-8"],
         );
     }
-    check(&["encode", "--model", model, "--input", "-", "--output", &out("x.npy")], Some(b"ok\n\xff\n"), &["<stdin>", "line 2"]);
+    check(
+        &[
+            "encode",
+            "--model",
+            model,
+            "--input",
+            "-",
+            "--output",
+            &out("x.npy"),
+        ],
+        Some(b"ok\n\xff\n"),
+        &["<stdin>", "line 2"],
+    );
 
     // JSON that is not an array of strings.
-    for (name, content) in [("obj.json", r#"{"texts": ["a"]}"#), ("num.json", r#"["a", 3]"#), ("broken.json", r#"["a""#)] {
+    for (name, content) in [
+        ("obj.json", r#"{"texts": ["a"]}"#),
+        ("num.json", r#"["a", 3]"#),
+        ("broken.json", r#"["a""#),
+    ] {
         let p = dir.join(name);
         std::fs::write(&p, content).unwrap();
-        check(&["encode", "--model", model, "--input", p.to_str().unwrap(), "--output", &out("x.npy")], None, &[name, "JSON array of strings"]);
+        check(
+            &[
+                "encode",
+                "--model",
+                model,
+                "--input",
+                p.to_str().unwrap(),
+                "--output",
+                &out("x.npy"),
+            ],
+            None,
+            &[name, "JSON array of strings"],
+        );
     }
 
     // Unknown output extension, missing input, missing output folder.
-    check(&["encode", "--model", model, "--input", good, "--output", &out("x.csv")], None, &["x.csv", "unknown extension"]);
-    check(&["encode", "--model", model, "--input", &out("missing.txt"), "--output", &out("x.npy")], None, &["missing.txt"]);
+    check(
+        &[
+            "encode",
+            "--model",
+            model,
+            "--input",
+            good,
+            "--output",
+            &out("x.csv"),
+        ],
+        None,
+        &["x.csv", "unknown extension"],
+    );
+    check(
+        &[
+            "encode",
+            "--model",
+            model,
+            "--input",
+            &out("missing.txt"),
+            "--output",
+            &out("x.npy"),
+        ],
+        None,
+        &["missing.txt"],
+    );
     let nowhere = dir.join("no/such/dir/x.npy");
-    let o = stk(&["encode", "--model", model, "--input", good, "--output", nowhere.to_str().unwrap()], None);
-    assert!(!o.status.success() && stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    let o = stk(
+        &[
+            "encode",
+            "--model",
+            model,
+            "--input",
+            good,
+            "--output",
+            nowhere.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("does not exist"),
+        "{}",
+        stderr(&o)
+    );
 
     // Model folders: missing, pickled weights only, not a model, hub id without the feature.
     let missing = dir.join("no-model");
-    check(&["encode", "--model", missing.to_str().unwrap(), "--input", good, "--output", &out("x.npy")], None, &["no-model", "not found"]);
+    check(
+        &[
+            "encode",
+            "--model",
+            missing.to_str().unwrap(),
+            "--input",
+            good,
+            "--output",
+            &out("x.npy"),
+        ],
+        None,
+        &["no-model", "not found"],
+    );
     let pickled = dir.join("pickled");
     std::fs::create_dir(&pickled).unwrap();
     std::fs::write(pickled.join("pytorch_model.bin"), b"not really").unwrap();
     std::fs::write(pickled.join("config.json"), b"{}").unwrap();
-    check(&["encode", "--model", pickled.to_str().unwrap(), "--input", good, "--output", &out("x.npy")], None, &["pytorch_model.bin", "not supported"]);
+    check(
+        &[
+            "encode",
+            "--model",
+            pickled.to_str().unwrap(),
+            "--input",
+            good,
+            "--output",
+            &out("x.npy"),
+        ],
+        None,
+        &["pytorch_model.bin", "not supported"],
+    );
     let empty_dir = dir.join("empty-model");
     std::fs::create_dir(&empty_dir).unwrap();
-    check(&["encode", "--model", empty_dir.to_str().unwrap(), "--input", good, "--output", &out("x.npy")], None, &["not a model folder"]);
-    check(&["encode", "--model", "someone/some-model", "--input", good, "--output", &out("x.npy")], None, &["someone/some-model", "hub"]);
+    check(
+        &[
+            "encode",
+            "--model",
+            empty_dir.to_str().unwrap(),
+            "--input",
+            good,
+            "--output",
+            &out("x.npy"),
+        ],
+        None,
+        &["not a model folder"],
+    );
+    check(
+        &[
+            "encode",
+            "--model",
+            "someone/some-model",
+            "--input",
+            good,
+            "--output",
+            &out("x.npy"),
+        ],
+        None,
+        &["someone/some-model", "hub"],
+    );
 
     // A table that does not cover the tokenizer's ids.
     let small = dir.join("small-table");
@@ -268,10 +490,64 @@ fn bad_inputs_fail_cleanly() {
     std::fs::copy(src.join("config.json"), small.join("config.json")).unwrap();
     let t = stk_core::Tensor::from_slice([10, 4], &[0.5f32; 40]).unwrap();
     stk_core::write_safetensors(small.join("model.safetensors"), &[("embeddings", &t)]).unwrap();
-    check(&["encode", "--model", small.to_str().unwrap(), "--input", good, "--output", &out("x.npy")], None, &["token ids up to 29527", "10 rows"]);
+    check(
+        &[
+            "encode",
+            "--model",
+            small.to_str().unwrap(),
+            "--input",
+            good,
+            "--output",
+            &out("x.npy"),
+        ],
+        None,
+        &["token ids up to 29527", "10 rows"],
+    );
 
     // Bad arguments.
-    check(&["encode", "--model", model, "--input", good, "--output", &out("x.npy"), "--semantics", "bert"], None, &["bert"]);
-    check(&["encode", "--model", model, "--input", good, "--output", &out("x.npy"), "--batch-size", "0"], None, &["batch-size"]);
-    check(&["encode", "--model", model, "--input", good, "--output", &out("x.npy"), "--device", "tpu"], None, &["tpu"]);
+    check(
+        &[
+            "encode",
+            "--model",
+            model,
+            "--input",
+            good,
+            "--output",
+            &out("x.npy"),
+            "--semantics",
+            "bert",
+        ],
+        None,
+        &["bert"],
+    );
+    check(
+        &[
+            "encode",
+            "--model",
+            model,
+            "--input",
+            good,
+            "--output",
+            &out("x.npy"),
+            "--batch-size",
+            "0",
+        ],
+        None,
+        &["batch-size"],
+    );
+    check(
+        &[
+            "encode",
+            "--model",
+            model,
+            "--input",
+            good,
+            "--output",
+            &out("x.npy"),
+            "--device",
+            "tpu",
+        ],
+        None,
+        &["tpu"],
+    );
 }

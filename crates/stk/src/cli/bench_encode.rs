@@ -28,7 +28,10 @@ pub fn run(args: Args) -> Result<()> {
     let source = TextSource::from_arg(&args.input);
     let texts = source.read_all()?;
     if texts.is_empty() {
-        return Err(Error::invalid(format!("{}: no text to encode", args.input.display())));
+        return Err(Error::invalid(format!(
+            "{}: no text to encode",
+            args.input.display()
+        )));
     }
     let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
     let load_start = Instant::now();

@@ -113,9 +113,9 @@ fn progress_bar(total_bytes: Option<u64>) -> ProgressBar {
     let bar = match total_bytes {
         Some(n) => {
             let b = ProgressBar::new(n);
-            if let Ok(style) =
-                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({elapsed}, eta {eta})")
-            {
+            if let Ok(style) = ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {msg} ({elapsed}, eta {eta})",
+            ) {
                 b.set_style(style);
             }
             b
