@@ -5,16 +5,12 @@
 //! no more memory than its file. A model2vec vocabulary-quantized table adds an id → row
 //! `mapping` and a per-id `weights` scale: `row(id) = table[mapping[id]] · weights[id]`.
 //!
-//! This is the hot loop of static-model encoding: every add is a contiguous run of `dim` floats
-//! that the compiler vectorizes; f16 rows are converted in blocks (F16C where the CPU has it).
+//! This is the hot loop of static-model encoding: every add is a contiguous run of `dim` values
+//! that the compiler vectorizes; f16 rows are widened in blocks (F16C where the CPU has it).
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use stk_core::{DType, Error, Result, Tensor, TokenBags};
-
-/// Rows converted per step for f16 tables: big enough for the SIMD conversion, small enough to
-/// stay on the stack.
-const F16_BLOCK: usize = 64;
 
 /// A `[rows, dim]` table with an optional id → row `mapping` and per-id `weights`, averaged over
 /// bags of ids.
@@ -189,75 +185,29 @@ impl EmbeddingBag {
         Ok(())
     }
 
-    /// Table row and weight of `id` (already checked `< vocab`).
-    #[inline(always)]
-    fn row_of<'t, T>(&self, table: &'t [T], id: u32) -> (&'t [T], f32) {
-        let id = id as usize;
-        let row = match &self.mapping {
-            Some(m) => m[id] as usize,
-            None => id,
-        };
-        let w = self.weights.as_ref().map_or(1.0, |w| w[id]);
-        (&table[row * self.dim..(row + 1) * self.dim], w)
-    }
-
-    /// `acc += Σ w(id) · row(id)` in id order. Four rows are added per pass over `acc`: the
-    /// additions stay in the same order (`((acc + r0) + r1) + ...`, so the result is the same as
-    /// one row at a time), but `acc` is loaded and stored a quarter as often and four table rows
-    /// are read at once, which keeps more cache misses in flight.
+    /// `acc += Σ w(id) · row(id)` in id order (ids already checked `< vocab`), with the loop
+    /// specialized for the presence of a mapping and of weights.
     #[inline(always)]
     fn accumulate<T: Widen>(&self, table: &[T], ids: &[u32], acc: &mut [f32]) {
-        let weighted = self.weights.is_some();
-        let mut quads = ids.chunks_exact(4);
-        for q in &mut quads {
-            let (r0, w0) = self.row_of(table, q[0]);
-            let (r1, w1) = self.row_of(table, q[1]);
-            let (r2, w2) = self.row_of(table, q[2]);
-            let (r3, w3) = self.row_of(table, q[3]);
-            add_four(acc, [r0, r1, r2, r3], weighted.then_some([w0, w1, w2, w3]));
-        }
-        for &id in quads.remainder() {
-            let (r, w) = self.row_of(table, id);
-            add_one(acc, r, weighted.then_some(w));
+        let d = self.dim;
+        match (self.mapping.as_deref(), self.weights.as_deref()) {
+            (None, None) => sum_rows::<T, false, false>(table, d, ids, &[], &[], acc),
+            (None, Some(w)) => sum_rows::<T, false, true>(table, d, ids, &[], w, acc),
+            (Some(m), None) => sum_rows::<T, true, false>(table, d, ids, m, &[], acc),
+            (Some(m), Some(w)) => sum_rows::<T, true, true>(table, d, ids, m, w, acc),
         }
     }
 
-    /// [`EmbeddingBag::accumulate`] for f16 tables: rows are widened block by block (F16C where
-    /// the CPU has it) into stack buffers, then added like f32 rows.
+    /// [`EmbeddingBag::accumulate`] for f16 tables: the rows are widened 64 columns at a time
+    /// with `half`'s slice conversion (F16C / NEON where the CPU has it) into stack buffers,
+    /// then added like f32 rows, in the same order.
     fn accumulate_f16(&self, table: &[f16], ids: &[u32], acc: &mut [f32]) {
-        let weighted = self.weights.is_some();
-        let mut buf = [[0f32; F16_BLOCK]; 4];
-        let mut quads = ids.chunks_exact(4);
-        for q in &mut quads {
-            let rows = [
-                self.row_of(table, q[0]),
-                self.row_of(table, q[1]),
-                self.row_of(table, q[2]),
-                self.row_of(table, q[3]),
-            ];
-            let w = weighted.then_some([rows[0].1, rows[1].1, rows[2].1, rows[3].1]);
-            for (start, acc) in (0..self.dim)
-                .step_by(F16_BLOCK)
-                .zip(acc.chunks_mut(F16_BLOCK))
-            {
-                let len = acc.len();
-                for ((r, _), b) in rows.iter().zip(buf.iter_mut()) {
-                    r[start..start + len].convert_to_f32_slice(&mut b[..len]);
-                }
-                let [b0, b1, b2, b3] = &buf;
-                add_four(acc, [&b0[..len], &b1[..len], &b2[..len], &b3[..len]], w);
-            }
-        }
-        for &id in quads.remainder() {
-            let (r, w) = self.row_of(table, id);
-            for (start, acc) in (0..self.dim)
-                .step_by(F16_BLOCK)
-                .zip(acc.chunks_mut(F16_BLOCK))
-            {
-                let len = acc.len();
-                r[start..start + len].convert_to_f32_slice(&mut buf[0][..len]);
-                add_one(acc, &buf[0][..len], weighted.then_some(w));
-            }
+        let d = self.dim;
+        match (self.mapping.as_deref(), self.weights.as_deref()) {
+            (None, None) => sum_rows_f16::<false, false>(table, d, ids, &[], &[], acc),
+            (None, Some(w)) => sum_rows_f16::<false, true>(table, d, ids, &[], w, acc),
+            (Some(m), None) => sum_rows_f16::<true, false>(table, d, ids, m, &[], acc),
+            (Some(m), Some(w)) => sum_rows_f16::<true, true>(table, d, ids, m, w, acc),
         }
     }
 
@@ -291,12 +241,14 @@ impl EmbeddingBag {
 trait Widen: Copy {
     fn widen(self) -> f32;
 }
+
 impl Widen for f32 {
     #[inline(always)]
     fn widen(self) -> f32 {
         self
     }
 }
+
 impl Widen for i8 {
     #[inline(always)]
     fn widen(self) -> f32 {
@@ -304,30 +256,115 @@ impl Widen for i8 {
     }
 }
 
+/// `acc += Σ w[id] · table[row(id)]` over `ids`, in order. Four rows are added per pass over
+/// `acc`: the additions keep their order (`((acc + r0) + r1) + ...`, the same bits as one row at
+/// a time) while `acc` is loaded and stored a quarter as often and four table rows are read at
+/// once, which keeps more cache misses in flight.
+#[inline(always)]
+fn sum_rows<T: Widen, const MAPPED: bool, const WEIGHTED: bool>(
+    table: &[T],
+    d: usize,
+    ids: &[u32],
+    mapping: &[u32],
+    weights: &[f32],
+    acc: &mut [f32],
+) {
+    let row = |id: u32| {
+        let r = if MAPPED {
+            mapping[id as usize] as usize
+        } else {
+            id as usize
+        };
+        &table[r * d..r * d + d]
+    };
+    let weight = |id: u32| if WEIGHTED { weights[id as usize] } else { 1.0 };
+    let mut quads = ids.chunks_exact(4);
+    for q in &mut quads {
+        add_four::<T, WEIGHTED>(
+            acc,
+            [row(q[0]), row(q[1]), row(q[2]), row(q[3])],
+            [weight(q[0]), weight(q[1]), weight(q[2]), weight(q[3])],
+        );
+    }
+    for &id in quads.remainder() {
+        add_one::<T, WEIGHTED>(acc, row(id), weight(id));
+    }
+}
+
+/// Columns of an f16 row widened at a time.
+const F16_BLOCK: usize = 64;
+
+/// [`sum_rows`] for f16 tables, one block of columns at a time.
+fn sum_rows_f16<const MAPPED: bool, const WEIGHTED: bool>(
+    table: &[f16],
+    d: usize,
+    ids: &[u32],
+    mapping: &[u32],
+    weights: &[f32],
+    acc: &mut [f32],
+) {
+    let row = |id: u32| {
+        let r = if MAPPED {
+            mapping[id as usize] as usize
+        } else {
+            id as usize
+        };
+        &table[r * d..r * d + d]
+    };
+    let weight = |id: u32| if WEIGHTED { weights[id as usize] } else { 1.0 };
+    let mut buf = [[0f32; F16_BLOCK]; 4];
+    for (start, acc) in (0..d).step_by(F16_BLOCK).zip(acc.chunks_mut(F16_BLOCK)) {
+        let cols = start..start + acc.len();
+        let mut quads = ids.chunks_exact(4);
+        for q in &mut quads {
+            for (&id, b) in q.iter().zip(buf.iter_mut()) {
+                row(id)[cols.clone()].convert_to_f32_slice(&mut b[..cols.len()]);
+            }
+            let [b0, b1, b2, b3] = &buf;
+            let n = cols.len();
+            add_four::<f32, WEIGHTED>(
+                acc,
+                [&b0[..n], &b1[..n], &b2[..n], &b3[..n]],
+                [weight(q[0]), weight(q[1]), weight(q[2]), weight(q[3])],
+            );
+        }
+        for &id in quads.remainder() {
+            let n = cols.len();
+            row(id)[cols.clone()].convert_to_f32_slice(&mut buf[0][..n]);
+            add_one::<f32, WEIGHTED>(acc, &buf[0][..n], weight(id));
+        }
+    }
+}
+
 // The row adders. A weighted row is scaled and rounded to f32 before it is added (no fused
 // multiply-add), as the reference scales the gathered rows first and sums them after.
 
 #[inline(always)]
-fn add_one<T: Widen>(acc: &mut [f32], row: &[T], w: Option<f32>) {
-    match w {
-        None => acc.iter_mut().zip(row).for_each(|(a, &x)| *a += x.widen()),
-        Some(w) => acc
-            .iter_mut()
-            .zip(row)
-            .for_each(|(a, &x)| *a += x.widen() * w),
+fn add_four<T: Widen, const WEIGHTED: bool>(
+    acc: &mut [f32],
+    [r0, r1, r2, r3]: [&[T]; 4],
+    [w0, w1, w2, w3]: [f32; 4],
+) {
+    let rows = acc.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3);
+    if WEIGHTED {
+        rows.for_each(|((((a, &x0), &x1), &x2), &x3)| {
+            *a = *a + x0.widen() * w0 + x1.widen() * w1 + x2.widen() * w2 + x3.widen() * w3;
+        });
+    } else {
+        rows.for_each(|((((a, &x0), &x1), &x2), &x3)| {
+            *a = *a + x0.widen() + x1.widen() + x2.widen() + x3.widen();
+        });
     }
 }
 
 #[inline(always)]
-fn add_four<T: Widen>(acc: &mut [f32], [r0, r1, r2, r3]: [&[T]; 4], w: Option<[f32; 4]>) {
-    let rows = acc.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3);
-    match w {
-        None => rows.for_each(|((((a, &x0), &x1), &x2), &x3)| {
-            *a = *a + x0.widen() + x1.widen() + x2.widen() + x3.widen();
-        }),
-        Some([w0, w1, w2, w3]) => rows.for_each(|((((a, &x0), &x1), &x2), &x3)| {
-            *a = *a + x0.widen() * w0 + x1.widen() * w1 + x2.widen() * w2 + x3.widen() * w3;
-        }),
+fn add_one<T: Widen, const WEIGHTED: bool>(acc: &mut [f32], row: &[T], w: f32) {
+    if WEIGHTED {
+        acc.iter_mut()
+            .zip(row)
+            .for_each(|(a, &x)| *a += x.widen() * w);
+    } else {
+        acc.iter_mut().zip(row).for_each(|(a, &x)| *a += x.widen());
     }
 }
 
