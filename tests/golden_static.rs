@@ -128,3 +128,48 @@ fn folder_defaults() {
     let empty = Model::load(&dir).unwrap().encode(&[]).unwrap();
     assert_eq!((empty.rows(), empty.dim()), (0, 64));
 }
+
+/// A sentence-transformers folder whose StaticEmbedding is saved in `0_StaticEmbedding/`:
+/// a Pipeline by default, and model2vec reads the nested table too.
+#[test]
+fn nested_static_embedding_folder() {
+    let src = resolve_model("models/potion-base-8M-int8-vq2048-d128").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let nested = tmp.path().join("0_StaticEmbedding");
+    std::fs::create_dir(&nested).unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), nested.join(f)).unwrap();
+    }
+    std::fs::write(
+        tmp.path().join("modules.json"),
+        r#"[{"idx": 0, "name": "0", "path": "0_StaticEmbedding", "type": "sentence_transformers.models.StaticEmbedding"}]"#,
+    )
+    .unwrap();
+    let golden = stk_tests::golden_dir();
+    for (case, opts) in [
+        (
+            "static_potion-base-8M-int8-vq2048-d128",
+            LoadOptions::default(),
+        ),
+        (
+            "model2vec_potion-base-8M-int8-vq2048-d128",
+            LoadOptions {
+                semantics: Some(Semantics::Model2Vec),
+                normalize: Some(true),
+                ..LoadOptions::default()
+            },
+        ),
+    ] {
+        let case = GoldenCase {
+            name: case.to_string(),
+            dir: golden.join(case),
+            case: serde_json::Value::Null,
+        };
+        let model = Model::load_with(tmp.path(), &opts).unwrap();
+        let texts = texts(&case);
+        let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let got = model.encode(&refs).unwrap();
+        let (want, _) = expected(&case);
+        compare(got.as_slice(), &want, 1e-4).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    }
+}

@@ -9,7 +9,8 @@
 //! * **sentence-transformers folder**: a `modules.json`. Default semantics:
 //!   [`Semantics::SentenceTransformers`] (`SentenceTransformer(folder).encode`). When the
 //!   modules are a `StaticEmbedding` at the folder root, optionally followed by `Normalize`,
-//!   the static table is used directly; any other module list is a [`Pipeline`].
+//!   and no `config_sentence_transformers.json` could add a prompt, the static table is used
+//!   directly; any other module list is a [`Pipeline`].
 //! * **bare StaticEmbedding folder**: `model.safetensors` + `tokenizer.json` and nothing else:
 //!   the sentence-transformers `StaticEmbedding` module alone.
 //!
@@ -24,7 +25,13 @@ use serde::Deserialize;
 use stk_core::{Device, Error, Result, Tensor};
 use stk_cpu::StaticEmbedding;
 
+use rayon::prelude::*;
+
 use crate::model2vec::{Model2Vec, Model2VecConfig, DEFAULT_MAX_LENGTH};
+use crate::pipeline::Pipeline;
+
+/// sentence-transformers' model configuration, which may set a default prompt.
+const PROMPT_CONFIG: &str = "config_sentence_transformers.json";
 
 /// The model that encodes when none is given: potion-base-8M with an f16 table, committed in
 /// the repository's `models/` folder.
@@ -143,6 +150,12 @@ enum Engine {
     /// sentence-transformers `StaticEmbedding`, then `Normalize` when `normalize`.
     Static {
         embedding: StaticEmbedding,
+        normalize: bool,
+    },
+    /// A sentence-transformers module list, then `Normalize` when `normalize` (asked for and
+    /// not already the last module).
+    Pipeline {
+        pipeline: Pipeline,
         normalize: bool,
     },
 }
@@ -267,43 +280,78 @@ impl Model {
             };
         let engine = match semantics {
             Semantics::Model2Vec => {
-                if !kind.is_static() {
+                // model2vec also reads a sentence-transformers StaticEmbedding saved in
+                // `0_StaticEmbedding/` (its third folder layout).
+                let nested = dir.join("0_StaticEmbedding");
+                let table_dir = if kind.is_static() {
+                    dir.clone()
+                } else if FolderKind::inspect(&nested).is_ok_and(|k| k.is_static()) {
+                    nested
+                } else {
                     return Err(Error::config(
                         &dir,
-                        "model2vec semantics need model.safetensors and tokenizer.json in the folder",
+                        "model2vec semantics need model.safetensors and tokenizer.json in the folder \
+                         (or in its 0_StaticEmbedding/)",
                     ));
-                }
+                };
+                let normalize = match options.normalize {
+                    Some(n) => Some(n),
+                    None => Some(
+                        kind.config
+                            .as_ref()
+                            .and_then(|c| c.normalize)
+                            .unwrap_or(false),
+                    ),
+                };
                 Engine::Model2Vec(Model2Vec::from_dir(
-                    &dir,
-                    options.normalize,
+                    &table_dir,
+                    normalize,
                     options.max_length,
                 )?)
             }
             Semantics::SentenceTransformers => {
-                let folder_normalize = if kind.has_modules {
-                    match static_modules(&dir)? {
-                        Some(normalize) => normalize,
-                        None => {
-                            return Err(Error::Unsupported(
-                                format!("the module list of {}", dir.join("modules.json").display()),
-                                "this build (only a StaticEmbedding, optionally followed by Normalize, \
-                                 is encoded)"
-                                    .into(),
-                            ))
+                // A StaticEmbedding at the root (+ Normalize) and no prompt configuration runs on
+                // the table directly (the same modules as the Pipeline, without its per-batch
+                // feature copies); anything else is a Pipeline.
+                let static_normalize = if kind.has_modules {
+                    static_modules(&dir)?
+                        .filter(|_| kind.is_static() && !dir.join(PROMPT_CONFIG).exists())
+                } else if kind.is_static() {
+                    Some(false)
+                } else {
+                    None
+                };
+                match static_normalize {
+                    Some(folder_normalize) => Engine::Static {
+                        embedding: StaticEmbedding::from_dir(&dir)?,
+                        normalize: options.normalize.unwrap_or(folder_normalize),
+                    },
+                    None if kind.has_modules => {
+                        let pipeline = Pipeline::load(&dir)?;
+                        let ends_normalized = pipeline.modules().last() == Some(&"Normalize");
+                        if options.normalize == Some(false) && ends_normalized {
+                            return Err(Error::invalid(format!(
+                                "{}: the pipeline ends with Normalize, which cannot be left out",
+                                dir.display()
+                            )));
+                        }
+                        Engine::Pipeline {
+                            normalize: options.normalize == Some(true) && !ends_normalized,
+                            pipeline,
                         }
                     }
-                } else {
-                    false
-                };
-                Engine::Static {
-                    embedding: StaticEmbedding::from_dir(&dir)?,
-                    normalize: options.normalize.unwrap_or(folder_normalize),
+                    None => return Err(Error::config(
+                        &dir,
+                        "sentence-transformers semantics need modules.json, or model.safetensors \
+                             and tokenizer.json for a StaticEmbedding",
+                    )),
                 }
             }
         };
         let dim = match &engine {
             Engine::Model2Vec(m) => m.dim(),
             Engine::Static { embedding, .. } => embedding.dim(),
+            Engine::Pipeline { pipeline, .. } => pipeline.dim(),
         };
         Ok(Model {
             engine,
@@ -352,6 +400,10 @@ impl Model {
         match &self.engine {
             Engine::Model2Vec(m) => m.normalize(),
             Engine::Static { normalize, .. } => *normalize,
+            Engine::Pipeline {
+                pipeline,
+                normalize,
+            } => *normalize || pipeline.modules().last() == Some(&"Normalize"),
         }
     }
 
@@ -386,6 +438,17 @@ impl Model {
                         }
                     },
                 )
+            }
+            Engine::Pipeline {
+                pipeline,
+                normalize,
+            } => {
+                pipeline.encode_into(texts, out)?;
+                if *normalize && self.dim > 0 {
+                    out.par_chunks_mut(self.dim)
+                        .for_each(stk_cpu::normalize::normalize_in_place);
+                }
+                Ok(())
             }
         }
     }

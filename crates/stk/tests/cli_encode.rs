@@ -551,3 +551,37 @@ fn bad_inputs_fail_cleanly() {
         &["tpu"],
     );
 }
+
+/// A saved sentence-transformers pipeline folder goes through the same command: every golden
+/// pipeline case, as `SentenceTransformer(folder).encode(texts)` gives it.
+#[test]
+fn pipeline_folders_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in golden_cases(&["pipeline"]) {
+        let out = tmp.path().join(format!("{}.safetensors", case.name));
+        let model = case.dir.join("model");
+        let input = case.dir.join("texts.json");
+        let o = stk(
+            &[
+                "encode",
+                "--model",
+                model.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--quiet",
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{}: {}", case.name, stderr(&o));
+        let (dims, got) = read_output(&out);
+        let want = SafetensorsFile::open(case.dir.join("expected.safetensors"))
+            .unwrap()
+            .get("expected")
+            .unwrap();
+        assert_eq!(dims, want.dims(), "{}", case.name);
+        compare(&got, &want.to_f32_vec().unwrap(), 1e-4)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    }
+}
