@@ -1,6 +1,5 @@
 //! Subcommand definitions. One file per subcommand family; each exposes `Args` and `run`.
 
-mod bench_encode;
 mod encode;
 
 use clap::{Parser, Subcommand};
