@@ -6,6 +6,7 @@ pub use stk_core::{DType, Device, Error, PoolingMode, PoolingSpec, Result, Tenso
 
 pub mod model;
 pub mod model2vec;
+pub mod ops;
 pub mod pipeline;
 pub mod text_io;
 

@@ -1,6 +1,10 @@
 //! Subcommand definitions. One file per subcommand family; each exposes `Args` and `run`.
 
+mod bench;
 mod encode;
+mod layer_pool;
+mod normalize;
+mod pool;
 
 use clap::{Parser, Subcommand};
 use stk::Result;
@@ -16,11 +20,26 @@ struct Cli {
 enum Command {
     /// Encode texts (a .txt, .json or stdin) into embeddings (.safetensors, .npy or .jsonl).
     Encode(encode::Args),
+    /// Pooling of token embeddings from a safetensors file (all six modes, padded or varlen)
+    Pool(pool::PoolArgs),
+    /// L2-normalize `sentence_embedding` from a safetensors file
+    Normalize(normalize::NormalizeArgs),
+    /// WeightedLayerPooling of `all_layer_embeddings` from a safetensors file
+    LayerPool(layer_pool::LayerPoolArgs),
+    /// Throughput benchmarks
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Encode(args) => encode::run(args),
+        Command::Pool(args) => pool::run(args),
+        Command::Normalize(args) => normalize::run(args),
+        Command::LayerPool(args) => layer_pool::run(args),
+        Command::Bench { command } => bench::run(command),
     }
 }

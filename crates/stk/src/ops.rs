@@ -1,0 +1,160 @@
+//! File-to-file module operations (what `stk pool`, `stk normalize` and `stk layer-pool` run):
+//! read a safetensors file, validate, compute on the chosen device, write the result
+//! atomically. Each op has one `match device` where the CUDA path plugs in.
+
+use std::path::Path;
+use stk_core::{
+    write_safetensors, DType, Device, Error, PaddedBatch, PoolingSpec, Result, SafetensorsFile,
+    Tensor, VarlenBatch,
+};
+use stk_cpu::pooling::{self, PoolExtras};
+
+/// A pooling input: token embeddings in one of the two layouts, plus the optional extras.
+pub enum PoolInput {
+    Padded(PaddedBatch),
+    Varlen(VarlenBatch),
+}
+
+/// Everything [`pool_tensors`] reads from a file, validated.
+pub struct PoolInputs {
+    pub batch: PoolInput,
+    pub token_weights_sum: Option<Vec<f32>>,
+    pub cls_token_embeddings: Option<Tensor>,
+}
+
+impl PoolInputs {
+    /// Read `token_embeddings` and either `attention_mask` (padded, `[B, T, D]`) or
+    /// `cu_seq_lens_q` (varlen, `[1, N, D]`), plus `token_weights_sum` and
+    /// `cls_token_embeddings` when present.
+    pub fn read(file: &SafetensorsFile) -> Result<Self> {
+        let tokens = file.get("token_embeddings")?;
+        let mask = file.get_opt("attention_mask")?;
+        let cu = file.get_opt("cu_seq_lens_q")?;
+        let batch = match (mask, cu) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(format!(
+                    "{} has both attention_mask (padded layout) and cu_seq_lens_q (varlen layout); keep one",
+                    file.path().display()
+                )))
+            }
+            (_, Some(cu)) => {
+                cu.expect_rank("cu_seq_lens_q [B + 1]", 1)?;
+                let cu = cu
+                    .to_i64_vec()
+                    .map_err(|_| Error::dtype("cu_seq_lens_q", "i32 or i64", cu.dtype()))?;
+                PoolInput::Varlen(VarlenBatch::new(tokens, &cu)?)
+            }
+            (mask, None) => PoolInput::Padded(PaddedBatch::new(tokens, mask.as_ref())?),
+        };
+        let token_weights_sum = match file.get_opt("token_weights_sum")? {
+            None => None,
+            Some(t) => {
+                t.expect_dtype("token_weights_sum", &[DType::F32, DType::F16, DType::BF16])?;
+                t.expect_rank("token_weights_sum [B]", 1)?;
+                Some(t.to_f32_vec()?)
+            }
+        };
+        Ok(PoolInputs {
+            batch,
+            token_weights_sum,
+            cls_token_embeddings: file.get_opt("cls_token_embeddings")?,
+        })
+    }
+
+    pub fn num_sequences(&self) -> usize {
+        match &self.batch {
+            PoolInput::Padded(b) => b.batch(),
+            PoolInput::Varlen(v) => v.num_seqs(),
+        }
+    }
+
+    /// The longest sequence: `T` for a padded batch, the longest `cu_seq_lens` span for varlen.
+    pub fn longest_sequence(&self) -> usize {
+        match &self.batch {
+            PoolInput::Padded(b) => b.seq_len(),
+            PoolInput::Varlen(v) => (0..v.num_seqs()).map(|i| v.seq(i).len()).max().unwrap_or(0),
+        }
+    }
+}
+
+/// Pool already-read inputs on `device`.
+pub fn pool_tensors(inputs: &PoolInputs, spec: &PoolingSpec, device: Device) -> Result<Tensor> {
+    let extras = PoolExtras {
+        token_weights_sum: inputs.token_weights_sum.as_deref(),
+        cls_token_embeddings: inputs.cls_token_embeddings.as_ref(),
+    };
+    match device {
+        Device::Cpu => match &inputs.batch {
+            PoolInput::Padded(b) => pooling::pool_padded(b, spec, &extras),
+            PoolInput::Varlen(v) => pooling::pool_varlen(v, spec, &extras),
+        },
+        Device::Cuda(_) => Err(Error::Unsupported("pooling".into(), device.to_string())),
+    }
+}
+
+/// `stk pool`: pool `input`'s token embeddings into `output`'s `sentence_embedding`.
+///
+/// A prompt length longer than every sequence is refused here (it would exclude every token,
+/// which on the command line is a mistake rather than a request); the library accepts it.
+pub fn pool_file(input: &Path, output: &Path, spec: &PoolingSpec, device: Device) -> Result<()> {
+    let file = SafetensorsFile::open(input)?;
+    let inputs = PoolInputs::read(&file)?;
+    let longest = inputs.longest_sequence();
+    if let Some(p) = spec.prompt_length {
+        if p > longest && inputs.num_sequences() > 0 {
+            return Err(Error::invalid(format!(
+                "prompt length {p} is longer than the longest sequence ({longest} tokens) of {}",
+                input.display()
+            )));
+        }
+    }
+    let pooled = pool_tensors(&inputs, spec, device)?;
+    write_safetensors(output, &[("sentence_embedding", &pooled)])
+}
+
+/// Normalize `sentence_embedding` on `device`.
+pub fn normalize_tensor(embeddings: &Tensor, device: Device) -> Result<Tensor> {
+    match device {
+        Device::Cpu => stk_cpu::normalize(embeddings),
+        Device::Cuda(_) => Err(Error::Unsupported("normalize".into(), device.to_string())),
+    }
+}
+
+/// `stk normalize`: L2-normalize `input`'s `sentence_embedding` into `output`.
+pub fn normalize_file(input: &Path, output: &Path, device: Device) -> Result<()> {
+    let file = SafetensorsFile::open(input)?;
+    let embeddings = file.get("sentence_embedding")?;
+    let normalized = normalize_tensor(&embeddings, device)?;
+    write_safetensors(output, &[("sentence_embedding", &normalized)])
+}
+
+/// WeightedLayerPooling of `all_layer_embeddings [L+1, B, T, D]` on `device`.
+pub fn layer_pool_tensors(
+    all_layers: &Tensor,
+    layer_start: usize,
+    layer_weights: &Tensor,
+    device: Device,
+) -> Result<Tensor> {
+    match device {
+        Device::Cpu => stk_cpu::weighted_layer_pooling(all_layers, layer_start, layer_weights),
+        Device::Cuda(_) => Err(Error::Unsupported(
+            "weighted layer pooling".into(),
+            device.to_string(),
+        )),
+    }
+}
+
+/// `stk layer-pool`: `input`'s `all_layer_embeddings` and `layer_weights` to `output`'s
+/// `token_embeddings`.
+pub fn layer_pool_file(
+    input: &Path,
+    output: &Path,
+    layer_start: usize,
+    device: Device,
+) -> Result<()> {
+    let file = SafetensorsFile::open(input)?;
+    let all_layers = file.get("all_layer_embeddings")?;
+    let weights = file.get("layer_weights")?;
+    let pooled = layer_pool_tensors(&all_layers, layer_start, &weights, device)?;
+    write_safetensors(output, &[("token_embeddings", &pooled)])
+}
