@@ -408,4 +408,21 @@ mod tests {
         assert_eq!(t.tokenize("a b"), vec![1]);
         assert_eq!(t.vocab_len(), 2);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any text (quotes, brackets, contractions, odd whitespace, any Unicode): tokens are
+        /// non-empty and whitespace-free, and the ids stay inside the vocabulary.
+        #[test]
+        fn any_text_tokenizes_within_the_vocabulary(
+            text in "([a-zA-Z'\"`.,:;!?()\\[\\]{}<>$%&*-]|\\s|\\PC){0,40}"
+        ) {
+            for tok in nltk_word_tokenize(&text) {
+                proptest::prop_assert!(!tok.is_empty() && !tok.chars().any(crate::whitespace_tokenizer::is_python_space));
+            }
+            let vocab = list(&["a", "a_b", "can", "not", "'s", "\"", "``"]);
+            let t = PhraseTokenizer::new(&vocab, Vec::new(), Some("_"), 3).unwrap();
+            proptest::prop_assert!(t.tokenize(&text).iter().all(|&id| (id as usize) < vocab.len()));
+        }
+    }
 }

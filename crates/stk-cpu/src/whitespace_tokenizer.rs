@@ -599,4 +599,16 @@ mod tests {
         assert_eq!(t.tokenize("the cat"), vec![1]);
         assert_eq!(t.vocab_len(), 2);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_text_gives_ids_inside_the_vocabulary(text in "(\\PC|\\s){0,60}", lower in proptest::bool::ANY) {
+            let vocab = words(&["PAD", "a", "A", "ß", "İ", "", "..."]);
+            let t = WhitespaceTokenizer::new(&vocab, words(&["a"]), lower).unwrap();
+            let ids = t.tokenize(&text);
+            proptest::prop_assert!(ids.iter().all(|&id| (id as usize) < vocab.len()));
+            proptest::prop_assert!(ids.len() <= python_split(&text).count());
+        }
+    }
 }
