@@ -31,7 +31,7 @@ pub fn open_weights(dir: &Path, module: &str) -> Result<SafetensorsFile> {
                 &pickled,
                 format!(
                     "{module} weights are only in pickled PyTorch form, which stk does not read; \
-                     convert them to {WEIGHTS_FILE} (e.g. with safetensors' torch.save_file)"
+                     convert them to {WEIGHTS_FILE} (e.g. with safetensors.torch.save_file)"
                 ),
             ));
         }
