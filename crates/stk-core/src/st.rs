@@ -21,11 +21,16 @@ impl SafetensorsFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
         let bad = |reason: String| Error::Safetensors {
             path: path.clone(),
             reason,
         };
+        if !meta.is_file() {
+            // Opening a directory succeeds on Unix; mapping it fails with an obscure errno.
+            return Err(bad("it is a directory (or another non-file), not a file".into()));
+        }
+        let len = meta.len();
         if len < 8 {
             return Err(bad(format!("the file has {len} bytes, fewer than the 8-byte header length")));
         }
@@ -33,7 +38,8 @@ impl SafetensorsFile {
         // truncates the file while it is mapped (model folders are not written in place).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
         let map = Arc::new(map);
-        let st = safetensors::SafeTensors::deserialize(&map[..]).map_err(|e| bad(e.to_string()))?;
+        let st =
+            safetensors::SafeTensors::deserialize(&map[..]).map_err(|e| bad(describe(e, len)))?;
         let base = map.as_ptr() as usize;
         let mut entries = BTreeMap::new();
         for (name, view) in st.tensors() {
@@ -84,6 +90,39 @@ impl SafetensorsFile {
         } else {
             Tensor::from_bytes(shape.clone(), *dtype, &self.map[range.clone()])?
         }))
+    }
+}
+
+/// A sentence for a safetensors parse error (the crate's own `Display` prints variant names).
+fn describe(e: safetensors::SafeTensorError, file_len: u64) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::InvalidHeader => "the header is not valid UTF-8".into(),
+        E::InvalidHeaderStart => "the header does not start with `{`".into(),
+        E::InvalidHeaderDeserialization | E::JsonError(_) => {
+            "the header is not the expected JSON (a map of tensor name to dtype, shape and data_offsets)".into()
+        }
+        E::HeaderTooLarge => "the header length prefix is absurdly large (over 100 MB)".into(),
+        E::HeaderTooSmall => "the header is shorter than 8 bytes".into(),
+        E::InvalidHeaderLength => {
+            format!("the header length prefix points past the end of the file ({file_len} bytes)")
+        }
+        E::TensorNotFound(name) => format!("tensor `{name}` not found"),
+        E::TensorInvalidInfo => {
+            "a tensor's shape and dtype do not match the size of its data_offsets".into()
+        }
+        E::InvalidOffset(name) => format!(
+            "the data_offsets of tensor `{name}` are invalid (overlapping, out of order or past the data)"
+        ),
+        E::IoError(e) => e.to_string(),
+        E::InvalidTensorView(dtype, shape, len) => {
+            format!("{len} bytes do not hold a {dtype:?} tensor of shape {shape:?}")
+        }
+        E::MetadataIncompleteBuffer => format!(
+            "the tensors' data_offsets do not cover exactly the bytes after the header (the file \
+             has {file_len} bytes): it is truncated, or has trailing bytes"
+        ),
+        E::ValidationOverflow => "a tensor's shape or data_offsets overflow".into(),
     }
 }
 
