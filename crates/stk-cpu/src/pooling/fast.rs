@@ -482,10 +482,11 @@ struct Accumulators<'s> {
     max: &'s mut [f32],
 }
 
-/// A max written as a select, which compiles to a vector max instruction.
+/// A max written as a select, which compiles to a vector max instruction. A NaN in either
+/// operand is the result, as torch.max propagates NaN (`b > a` alone would drop a NaN `b`).
 #[inline(always)]
 fn max2(a: f32, b: f32) -> f32 {
-    if b > a {
+    if b > a || b.is_nan() {
         b
     } else {
         a

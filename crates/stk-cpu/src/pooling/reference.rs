@@ -107,7 +107,7 @@ pub fn pool_padded_f64(
                                     f64::NEG_INFINITY
                                 }
                             })
-                            .fold(f64::NEG_INFINITY, f64::max)
+                            .fold(f64::NEG_INFINITY, max_keep_nan)
                     })
                     .collect(),
                 PoolingMode::Mean => {
@@ -188,7 +188,7 @@ pub fn pool_varlen_f64(
                         pooled
                             .iter()
                             .map(|(_, row)| row[k])
-                            .fold(f64::NEG_INFINITY, f64::max)
+                            .fold(f64::NEG_INFINITY, max_keep_nan)
                     })
                     .collect(),
                 PoolingMode::Mean => {
@@ -215,4 +215,13 @@ pub fn pool_varlen_f64(
         }
     }
     Ok(out)
+}
+
+/// `max` that propagates NaN, as torch.max does (`f64::max` returns the other operand).
+fn max_keep_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
 }
