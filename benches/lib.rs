@@ -1,1 +1,2 @@
 //! Benchmarks live in benches/*.rs
+#![deny(unsafe_code)]

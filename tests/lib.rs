@@ -1,5 +1,6 @@
 //! Shared helpers for the workspace-level tests: finding golden cases and comparing outputs
 //! with the tolerances of `tests/golden/README.md`.
+#![deny(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 

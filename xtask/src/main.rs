@@ -6,6 +6,7 @@
 //!   run `ptxas -arch=sm_90 -v` on every kernel, printing its registers and failing on spills.
 //! * `gpu-bundle`: build the GPU tests and the `stk` binary (release) and gather them with
 //!   `run.sh` into `gpu-bundle/`, to run on a GPU machine that has no Rust toolchain.
+#![deny(unsafe_code)]
 
 mod bundle;
 mod cuda;
