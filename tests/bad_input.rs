@@ -707,3 +707,162 @@ fn output_path_is_a_directory() {
         .collect();
     assert_eq!(names, [target], "a temporary file was left behind");
 }
+
+// ---------------------------------------------------------------------------------------------
+// NaN and infinity: propagated as the reference (torch) propagates them, never replaced.
+// torch semantics used below: `max` (torch.max) propagates NaN; sums propagate NaN and give
+// NaN for inf + (-inf); `Normalize` divides by `clamp_min(‖x‖, 1e-12)`, which keeps a NaN norm.
+
+const NAN: f32 = f32::NAN;
+const INF: f32 = f32::INFINITY;
+
+/// `[1, T, D]` f32 tokens (`rows` are the T token vectors) with an optional 0/1 mask.
+fn padded(rows: &[&[f32]], mask: Option<&[i64]>) -> PaddedBatch {
+    let d = rows[0].len();
+    let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    let tokens = Tensor::from_vec([1, rows.len(), d], flat).unwrap();
+    let mask = mask.map(|m| Tensor::from_slice([1, m.len()], m).unwrap());
+    PaddedBatch::new(tokens, mask.as_ref()).unwrap()
+}
+
+fn pool(batch: &PaddedBatch, mode: PoolingMode) -> Vec<f32> {
+    let spec = stk_core::PoolingSpec::new(vec![mode]).unwrap();
+    stk_cpu::pool_padded(batch, &spec, &stk_cpu::PoolExtras::default())
+        .unwrap()
+        .to_f32_vec()
+        .unwrap()
+}
+
+/// Elementwise equality where NaN equals NaN and infinities must match in sign.
+#[track_caller]
+fn same(got: &[f32], want: &[f32]) {
+    let ok = got.len() == want.len()
+        && got
+            .iter()
+            .zip(want)
+            .all(|(g, w)| (g.is_nan() && w.is_nan()) || g == w);
+    assert!(ok, "got {got:?}, want {want:?}");
+}
+
+#[test]
+fn nan_pool_max_propagates_nan_of_a_real_token() {
+    let b = padded(&[&[1.0, NAN], &[3.0, 2.0], &[-1.0, 5.0]], None);
+    same(&pool(&b, PoolingMode::Max), &[3.0, NAN]);
+    // The NaN first or last in the sequence: still NaN (it must not be overwritten).
+    let b = padded(&[&[NAN, 0.0], &[1.0, 0.0]], None);
+    same(&pool(&b, PoolingMode::Max), &[NAN, 0.0]);
+    let b = padded(&[&[1.0, 0.0], &[NAN, 0.0]], None);
+    same(&pool(&b, PoolingMode::Max), &[NAN, 0.0]);
+}
+
+#[test]
+fn nan_pool_max_ignores_padding_like_masked_fill() {
+    // torch: masked_fill(mask == 0, -inf) replaces the padding, NaN included, before the max.
+    let b = padded(&[&[1.0, 2.0], &[NAN, INF]], Some(&[1, 0]));
+    same(&pool(&b, PoolingMode::Max), &[1.0, 2.0]);
+    let b = padded(&[&[INF, -INF], &[2.0, 2.0]], None);
+    same(&pool(&b, PoolingMode::Max), &[INF, 2.0]);
+}
+
+#[test]
+fn nan_pool_max_propagates_nan_in_half_precision_and_varlen() {
+    let rows: Vec<stk_core::f16> = [1.0, NAN, 3.0, 2.0]
+        .iter()
+        .map(|&x| stk_core::f16::from_f32(x))
+        .collect();
+    let b = PaddedBatch::new(Tensor::from_vec([1, 2, 2], rows).unwrap(), None).unwrap();
+    let spec = stk_core::PoolingSpec::new(vec![PoolingMode::Max]).unwrap();
+    let out = stk_cpu::pool_padded(&b, &spec, &stk_cpu::PoolExtras::default()).unwrap();
+    assert_eq!(out.dtype(), stk_core::DType::F16);
+    same(&out.to_f32_vec().unwrap(), &[3.0, NAN]);
+
+    // torch scatter_reduce(amax) propagates NaN too.
+    let tokens = Tensor::from_vec([4, 1], vec![1.0f32, NAN, 5.0, 4.0]).unwrap();
+    let v = VarlenBatch::new(tokens, &[0, 2, 4]).unwrap();
+    let out = stk_cpu::pool_varlen(&v, &spec, &stk_cpu::PoolExtras::default()).unwrap();
+    same(&out.to_f32_vec().unwrap(), &[NAN, 5.0]);
+}
+
+#[test]
+fn nan_pool_mean_with_infinities() {
+    let b = padded(&[&[INF, 1.0, INF], &[1.0, -INF, -INF]], None);
+    same(&pool(&b, PoolingMode::Mean), &[INF, -INF, NAN]);
+    same(&pool(&b, PoolingMode::MeanSqrtLenTokens), &[INF, -INF, NAN]);
+    same(&pool(&b, PoolingMode::WeightedMean), &[INF, -INF, NAN]);
+    // A finite sum that overflows f32 is inf, as in the reference's f32 sum.
+    let b = padded(&[&[f32::MAX], &[f32::MAX]], None);
+    same(&pool(&b, PoolingMode::Mean), &[INF]);
+}
+
+#[test]
+fn nan_pool_mean_propagates_nan_of_a_real_token() {
+    let b = padded(&[&[NAN, 1.0], &[2.0, 3.0], &[0.0, 0.0]], Some(&[1, 1, 0]));
+    same(&pool(&b, PoolingMode::Mean), &[NAN, 2.0]);
+    same(
+        &pool(&b, PoolingMode::WeightedMean),
+        &[NAN, (1.0 + 2.0 * 3.0) / 3.0],
+    );
+}
+
+#[test]
+fn nan_pool_cls_and_lasttoken_copy_nan() {
+    let b = padded(&[&[NAN, 1.0], &[2.0, INF]], None);
+    same(&pool(&b, PoolingMode::Cls), &[NAN, 1.0]);
+    same(&pool(&b, PoolingMode::LastToken), &[2.0, INF]);
+    // A row with no real token: lasttoken gathers position 0 of `x × mask`, and inf × 0 and
+    // NaN × 0 are NaN; cls takes position 0 as it is.
+    let b = padded(&[&[INF, NAN, -1.0], &[1.0, 1.0, 1.0]], Some(&[0, 0]));
+    same(&pool(&b, PoolingMode::LastToken), &[NAN, NAN, -0.0]);
+    same(&pool(&b, PoolingMode::Cls), &[INF, NAN, -1.0]);
+}
+
+#[test]
+#[ignore = "known divergence, reported to the lead: the fast pooling path never reads padding, \
+            while torch multiplies it by 0 and NaN/inf × 0 = NaN (see docs/robustness.md)"]
+fn nan_pool_mean_non_finite_padding_gives_nan_like_torch() {
+    // torch: (x * mask).sum(1): the padded NaN and inf become NaN, not 0.
+    let b = padded(&[&[1.0, 2.0], &[NAN, INF]], Some(&[1, 0]));
+    same(&pool(&b, PoolingMode::Mean), &[NAN, NAN]);
+    same(&pool(&b, PoolingMode::WeightedMean), &[NAN, NAN]);
+}
+
+#[test]
+fn nan_normalize_propagates() {
+    let t = Tensor::from_vec(
+        [4, 3],
+        vec![
+            NAN, 0.0, 0.0, // a NaN component: the norm is NaN, so every component is
+            INF, 1.0, 0.0, // an inf component: inf/inf = NaN, 1/inf = 0
+            0.0, 0.0, 0.0, // zero stays zero (max(‖x‖, 1e-12))
+            3.0, 4.0, 0.0,
+        ],
+    )
+    .unwrap();
+    let out = stk_cpu::normalize(&t).unwrap().to_f32_vec().unwrap();
+    same(
+        &out,
+        &[NAN, NAN, NAN, NAN, 0.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.8, 0.0],
+    );
+}
+
+#[test]
+fn nan_embedding_bag_propagates_only_to_texts_that_use_the_row() {
+    let table = Tensor::from_vec([3, 2], vec![1.0f32, 2.0, NAN, 0.0, INF, -1.0]).unwrap();
+    let bag = stk_cpu::EmbeddingBag::new(table, None, None).unwrap();
+    let bags = TokenBags::from_bags(&[vec![0u32], vec![0, 1], vec![0, 2], vec![]], 3).unwrap();
+    let out = bag.bag_mean(&bags).unwrap().to_f32_vec().unwrap();
+    same(&out, &[1.0, 2.0, NAN, 1.0, INF, 0.5, 0.0, 0.0]);
+}
+
+#[test]
+fn nan_weighted_layer_pooling_propagates_from_a_layer() {
+    // [L+1 = 2, B = 1, T = 1, D = 2]: layer 1 has a NaN and an inf.
+    let layers = Tensor::from_vec([2, 1, 1, 2], vec![1.0f32, 1.0, NAN, INF]).unwrap();
+    let w = Tensor::from_vec([2], vec![1.0f32, 1.0]).unwrap();
+    let out = stk_cpu::weighted_layer_pooling(&layers, 0, &w).unwrap();
+    same(&out.to_f32_vec().unwrap(), &[NAN, INF]);
+    // Weights that sum to a non-finite value or zero are refused (torch would divide by them).
+    let w = Tensor::from_vec([2], vec![1.0f32, NAN]).unwrap();
+    let e = err(stk_cpu::weighted_layer_pooling(&layers, 0, &w).map(|_| ()));
+    says(&e, &["layer_weights", "NaN"]);
+}
