@@ -515,23 +515,258 @@ fn model_modules_json_wrong_shape() {
     says(&e, &["modules.json"]);
 }
 
+// ---------------------------------------------------------------------------------------------
+// sentence-transformers pipeline folders (modules.json)
+
+const WORDEMB: &str = "tests/golden/wordemb_mean/model";
+
+fn pipeline(dir: &Path) -> stk_core::Result<stk::Pipeline> {
+    stk::Pipeline::load(dir)
+}
+
+/// Replace `from` by `to` in `file` (which must contain it).
+fn edit(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{} lacks {from:?}", file.display());
+    std::fs::write(file, text.replace(from, to)).unwrap();
+}
+
 #[test]
-fn model_unknown_module_type() {
-    let dir = copy_of("tests/golden/wordemb_mean/model");
-    let modules = dir.path().join("modules.json");
-    let text = std::fs::read_to_string(&modules).unwrap();
-    std::fs::write(
-        &modules,
-        text.replace("modules.pooling.Pooling", "modules.pooling.NoSuchPooling"),
-    )
-    .unwrap();
-    let e = err(load(dir.path()));
-    // TODO(robust): name the unknown type once the pipeline loader lands.
+fn pipeline_unknown_module_type() {
+    let dir = copy_of(WORDEMB);
+    edit(
+        &dir.path().join("modules.json"),
+        "pooling.Pooling",
+        "pooling.NoSuchPooling",
+    );
+    let e = err(pipeline(dir.path()));
     assert!(
-        matches!(e, Error::UnsupportedModule { .. } | Error::Unsupported(..)),
+        matches!(&e, Error::UnsupportedModule { module, .. } if module.ends_with("NoSuchPooling")),
         "{e}"
     );
-    says(&e, &["modules.json"]);
+    says(&e, &["Pooling", "WordEmbeddings"]);
+}
+
+#[test]
+fn pipeline_unknown_pooling_mode() {
+    let dir = copy_of(WORDEMB);
+    edit(
+        &dir.path().join("1_Pooling/config.json"),
+        "\"mean\"",
+        "\"avg\"",
+    );
+    let e = err(pipeline(dir.path()));
+    assert!(
+        matches!(&e, Error::UnknownPoolingMode(m) if m == "avg") || e.to_string().contains("`avg`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn pipeline_inconsistent_widths() {
+    // (Pooling's own `embedding_dimension` is informative: the reference pools whatever width
+    // it receives, and so does stk.)
+    let dir = copy_of("tests/golden/cnn_max/model");
+    edit(
+        &dir.path().join("1_CNN/cnn_config.json"),
+        "\"in_embedding_dimension\": 64",
+        "\"in_embedding_dimension\": 32",
+    );
+    let e = err(pipeline(dir.path()));
+    says(&e, &["32"]);
+
+    let dir = copy_of("tests/golden/lstm_mean/model");
+    edit(
+        &dir.path().join("1_LSTM/lstm_config.json"),
+        "\"embedding_dimension\": 64",
+        "\"embedding_dimension\": 48",
+    );
+    let e = err(pipeline(dir.path()));
+    says(&e, &["48"]);
+}
+
+#[test]
+fn pipeline_layer_count_disagrees_with_weights() {
+    // LSTM: the config says 3 layers, the weights hold 2.
+    let dir = copy_of("tests/golden/lstm_mean/model");
+    edit(
+        &dir.path().join("1_LSTM/lstm_config.json"),
+        "\"num_layers\": 2",
+        "\"num_layers\": 3",
+    );
+    let e = err(pipeline(dir.path()));
+    assert!(
+        matches!(
+            e,
+            Error::MissingTensor { .. } | Error::Config { .. } | Error::Shape { .. }
+        ),
+        "{e}"
+    );
+    says(&e, &["l2"]);
+}
+
+#[test]
+fn pipeline_module_weights_wrong_shape() {
+    let dir = copy_of("tests/golden/cnn_max/model");
+    let w = dir.path().join("1_CNN/model.safetensors");
+    let file = SafetensorsFile::open(&w).unwrap();
+    let mut tensors: Vec<(String, Tensor)> = file
+        .names()
+        .map(|n| {
+            let t = file.get(n).unwrap();
+            (
+                n.to_string(),
+                Tensor::from_bytes(t.dims().to_vec(), t.dtype(), t.bytes()).unwrap(),
+            )
+        })
+        .collect();
+    drop(file);
+    for (name, t) in &mut tensors {
+        if name == "convs.1.weight" {
+            *t = Tensor::zeros([24, 64, 4], stk_core::DType::F32).unwrap();
+        }
+    }
+    let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    write_safetensors(&w, &refs).unwrap();
+    let e = err(pipeline(dir.path()));
+    assert!(
+        matches!(e, Error::Shape { .. } | Error::Config { .. }),
+        "{e}"
+    );
+    says(&e, &["convs.1.weight"]);
+}
+
+#[test]
+fn pipeline_word_embeddings_table_missing_or_wrong_dtype() {
+    let dir = copy_of(WORDEMB);
+    let w = dir.path().join("model.safetensors");
+    write_st(
+        &w,
+        &[(
+            "other",
+            Tensor::zeros([4, 4], stk_core::DType::F32).unwrap(),
+        )],
+    );
+    let e = err(pipeline(dir.path()));
+    assert!(matches!(e, Error::MissingTensor { .. }), "{e}");
+    says(&e, &["emb_layer.weight", "other"]);
+    write_st(
+        &w,
+        &[(
+            "emb_layer.weight",
+            Tensor::zeros([1019, 64], stk_core::DType::I64).unwrap(),
+        )],
+    );
+    let e = err(pipeline(dir.path()));
+    says(&e, &["i64"]);
+}
+
+#[test]
+fn pipeline_vocabulary_longer_than_the_table() {
+    // The tokenizer has 1019 words; a table of 10 rows cannot embed them.
+    let dir = copy_of(WORDEMB);
+    write_st(
+        &dir.path().join("model.safetensors"),
+        &[(
+            "emb_layer.weight",
+            Tensor::zeros([10, 64], stk_core::DType::F32).unwrap(),
+        )],
+    );
+    let e = err(pipeline(dir.path()));
+    says(&e, &["10"]);
+}
+
+#[test]
+fn pipeline_module_folder_missing() {
+    let dir = copy_of(WORDEMB);
+    std::fs::remove_dir_all(dir.path().join("1_Pooling")).unwrap();
+    let e = err(pipeline(dir.path()));
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    says(&e, &["1_Pooling", "not a folder"]);
+}
+
+#[test]
+fn pipeline_empty_module_list() {
+    let dir = copy_of(WORDEMB);
+    std::fs::write(dir.path().join("modules.json"), "[]").unwrap();
+    let e = err(pipeline(dir.path()));
+    says(&e, &["modules.json", "no modules"]);
+}
+
+#[test]
+fn pipeline_module_configs_not_json_or_wrong_shape() {
+    for (file, content, words) in [
+        (
+            "wordembedding_config.json",
+            "{{{",
+            &["wordembedding_config.json"][..],
+        ),
+        (
+            "whitespacetokenizer_config.json",
+            r#"{"vocab": 5}"#,
+            &["whitespacetokenizer_config.json"][..],
+        ),
+        ("1_Pooling/config.json", "null", &["config.json"][..]),
+        (
+            "1_Pooling/config.json",
+            r#"{"pooling_mode": "mean"}"#,
+            &["embedding_dimension"][..],
+        ),
+        (
+            "config_sentence_transformers.json",
+            "[1]",
+            &["config_sentence_transformers.json"][..],
+        ),
+    ] {
+        let dir = copy_of(WORDEMB);
+        std::fs::write(dir.path().join(file), content).unwrap();
+        let e = err(pipeline(dir.path()));
+        says(&e, words);
+    }
+}
+
+#[test]
+fn pipeline_empty_input_is_zero_rows() {
+    let p = pipeline(&repo_root().join(WORDEMB)).unwrap();
+    let out = p.encode(&[]).unwrap();
+    assert_eq!(out.dims(), [0, p.dim()]);
+}
+
+#[test]
+fn weighted_layer_pooling_config_inconsistent_with_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    write_st(
+        &dir.path().join("model.safetensors"),
+        &[(
+            "layer_weights",
+            Tensor::from_vec([5], vec![1f32; 5]).unwrap(),
+        )],
+    );
+    // 12 hidden layers from layer 4: 9 weights expected, the file has 5.
+    std::fs::write(
+        &cfg,
+        r#"{"embedding_dimension": 8, "num_hidden_layers": 12, "layer_start": 4}"#,
+    )
+    .unwrap();
+    let e = err(stk_cpu::WeightedLayerPooling::from_dir(dir.path()).map(|_| ()));
+    says(&e, &["layer_weights", "9", "5"]);
+    // layer_start past the last layer.
+    std::fs::write(
+        &cfg,
+        r#"{"embedding_dimension": 8, "num_hidden_layers": 3, "layer_start": 7}"#,
+    )
+    .unwrap();
+    let e = err(stk_cpu::WeightedLayerPooling::from_dir(dir.path()).map(|_| ()));
+    says(&e, &["layer_start"]);
+    // A negative layer count.
+    std::fs::write(
+        &cfg,
+        r#"{"embedding_dimension": 8, "num_hidden_layers": -1, "layer_start": 0}"#,
+    )
+    .unwrap();
+    let e = err(stk_cpu::WeightedLayerPooling::from_dir(dir.path()).map(|_| ()));
+    says(&e, &["num_hidden_layers", "-1"]);
 }
 
 #[test]
