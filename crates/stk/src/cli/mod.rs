@@ -34,7 +34,12 @@ enum Command {
 }
 
 pub fn run() -> Result<()> {
-    let cli = Cli::parse();
+    // A usage error (unknown flag, invalid value) is bad input like any other: exit code 1,
+    // not clap's default 2. Help and version requests still print and exit 0.
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { 1 } else { 0 });
+    });
     match cli.command {
         Command::Encode(args) => encode::run(args),
         Command::Pool(args) => pool::run(args),
