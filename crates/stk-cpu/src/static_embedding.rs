@@ -353,4 +353,105 @@ mod tests {
         second.apply(&mut short).unwrap();
         assert!(second.apply(&mut vec![1, 2, 3]).is_err());
     }
+
+    fn committed(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models")
+            .join(name)
+    }
+
+    /// The f16 potion folder's tokenizer.json asks for truncation to 512 tokens, which the
+    /// reference's tokenizer applies: a longer text averages its first 512 ids only.
+    #[test]
+    fn tokenizer_json_truncation_applies() {
+        let e = StaticEmbedding::from_dir(committed("potion-base-8M-f16")).unwrap();
+        assert_eq!(
+            e.truncation(),
+            Some(FileTruncation {
+                max_length: 512,
+                keep_last: false,
+                only_second: false
+            })
+        );
+        let long: String = (0..700).map(|i| format!("w{i} ")).collect();
+        let all = e.tokenizer().encode(&long).unwrap();
+        assert!(all.len() > 512);
+        let mut ids = Vec::new();
+        e.token_ids_into(&long, &mut ids).unwrap();
+        assert_eq!(ids, all[..512]);
+        let got = e.embed(&[long.as_str()]).unwrap();
+        let mut want = vec![0f32; e.dim()];
+        e.bag().mean_into(&all[..512], &mut want).unwrap();
+        assert_eq!(got.as_slice::<f32>().unwrap(), &want[..]);
+
+        // The tokenlearn folder has no truncation: nothing is cut.
+        let t = StaticEmbedding::from_dir(committed("tokenlearn-static-10k-64d-int8")).unwrap();
+        assert_eq!(t.truncation(), None);
+        t.token_ids_into(&long, &mut ids).unwrap();
+        assert_eq!(ids, t.tokenizer().encode(&long).unwrap());
+    }
+
+    #[test]
+    fn module_contract() {
+        let e = StaticEmbedding::from_dir(committed("potion-base-8M-int8-vq2048-d128")).unwrap();
+        assert_eq!(e.kind(), "StaticEmbedding");
+        assert_eq!(e.output_dim(), Some(128));
+        let texts = ["hello world", "", "static embeddings"];
+        let features = e.tokenize(&texts).unwrap();
+        assert_eq!(
+            features.sentence_lengths,
+            [features.input_ids[0].len(), 0, features.input_ids[2].len()]
+        );
+        let out = e.forward(features).unwrap().sentence_embedding.unwrap();
+        assert_eq!(
+            out.as_slice::<f32>().unwrap(),
+            e.embed(&texts).unwrap().as_slice::<f32>().unwrap()
+        );
+        assert!(out.as_slice::<f32>().unwrap()[128..256]
+            .iter()
+            .all(|&v| v == 0.0));
+        // Ids beyond the table are refused, not read.
+        let bad = Features {
+            input_ids: vec![vec![0, 29528]],
+            ..Features::default()
+        };
+        assert!(matches!(e.forward(bad), Err(Error::IdOutOfRange { .. })));
+    }
+
+    #[test]
+    fn bad_folders_are_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("stk-static-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = StaticEmbedding::from_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("no model.safetensors"), "{e}");
+        std::fs::write(dir.join("pytorch_model.bin"), b"x").unwrap();
+        let e = StaticEmbedding::from_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("pytorch_model.bin"), "{e}");
+        let t = Tensor::from_slice([2, 2], &[0f32; 4]).unwrap();
+        stk_core::write_safetensors(dir.join("model.safetensors"), &[("other", &t)]).unwrap();
+        std::fs::copy(
+            committed("potion-base-8M-f16").join("tokenizer.json"),
+            dir.join("tokenizer.json"),
+        )
+        .unwrap();
+        let e = StaticEmbedding::from_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("embedding.weight") && e.contains("other"), "{e}");
+        let bad_map = Tensor::from_slice([3], &[0i32, 5, 1]).unwrap();
+        stk_core::write_safetensors(
+            dir.join("model.safetensors"),
+            &[("embeddings", &t), ("mapping", &bad_map)],
+        )
+        .unwrap();
+        let e = StaticEmbedding::from_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("mapping[1] = 5"), "{e}");
+        stk_core::write_safetensors(dir.join("model.safetensors"), &[("embedding.weight", &t)])
+            .unwrap();
+        let e = StaticEmbedding::from_dir(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains("token ids up to 29527") && e.contains("2 rows"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(StaticEmbedding::from_dir(&dir).is_err());
+    }
 }
