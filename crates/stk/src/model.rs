@@ -501,11 +501,49 @@ mod hub {
         (ok(owner) && ok(name)).then_some(s)
     }
 
+    #[cfg(not(feature = "hub"))]
     pub fn fetch(id: &str) -> Result<PathBuf> {
         Err(Error::invalid(format!(
             "`{id}` is not a local folder, and this stk was built without the `hub` feature, so it \
              cannot download models from the Hugging Face Hub: download the model folder and pass \
-             its path"
+             its path (or build stk with `--features hub`)"
         )))
+    }
+
+    /// Download the files a model needs (JSON configs, safetensors weights, vocabularies) into
+    /// the Hugging Face cache and return the snapshot folder.
+    #[cfg(feature = "hub")]
+    pub fn fetch(id: &str) -> Result<PathBuf> {
+        let failed = |e: &dyn std::fmt::Display| {
+            Error::invalid(format!(
+                "fetching `{id}` from the Hugging Face Hub failed: {e} (hub ids need network \
+                 access; pass a local folder otherwise)"
+            ))
+        };
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .with_progress(false)
+            .build()
+            .map_err(|e| failed(&e))?;
+        let repo = api.model(id.to_string());
+        let info = repo.info().map_err(|e| failed(&e))?;
+        let wanted = |name: &str| {
+            let skip_dir = ["onnx/", "openvino/", "coreml/"]
+                .iter()
+                .any(|d| name.starts_with(d));
+            let ext_ok = [".json", ".safetensors", ".txt"]
+                .iter()
+                .any(|e| name.ends_with(e));
+            ext_ok && !skip_dir
+        };
+        let mut root: Option<PathBuf> = None;
+        for sibling in info.siblings.iter().filter(|s| wanted(&s.rfilename)) {
+            let local = repo.get(&sibling.rfilename).map_err(|e| failed(&e))?;
+            if root.is_none() {
+                // The snapshot folder: strip the file's own path inside the repository.
+                let depth = Path::new(&sibling.rfilename).components().count();
+                root = local.ancestors().nth(depth).map(Path::to_path_buf);
+            }
+        }
+        root.ok_or_else(|| failed(&"the repository has no model files (.json, .safetensors)"))
     }
 }

@@ -585,3 +585,51 @@ fn pipeline_folders_through_the_cli() {
             .unwrap_or_else(|e| panic!("{}: {e}", case.name));
     }
 }
+
+#[test]
+fn bench_encode_reports_throughput() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("bench.txt");
+    std::fs::write(&input, "one sentence\nanother sentence here\nthird\n").unwrap();
+    let model = committed_model("potion-base-8M-int8-vq2048-d128");
+    let o = stk(
+        &[
+            "bench",
+            "encode",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--repeat",
+            "3",
+            "--json",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = String::from_utf8(o.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["sentences"], 9, "{v}");
+    assert_eq!(v["semantics"], "model2vec");
+    assert!(v["seconds"].as_f64().unwrap() > 0.0);
+    assert!(v["sentences_per_s"].as_f64().unwrap() > 0.0);
+
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let o = stk(
+        &[
+            "bench",
+            "encode",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            empty.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("no text"),
+        "{}",
+        stderr(&o)
+    );
+}

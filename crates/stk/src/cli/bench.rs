@@ -15,11 +15,14 @@ pub enum BenchCommand {
     /// Pooling throughput on random padded token embeddings, against a plain copy of the same
     /// tensor
     Pool(PoolBenchArgs),
+    /// Encoding throughput (sentences/s) of a model on the lines of a file
+    Encode(super::bench_encode::Args),
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Pool(args) => pool(args),
+        BenchCommand::Encode(args) => super::bench_encode::run(args),
     }
 }
 

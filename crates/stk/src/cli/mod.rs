@@ -1,6 +1,7 @@
 //! Subcommand definitions. One file per subcommand family; each exposes `Args` and `run`.
 
 mod bench;
+mod bench_encode;
 mod encode;
 mod layer_pool;
 mod normalize;
