@@ -166,57 +166,72 @@ fn pack(c: char, kind: CharKind) -> u32 {
 
 const SENSITIVE: u32 = u32::MAX;
 
-/// Precomputed `normalize_char` for every char of the Basic Multilingual Plane.
-pub(crate) struct BertCharTable {
-    cfg: BertNormalizerConfig,
-    /// Per BMP char: `start << 8 | len` into `pool`, or `SENSITIVE`.
-    bmp: Vec<u32>,
+/// `normalize_char` for the 256 chars `block << 8 ..`.
+struct Block {
+    /// Per char: `start << 8 | len` into `pool`, or `SENSITIVE`.
+    entries: Vec<u32>,
     pool: Vec<u32>,
-    /// ASCII bytes: kind and the single normalized byte (`None` when the byte is dropped).
-    pub(crate) ascii: [(CharKind, Option<u8>); 128],
 }
 
-impl BertCharTable {
-    fn build(cfg: BertNormalizerConfig) -> BertCharTable {
-        let mut bmp = Vec::with_capacity(0x1_0000);
+impl Block {
+    fn build(cfg: BertNormalizerConfig, block: u32) -> Block {
+        let mut entries = Vec::with_capacity(256);
         let mut pool = Vec::new();
         let mut buf = Vec::new();
-        for code in 0u32..0x1_0000 {
+        for code in block << 8..(block + 1) << 8 {
             let Some(c) = char::from_u32(code) else {
-                bmp.push(0); // surrogates never occur in a &str
+                entries.push(0); // surrogates never occur in a &str
                 continue;
             };
             buf.clear();
-            if !normalize_char(cfg, c, &mut buf) {
-                bmp.push(SENSITIVE);
+            if !normalize_char(cfg, c, &mut buf) || buf.len() > 255 {
+                entries.push(SENSITIVE);
                 continue;
             }
             let start = pool.len() as u32;
             pool.extend(buf.iter().map(|&(o, k)| pack(o, k)));
-            bmp.push(start << 8 | buf.len() as u32);
+            entries.push(start << 8 | buf.len() as u32);
         }
+        Block { entries, pool }
+    }
+}
+
+/// `normalize_char` results for the Basic Multilingual Plane, computed a 256-char block at a
+/// time on first use (loading stays fast; a text only pays for the scripts it uses).
+pub(crate) struct BertCharTable {
+    cfg: BertNormalizerConfig,
+    blocks: Vec<OnceLock<Block>>,
+    /// ASCII bytes: kind and the single normalized byte (`None` when the byte is dropped);
+    /// `None` when some ASCII char does not normalize to at most one ASCII char (no setting
+    /// does that, but then every char simply takes the general path).
+    pub(crate) ascii: Option<[(CharKind, Option<u8>); 128]>,
+}
+
+impl BertCharTable {
+    fn build(cfg: BertNormalizerConfig) -> BertCharTable {
+        let mut buf = Vec::new();
         let mut ascii = [(CharKind::Word, None); 128];
+        let mut ascii_simple = true;
         for b in 0u8..128 {
             buf.clear();
             let safe = normalize_char(cfg, char::from(b), &mut buf);
-            assert!(
-                safe && buf.len() <= 1,
-                "ASCII normalizes to at most one char"
-            );
-            ascii[usize::from(b)] = match buf.first() {
-                None => (CharKind::Word, None),
-                Some(&(o, k)) => (k, Some(o as u8)),
+            ascii[usize::from(b)] = match (safe, buf.as_slice()) {
+                (true, []) => (CharKind::Word, None),
+                (true, &[(o, k)]) if o.is_ascii() => (k, Some(o as u8)),
+                _ => {
+                    ascii_simple = false;
+                    (CharKind::Word, None)
+                }
             };
         }
         BertCharTable {
             cfg,
-            bmp,
-            pool,
-            ascii,
+            blocks: (0..256).map(|_| OnceLock::new()).collect(),
+            ascii: ascii_simple.then_some(ascii),
         }
     }
 
-    /// The shared table for `cfg` (built once per process, ~0.3 MB).
+    /// The shared table for `cfg`.
     pub(crate) fn get(cfg: BertNormalizerConfig) -> &'static BertCharTable {
         static TABLES: [OnceLock<BertCharTable>; 16] = [const { OnceLock::new() }; 16];
         TABLES[cfg.index()].get_or_init(|| BertCharTable::build(cfg))
@@ -225,13 +240,15 @@ impl BertCharTable {
     /// Normalized chars of a non-ASCII char; chars beyond the BMP are computed into `scratch`.
     #[inline]
     pub(crate) fn map<'a>(&'a self, c: char, scratch: &'a mut Vec<u32>) -> Mapped<'a> {
-        if let Some(&e) = self.bmp.get(c as usize) {
+        let code = c as u32;
+        if let Some(cell) = self.blocks.get((code >> 8) as usize) {
+            let block = cell.get_or_init(|| Block::build(self.cfg, code >> 8));
+            let e = block.entries[(code & 0xFF) as usize];
             if e == SENSITIVE {
                 return Mapped::Sensitive;
             }
             let start = (e >> 8) as usize;
-            let len = (e & 0xFF) as usize;
-            return match self.pool.get(start..start + len) {
+            return match block.pool.get(start..start + (e & 0xFF) as usize) {
                 Some(s) => Mapped::Chars(s),
                 None => Mapped::Sensitive,
             };

@@ -17,8 +17,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use serde::Deserialize;
 use stk_core::{Error, Result};
-use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::normalizers::precompiled::Precompiled;
 use tokenizers::Normalizer;
 
 use bert::BertNormalizerConfig;
@@ -131,24 +132,56 @@ impl Tokenizer {
 
     /// Load a tokenizer from the bytes of a `tokenizer.json`; `path` is only used in messages.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
-        let json: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| Error::config(path, format!("not a valid JSON tokenizer file: {e}")))?;
-        if !json.is_object() || json.get("model").is_none() {
+        let head: Head = serde_json::from_slice(bytes).map_err(|e| {
+            let what = if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+                "not a tokenizer.json"
+            } else {
+                "not a valid JSON tokenizer file"
+            };
+            Error::config(path, format!("{what}: {e}"))
+        })?;
+        let Some(model) = &head.model else {
             return Err(Error::config(
                 path,
                 "not a tokenizer.json: expected a JSON object with a `model` key",
             ));
-        }
-        let mut reference = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
+        };
+        // The crate's loading (seconds for a large Unigram vocabulary) runs beside the
+        // building of the fast path; a panic inside the crate becomes an error.
+        let load_reference = || {
+            std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
+                .map_err(|_| "the tokenizers crate panicked while loading it".to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+        };
+        let (reference, fast) = std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
+                .name("stk-tokenizer-load".into())
+                .spawn_scoped(scope, load_reference);
+            let fast = fast_path_for(&head, model, bytes);
+            let reference = match spawned {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|_| Err("the tokenizer loading thread panicked".into())),
+                Err(_) => load_reference(),
+            };
+            (reference, fast)
+        });
+        let mut reference = reference.map_err(|e| {
             Error::Tokenizer(format!("{}: cannot load tokenizer: {e}", path.display()))
         })?;
         reference
             .with_truncation(None)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         reference.with_padding(None);
-        let unk_id = unk_id_of(&json, &reference);
+        let unk_id = match (&model.unk_id, &model.unk_token) {
+            (Some(serde_json::Value::Number(id)), _) => {
+                id.as_u64().and_then(|id| u32::try_from(id).ok())
+            }
+            (_, Some(serde_json::Value::String(token))) => reference.token_to_id(token),
+            _ => None,
+        };
         let (fast, added) = match AddedTokenGate::new(&reference) {
-            Some(gate) => (fast_path_for(&json, &reference), gate),
+            Some(gate) => (fast, gate),
             None => (None, AddedTokenGate::default()),
         };
         Ok(Tokenizer {
@@ -292,15 +325,50 @@ impl Tokenizer {
     }
 }
 
-/// The fast path whose configuration `json` has exactly, if any.
-fn fast_path_for(json: &serde_json::Value, reference: &tokenizers::Tokenizer) -> Option<FastPath> {
-    if !post_processor_keeps_ids(json.get("post_processor")) {
+/// `tokenizer.json` without the vocabulary (skipped while parsing, it is most of the file).
+#[derive(Deserialize)]
+struct Head {
+    #[serde(default)]
+    normalizer: serde_json::Value,
+    #[serde(default)]
+    pre_tokenizer: serde_json::Value,
+    #[serde(default)]
+    post_processor: serde_json::Value,
+    model: Option<ModelHead>,
+}
+
+/// The model settings of `tokenizer.json`, as loosely typed as the file may be.
+#[derive(Deserialize)]
+struct ModelHead {
+    #[serde(rename = "type")]
+    kind: Option<serde_json::Value>,
+    unk_token: Option<serde_json::Value>,
+    unk_id: Option<serde_json::Value>,
+    continuing_subword_prefix: Option<serde_json::Value>,
+    max_input_chars_per_word: Option<serde_json::Value>,
+    byte_fallback: Option<serde_json::Value>,
+}
+
+/// Just the model's vocabulary, in the shape `V` of its model type.
+#[derive(Deserialize)]
+struct VocabOf<V> {
+    model: ModelVocab<V>,
+}
+
+#[derive(Deserialize)]
+struct ModelVocab<V> {
+    vocab: V,
+}
+
+/// The fast path whose configuration the file has exactly, if any.
+fn fast_path_for(head: &Head, model: &ModelHead, bytes: &[u8]) -> Option<FastPath> {
+    if !post_processor_keeps_ids(&head.post_processor) {
         return None;
     }
-    let model = json.get("model")?;
-    match model.get("type")?.as_str()? {
+    let str_of = |v: &Option<serde_json::Value>| v.as_ref()?.as_str().map(str::to_owned);
+    match str_of(&model.kind)?.as_str() {
         "WordPiece" => {
-            let normalizer = json.get("normalizer")?;
+            let normalizer = &head.normalizer;
             if normalizer.get("type")?.as_str()? != "BertNormalizer" {
                 return None;
             }
@@ -316,33 +384,36 @@ fn fast_path_for(json: &serde_json::Value, reference: &tokenizers::Tokenizer) ->
                 strip_accents,
                 lowercase,
             };
-            if json.get("pre_tokenizer")?.get("type")?.as_str()? != "BertPreTokenizer" {
+            if head.pre_tokenizer.get("type")?.as_str()? != "BertPreTokenizer" {
                 return None;
             }
-            let vocab: HashMap<String, u32> =
-                serde_json::from_value(model.get("vocab")?.clone()).ok()?;
+            let max_chars = model.max_input_chars_per_word.as_ref()?.as_u64()?;
+            let vocab: VocabOf<HashMap<String, u32>> = serde_json::from_slice(bytes).ok()?;
             let wordpiece = WordPiece::new(
-                &vocab,
-                model.get("unk_token")?.as_str()?,
-                model.get("continuing_subword_prefix")?.as_str()?,
-                usize::try_from(model.get("max_input_chars_per_word")?.as_u64()?).ok()?,
+                &vocab.model.vocab,
+                &str_of(&model.unk_token)?,
+                &str_of(&model.continuing_subword_prefix)?,
+                usize::try_from(max_chars).ok()?,
             )?;
             Some(FastPath::BertWordPiece(BertWordPiece::new(cfg, wordpiece)))
         }
         "Unigram" => {
-            if model.get("byte_fallback").and_then(|b| b.as_bool()) != Some(false) {
+            if model.byte_fallback.as_ref().and_then(|b| b.as_bool()) != Some(false) {
                 return None;
             }
-            let unk_id = usize::try_from(model.get("unk_id")?.as_u64()?).ok()?;
-            let charsmap = match (json.get("normalizer")?, reference.get_normalizer()) {
-                (serde_json::Value::Null, None) => None,
-                (_, Some(NormalizerWrapper::Precompiled(p))) => Some(p.clone()),
+            let unk_id = usize::try_from(model.unk_id.as_ref()?.as_u64()?).ok()?;
+            let charsmap = match head.normalizer.get("type") {
+                None if head.normalizer.is_null() => None,
+                Some(t) if t.as_str() == Some("Precompiled") => {
+                    // Its deserializer borrows the charsmap string, so it reads from text.
+                    let text = serde_json::to_string(&head.normalizer).ok()?;
+                    Some(serde_json::from_str::<Precompiled>(&text).ok()?)
+                }
                 _ => return None,
             };
-            let replacement = whitespace_split_metaspace(json.get("pre_tokenizer")?)?;
-            let vocab: Vec<(String, f64)> =
-                serde_json::from_value(model.get("vocab")?.clone()).ok()?;
-            let model = UnigramModel::new(&vocab, unk_id)?;
+            let replacement = whitespace_split_metaspace(&head.pre_tokenizer)?;
+            let vocab: VocabOf<Vec<(String, f64)>> = serde_json::from_slice(bytes).ok()?;
+            let model = UnigramModel::new(&vocab.model.vocab, unk_id)?;
             Some(FastPath::MetaspaceUnigram(MetaspaceUnigram {
                 normalizer: CharsmapNormalizer::new(charsmap),
                 replacement,
@@ -365,7 +436,7 @@ fn whitespace_split_metaspace(pre: &serde_json::Value) -> Option<char> {
     if split.get("type")?.as_str()? != "WhitespaceSplit"
         || meta.get("type")?.as_str()? != "Metaspace"
         || meta.get("prepend_scheme")?.as_str()? != "always"
-        || meta.get("split")?.as_bool()? != true
+        || !meta.get("split")?.as_bool()?
         || !matches!(
             meta.get("add_prefix_space"),
             None | Some(serde_json::Value::Bool(true))
@@ -381,22 +452,10 @@ fn whitespace_split_metaspace(pre: &serde_json::Value) -> Option<char> {
 }
 
 /// Post-processors that add nothing when special tokens are not requested.
-fn post_processor_keeps_ids(post: Option<&serde_json::Value>) -> bool {
-    match post {
-        None | Some(serde_json::Value::Null) => true,
-        Some(p) => matches!(
-            p.get("type").and_then(|t| t.as_str()),
+fn post_processor_keeps_ids(post: &serde_json::Value) -> bool {
+    post.is_null()
+        || matches!(
+            post.get("type").and_then(|t| t.as_str()),
             Some("TemplateProcessing" | "BertProcessing" | "RobertaProcessing" | "ByteLevel")
-        ),
-    }
-}
-
-/// The unknown token of the model, read from the JSON (the crate does not expose it).
-fn unk_id_of(json: &serde_json::Value, reference: &tokenizers::Tokenizer) -> Option<u32> {
-    let model = json.get("model")?;
-    if let Some(id) = model.get("unk_id").and_then(|v| v.as_u64()) {
-        return u32::try_from(id).ok();
-    }
-    let token = model.get("unk_token").and_then(|v| v.as_str())?;
-    reference.token_to_id(token)
+        )
 }

@@ -8,6 +8,7 @@
 //! candidates in the crate's order and compares scores the same way, so ties resolve alike.
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use tokenizers::normalizers::precompiled::Precompiled;
 use unicode_segmentation::UnicodeSegmentation;
@@ -15,12 +16,18 @@ use unicode_segmentation::UnicodeSegmentation;
 use super::trie::ByteTrie;
 use super::wordpiece::NeedsReference;
 
-/// The charsmap normalizer with cached single-char results.
+/// Normalized forms of the 256 single chars `block << 8 ..`.
+struct CharsmapBlock {
+    /// Per char: `start << 8 | len` into `pool`, or `u32::MAX` (not cached).
+    entries: Vec<u32>,
+    pool: String,
+}
+
+/// The charsmap normalizer, with single-char results cached per 256-char block of the Basic
+/// Multilingual Plane on first use.
 pub(crate) struct CharsmapNormalizer {
     charsmap: Option<Precompiled>,
-    /// Per BMP char: `start << 8 | len` into `pool` (the normalized text of that char alone).
-    bmp: Vec<u32>,
-    pool: String,
+    blocks: Vec<OnceLock<CharsmapBlock>>,
     /// Normalized form of the grapheme "\r\n" (the only multi-char ASCII grapheme).
     crlf: String,
 }
@@ -30,31 +37,33 @@ impl CharsmapNormalizer {
     pub(crate) fn new(charsmap: Option<Precompiled>) -> CharsmapNormalizer {
         let mut n = CharsmapNormalizer {
             charsmap,
-            bmp: Vec::with_capacity(0x1_0000),
-            pool: String::new(),
+            blocks: (0..256).map(|_| OnceLock::new()).collect(),
             crlf: String::new(),
         };
-        let mut one = String::new();
-        for code in 0u32..0x1_0000 {
-            let start = n.pool.len() as u32;
+        let mut crlf = String::new();
+        n.grapheme("\r\n", &mut crlf);
+        n.crlf = crlf;
+        n
+    }
+
+    fn build_block(&self, block: u32) -> CharsmapBlock {
+        let mut entries = Vec::with_capacity(256);
+        let mut pool = String::new();
+        let mut one = [0u8; 4];
+        for code in block << 8..(block + 1) << 8 {
+            let start = pool.len() as u32;
             if let Some(c) = char::from_u32(code) {
-                one.clear();
-                one.push(c);
-                let mapped = n.single_char(&one).to_owned();
-                n.pool.push_str(&mapped);
+                pool.push_str(self.single_char(c.encode_utf8(&mut one)));
             }
-            let len = n.pool.len() as u32 - start;
+            let len = pool.len() as u32 - start;
             // Charsmap outputs are short; a longer one is just not cached.
-            n.bmp.push(if len < 256 {
+            entries.push(if len < 256 {
                 start << 8 | len
             } else {
                 u32::MAX
             });
         }
-        let mut crlf = String::new();
-        n.grapheme("\r\n", &mut crlf);
-        n.crlf = crlf;
-        n
+        CharsmapBlock { entries, pool }
     }
 
     fn transform<'a>(&'a self, chunk: &str) -> Option<&'a str> {
@@ -84,10 +93,13 @@ impl CharsmapNormalizer {
     /// Normalized form of a single-char grapheme, from the cache when possible.
     #[inline]
     fn cached<'a>(&'a self, one: &'a str, c: char) -> &'a str {
-        if let Some(&e) = self.bmp.get(c as usize) {
+        let code = c as u32;
+        if let Some(cell) = self.blocks.get((code >> 8) as usize) {
+            let block = cell.get_or_init(|| self.build_block(code >> 8));
+            let e = block.entries[(code & 0xFF) as usize];
             if e != u32::MAX {
                 let start = (e >> 8) as usize;
-                if let Some(s) = self.pool.get(start..start + (e & 0xFF) as usize) {
+                if let Some(s) = block.pool.get(start..start + (e & 0xFF) as usize) {
                     return s;
                 }
             }

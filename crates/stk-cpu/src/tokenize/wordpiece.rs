@@ -158,11 +158,12 @@ impl BertWordPiece {
         let mut chars = 0usize;
         let bytes = text.as_bytes();
         let mut i = 0;
+        let ascii = self.table.ascii.as_ref();
         while i < bytes.len() {
             let b = bytes[i];
-            if b < 0x80 {
+            if let (true, Some(ascii)) = (b < 0x80, ascii) {
                 i += 1;
-                let (kind, mapped) = self.table.ascii[usize::from(b)];
+                let (kind, mapped) = ascii[usize::from(b)];
                 let Some(m) = mapped else { continue };
                 if want_normalized {
                     s.normalized.push(char::from(m));
@@ -196,7 +197,7 @@ impl BertWordPiece {
                 }
                 continue;
             }
-            // Non-ASCII: decode one char (the text is valid UTF-8).
+            // Decode one char (the text is valid UTF-8).
             let len = utf8_len(b);
             let Some(c) = text.get(i..i + len).and_then(|t| t.chars().next()) else {
                 return Err(NeedsReference);
@@ -249,6 +250,7 @@ fn utf8_len(lead: u8) -> usize {
     match lead {
         0xF0..=0xFF => 4,
         0xE0..=0xEF => 3,
-        _ => 2,
+        0xC0..=0xDF => 2,
+        _ => 1,
     }
 }
