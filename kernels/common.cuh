@@ -6,9 +6,18 @@
 // 16-byte boundary of a buffer that cudarc allocated (256-byte aligned).
 #pragma once
 
+#ifdef STK_KERNEL_SIM
+// Compiled by g++ to run on the CPU (cargo xtask kernel-sim), see sim/cuda_sim.h.
+#include "sim/cuda_sim.h"
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+// Registers a kernel with the CPU simulator; nothing on the GPU.
+#define SIM_REGISTER(NAME)
+// The block's dynamic shared memory (sized by the launch).
+#define DYNAMIC_SHARED(T, NAME) extern __shared__ T NAME[]
+#endif
 
 typedef __half f16;
 typedef __nv_bfloat16 bf16;

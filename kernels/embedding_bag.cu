@@ -122,7 +122,8 @@ __device__ __forceinline__ void embedding_bag_body(
         embedding_bag_body<T, V>(table, D, mapping, weights, ids, offsets, num_bags,          \
                                  divide_by, normalize, norm_add, norm_floor, lanes_per_row,   \
                                  out);                                                        \
-    }
+    }                                                                                         \
+    SIM_REGISTER(NAME)
 
 EMBEDDING_BAG_KERNEL(embedding_bag_f32_v4, float, 4)
 EMBEDDING_BAG_KERNEL(embedding_bag_f32_v1, float, 1)

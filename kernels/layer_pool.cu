@@ -38,7 +38,8 @@ __device__ __forceinline__ void layer_pool_body(const T* __restrict__ layers,
         NAME(const T* __restrict__ layers, const float* __restrict__ weights,             \
              int num_layers, int64_t n, float weight_sum, T* __restrict__ out) {          \
         layer_pool_body<T, V>(layers, weights, num_layers, n, weight_sum, out);           \
-    }
+    }                                                                                     \
+    SIM_REGISTER(NAME)
 
 LAYER_POOL_KERNEL(layer_pool_f32_v4, float, 4)
 LAYER_POOL_KERNEL(layer_pool_f32_v1, float, 1)

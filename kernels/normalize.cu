@@ -46,7 +46,8 @@ __device__ __forceinline__ void normalize_body(const T* __restrict__ x, T* __res
         NAME(const T* __restrict__ x, T* __restrict__ out, int64_t rows, int D,        \
              float norm_add, float norm_floor) {                                       \
         normalize_body<T, V>(x, out, rows, D, norm_add, norm_floor);                   \
-    }
+    }                                                                                  \
+    SIM_REGISTER(NAME)
 
 NORMALIZE_KERNEL(normalize_f32_v4, float, 4)
 NORMALIZE_KERNEL(normalize_f32_v1, float, 1)

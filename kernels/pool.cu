@@ -79,7 +79,7 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
                                           int out_f32, int D, int lanes, uint64_t slots,
                                           int num_slots, int normalize, float norm_add,
                                           float norm_floor) {
-    extern __shared__ float smem[];  // blockDim.x * V floats, then 32 for block_sum
+    DYNAMIC_SHARED(float, smem);  // blockDim.x * V floats, then 32 for block_sum
     float* red = smem;
     float* scratch = smem + blockDim.x * V;
 
@@ -236,7 +236,8 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
         pool_body<T, V, FULL>(x, cls_embeddings, row_segments, segments, row_rows,            \
                               row_divisors, out, out_f32, D, lanes, slots, num_slots,         \
                               normalize, norm_add, norm_floor);                               \
-    }
+    }                                                                                          \
+    SIM_REGISTER(NAME)
 
 POOL_KERNEL(pool_sum_f32_v4, float, 4, false, POOL_SUM_THREADS, 2)
 POOL_KERNEL(pool_sum_f32_v1, float, 1, false, POOL_SUM_THREADS, 2)

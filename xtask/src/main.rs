@@ -4,6 +4,8 @@
 //!   pinned CUDA 13.0 wheels (installed on first use into the git-ignored venv `.cuda/`).
 //! * `ptx --check`: rebuild into a temporary folder, fail when the committed PTX is stale, and
 //!   run `ptxas -arch=sm_90 -v` on every kernel, printing its registers and failing on spills.
+//! * `kernel-sim [--cases N]`: run the kernels on the CPU (compiled as C++ against a small
+//!   CUDA stand-in, with AddressSanitizer) through the GPU parity checks.
 //! * `gpu-bundle`: build the GPU tests and the `stk` binary (release) and gather them with
 //!   `run.sh` into `gpu-bundle/`, to run on a GPU machine that has no Rust toolchain.
 #![deny(unsafe_code)]
@@ -11,12 +13,14 @@
 mod bundle;
 mod cuda;
 mod ptx;
+mod sim;
 
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask ptx [--check] | cargo xtask gpu-bundle [--out DIR]";
+const USAGE: &str =
+    "usage: cargo xtask ptx [--check] | cargo xtask kernel-sim [--cases N] | cargo xtask gpu-bundle [--out DIR]";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -34,6 +38,12 @@ fn run(args: Vec<String>) -> Result<()> {
     match args.as_slice() {
         ["ptx"] => ptx::build(&root),
         ["ptx", "--check"] => ptx::check(&root).map(|_| ()),
+        ["kernel-sim"] => sim::run(&root, 24),
+        ["kernel-sim", "--cases", n] => sim::run(
+            &root,
+            n.parse()
+                .map_err(|_| anyhow::anyhow!("--cases takes a number"))?,
+        ),
         ["gpu-bundle"] => bundle::gpu_bundle(&root, &root.join("gpu-bundle")),
         ["gpu-bundle", "--out", dir] => bundle::gpu_bundle(&root, &PathBuf::from(dir)),
         ["help"] | ["--help"] | ["-h"] => {

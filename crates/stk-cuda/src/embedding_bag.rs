@@ -211,6 +211,51 @@ fn pack_for(dim: usize, dtype: DType) -> usize {
     }
 }
 
+/// The shape and scalar arguments of one embedding-bag launch. The kernel's arguments are, in
+/// order: table, `dim`, mapping (or null), weights (or null), ids (or null when there are
+/// none), offsets (i64), `num_bags, divide_by, normalize, norm.add, norm.floor,
+/// lanes_per_row`, output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BagLaunch {
+    pub kernel: &'static str,
+    pub grid: u32,
+    pub threads: u32,
+    pub dim: i32,
+    pub num_bags: i64,
+    pub divide_by: i32,
+    pub normalize: i32,
+    pub norm: NormRule,
+    pub lanes_per_row: i32,
+}
+
+/// The launch computing `num_bags` bags over a `[rows, dim]` table of `dtype` (`None` when
+/// there is nothing to compute).
+pub fn embedding_bag_launch(
+    dim: usize,
+    dtype: DType,
+    num_bags: usize,
+    reduce: BagReduce,
+    normalize: Option<NormRule>,
+) -> Result<Option<BagLaunch>> {
+    if num_bags == 0 || dim == 0 {
+        return Ok(None);
+    }
+    let warps_per_block = (BAG_THREADS / 32) as usize;
+    let grid = u32::try_from(num_bags.div_ceil(warps_per_block))
+        .map_err(|_| Error::invalid(format!("{num_bags} bags exceed one launch")))?;
+    Ok(Some(BagLaunch {
+        kernel: ptx::embedding_bag_kernel(dtype, pack_for(dim, dtype) > 1)?,
+        grid,
+        threads: BAG_THREADS,
+        dim: i32::try_from(dim).map_err(|_| Error::invalid(format!("D = {dim} exceeds 2^31")))?,
+        num_bags: num_bags as i64,
+        divide_by: reduce.code(),
+        normalize: i32::from(normalize.is_some()),
+        norm: normalize.unwrap_or(NormRule::SENTENCE_TRANSFORMERS),
+        lanes_per_row: lanes_per_row(dim, dtype) as i32,
+    }))
+}
+
 impl CudaDevice {
     pub fn upload_bags(&self, bags: &TokenBags) -> Result<DeviceTokenBags> {
         let offsets: Vec<i64> = bags.offsets().iter().map(|&o| o as i64).collect();
@@ -264,40 +309,32 @@ impl CudaDevice {
                 out.dims(),
             ));
         }
-        if bags.num_bags == 0 || table.dim == 0 {
+        let Some(l) =
+            embedding_bag_launch(table.dim, table.dtype(), bags.num_bags, reduce, normalize)?
+        else {
             return Ok(());
-        }
-        let warps_per_block = (BAG_THREADS / 32) as usize;
-        let blocks = u32::try_from(bags.num_bags.div_ceil(warps_per_block))
-            .map_err(|_| Error::invalid(format!("{} bags exceed one launch", bags.num_bags)))?;
-        let dtype = table.table.dtype();
-        let packed = pack_for(table.dim, dtype) > 1;
-        let kernel = ptx::embedding_bag_kernel(dtype, packed)?;
-        let (d, num_bags, divide_by) = (table.dim as i32, bags.num_bags as i64, reduce.code());
-        let rule = normalize.unwrap_or(NormRule::SENTENCE_TRANSFORMERS);
-        let normalize_flag = i32::from(normalize.is_some());
-        let lanes = lanes_per_row(table.dim, dtype) as i32;
+        };
         let cfg = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (BAG_THREADS, 1, 1),
+            grid_dim: (l.grid, 1, 1),
+            block_dim: (l.threads, 1, 1),
             shared_mem_bytes: 0,
         };
         // In bounds: offsets has bags + 1 entries ending at the ids' count (TokenBags), every
         // id < bags.vocab <= table.vocab = mapping/weights length, every mapping entry < rows
         // (CheckedTable), so each row read is table[0..rows * D]; out is [bags, D].
-        self.launch(kernel)?
+        self.launch(l.kernel)?
             .tensor(&table.table)
-            .i32(&d)
+            .i32(&l.dim)
             .opt_buf(table.mapping.as_ref())
             .opt_buf(table.weights.as_ref())
             .opt_buf(bags.ids.as_ref())
             .buf(&bags.offsets)
-            .i64(&num_bags)
-            .i32(&divide_by)
-            .i32(&normalize_flag)
-            .f32(&rule.add)
-            .f32(&rule.floor)
-            .i32(&lanes)
+            .i64(&l.num_bags)
+            .i32(&l.divide_by)
+            .i32(&l.normalize)
+            .f32(&l.norm.add)
+            .f32(&l.norm.floor)
+            .i32(&l.lanes_per_row)
             .tensor_mut(out)
             .run(cfg)
     }

@@ -85,6 +85,41 @@ impl LayerPoolPlan {
     }
 }
 
+/// The shape and scalar arguments of one weighted-layer-pooling launch. The kernel's arguments
+/// are, in order: kept layers, weights, `num_layers, n, weight_sum`, output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerPoolLaunch {
+    pub kernel: &'static str,
+    pub grid: u32,
+    pub threads: u32,
+    pub num_layers: i32,
+    pub n: i64,
+    pub weight_sum: f32,
+}
+
+/// The launch averaging `kept` layers of `n` elements (`None` when a layer is empty).
+pub fn layer_pool_launch(
+    kept: usize,
+    n: usize,
+    dtype: DType,
+    weight_sum: f32,
+) -> Result<Option<LayerPoolLaunch>> {
+    if n == 0 {
+        return Ok(None);
+    }
+    let v = ptx::pack_width(dtype);
+    let packed = n % v == 0;
+    let packs = if packed { n / v } else { n };
+    Ok(Some(LayerPoolLaunch {
+        kernel: ptx::layer_pool_kernel(dtype, packed)?,
+        grid: packs.div_ceil(LAYER_POOL_THREADS as usize).min(MAX_BLOCKS) as u32,
+        threads: LAYER_POOL_THREADS,
+        num_layers: i32::try_from(kept).map_err(|_| Error::invalid("more than 2^31 layers"))?,
+        n: n as i64,
+        weight_sum,
+    }))
+}
+
 fn kept_layers<T: Element + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
     dev: &CudaDevice,
     all: &Tensor,
@@ -160,29 +195,22 @@ impl CudaDevice {
                 weights.len()
             )));
         }
-        let n = out.numel();
-        if n == 0 {
+        let Some(l) = layer_pool_launch(kept, out.numel(), dtype, weight_sum)? else {
             return Ok(());
-        }
-        let v = ptx::pack_width(dtype);
-        let packed = n % v == 0;
-        let packs = if packed { n / v } else { n };
-        let blocks = packs.div_ceil(LAYER_POOL_THREADS as usize).min(MAX_BLOCKS) as u32;
-        let kernel = ptx::layer_pool_kernel(dtype, packed)?;
-        let (num_layers, n_arg) = (kept as i32, n as i64);
+        };
         let cfg = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (LAYER_POOL_THREADS, 1, 1),
+            grid_dim: (l.grid, 1, 1),
+            block_dim: (l.threads, 1, 1),
             shared_mem_bytes: 0,
         };
         // In bounds: kept_layers holds kept * n elements, weights at least kept, out n; the
         // kernel reads layers[l * n + e] for l < kept, e < n (packs only when v divides n).
-        self.launch(kernel)?
+        self.launch(l.kernel)?
             .tensor(kept_layers)
             .buf(weights)
-            .i32(&num_layers)
-            .i64(&n_arg)
-            .f32(&weight_sum)
+            .i32(&l.num_layers)
+            .i64(&l.n)
+            .f32(&l.weight_sum)
             .tensor_mut(out)
             .run(cfg)
     }

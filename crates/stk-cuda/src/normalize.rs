@@ -52,6 +52,42 @@ pub(crate) fn rows_and_dim(what: &str, dims: &[usize]) -> Result<(usize, usize)>
     Ok((rows, d))
 }
 
+/// The shape and scalar arguments of one normalize launch. The kernel's arguments are, in
+/// order: input, output, then `rows, dim, norm.add, norm.floor`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NormalizeLaunch {
+    pub kernel: &'static str,
+    pub grid: u32,
+    pub threads: u32,
+    pub rows: i64,
+    pub dim: i32,
+    pub norm: NormRule,
+}
+
+/// The launch normalizing a tensor of `dims` (`None` when it has no element).
+pub fn normalize_launch(
+    dims: &[usize],
+    dtype: DType,
+    rule: NormRule,
+) -> Result<Option<NormalizeLaunch>> {
+    let (rows, d) = rows_and_dim("normalize input", dims)?;
+    if rows == 0 || d == 0 {
+        return Ok(None);
+    }
+    let warps_per_block = (NORMALIZE_THREADS / 32) as usize;
+    let grid = u32::try_from(rows.div_ceil(warps_per_block))
+        .map_err(|_| Error::shape("normalize input", "fewer rows than 2^32 * 8", dims))?;
+    let packed = d % ptx::pack_width(dtype) == 0;
+    Ok(Some(NormalizeLaunch {
+        kernel: ptx::normalize_kernel(dtype, packed)?,
+        grid,
+        threads: NORMALIZE_THREADS,
+        rows: rows as i64,
+        dim: d as i32,
+        norm: rule,
+    }))
+}
+
 impl CudaDevice {
     /// `x / rule.divisor(‖x‖)` over the last dimension of `x` (f32, f16 or bf16), computed in
     /// f32 and returned in `x`'s dtype. A zero row stays zero.
@@ -93,30 +129,23 @@ impl CudaDevice {
                 out.dims(),
             ));
         }
-        let (rows, d) = rows_and_dim("normalize input", x.dims())?;
-        if rows == 0 || d == 0 {
+        let Some(l) = normalize_launch(x.dims(), dtype, rule)? else {
             return Ok(());
-        }
-        let warps_per_block = (NORMALIZE_THREADS / 32) as usize;
-        let blocks = u32::try_from(rows.div_ceil(warps_per_block))
-            .map_err(|_| Error::shape("normalize input", "fewer rows than 2^32 * 8", x.dims()))?;
-        let packed = d % ptx::pack_width(dtype) == 0;
-        let kernel = ptx::normalize_kernel(dtype, packed)?;
-        let (rows_arg, d_arg) = (rows as i64, d as i32);
+        };
         let cfg = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (NORMALIZE_THREADS, 1, 1),
+            grid_dim: (l.grid, 1, 1),
+            block_dim: (l.threads, 1, 1),
             shared_mem_bytes: 0,
         };
         // In bounds: x and out hold rows * d elements (shapes checked above); each warp reads
         // and writes only its own row, packs only when d is a multiple of the pack width.
-        self.launch(kernel)?
+        self.launch(l.kernel)?
             .tensor(x)
             .tensor_mut(out)
-            .i64(&rows_arg)
-            .i32(&d_arg)
-            .f32(&rule.add)
-            .f32(&rule.floor)
+            .i64(&l.rows)
+            .i32(&l.dim)
+            .f32(&l.norm.add)
+            .f32(&l.norm.floor)
             .run(cfg)
     }
 }

@@ -394,6 +394,49 @@ fn varlen_row(b: &VarlenBatch, i: usize, prompt: usize, segments: &mut Vec<i64>)
     }
 }
 
+/// The shape and scalar arguments of one pooling launch. The kernel's arguments are, in order:
+/// tokens, cls embeddings (or null), the plan's `row_segments`, `segments`, `row_rows`,
+/// `row_divisors`, the output, then `out_f32, dim, lanes, slots, num_slots, normalize,
+/// norm.add, norm.floor`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolLaunch {
+    pub kernel: &'static str,
+    pub grid: u32,
+    pub threads: u32,
+    pub shared_bytes: u32,
+    pub out_f32: i32,
+    pub dim: i32,
+    pub lanes: i32,
+    pub slots: u64,
+    pub num_slots: i32,
+    pub normalize: i32,
+    pub norm: NormRule,
+}
+
+impl PoolPlan {
+    /// The launch that carries out this plan (`None` when there is nothing to compute: no
+    /// sequence or D = 0).
+    pub fn launch(&self, normalize: bool) -> Result<Option<PoolLaunch>> {
+        if self.batch == 0 || self.dim == 0 {
+            return Ok(None);
+        }
+        let (threads, lanes, shared_bytes) = self.block_shape();
+        Ok(Some(PoolLaunch {
+            kernel: self.kernel()?,
+            grid: self.batch as u32,
+            threads,
+            shared_bytes,
+            out_f32: i32::from(self.out_dtype == DType::F32 && self.dtype != DType::F32),
+            dim: self.dim as i32,
+            lanes: lanes as i32,
+            slots: self.slot_codes(),
+            num_slots: self.modes.len() as i32,
+            normalize: i32::from(normalize),
+            norm: NormRule::SENTENCE_TRANSFORMERS,
+        }))
+    }
+}
+
 /// A [`PoolPlan`] with its tables on the device, reusable across launches.
 #[derive(Debug)]
 pub struct DevicePoolPlan {
@@ -505,26 +548,19 @@ impl CudaDevice {
                 out.dims(),
             ));
         }
-        if p.batch == 0 || p.dim == 0 {
+        let Some(l) = p.launch(normalize)? else {
             return Ok(());
-        }
-        let kernel = p.kernel()?;
-        let (threads, lanes, shared) = p.block_shape();
-        let out_f32 = i32::from(p.out_dtype == DType::F32 && p.dtype != DType::F32);
-        let (d, lanes_arg, num_slots) = (p.dim as i32, lanes as i32, p.modes.len() as i32);
-        let slots = p.slot_codes();
-        let normalize = i32::from(normalize);
-        let rule = NormRule::SENTENCE_TRANSFORMERS;
+        };
         let cfg = LaunchConfig {
-            grid_dim: (p.batch as u32, 1, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: shared,
+            grid_dim: (l.grid, 1, 1),
+            block_dim: (l.threads, 1, 1),
+            shared_mem_bytes: l.shared_bytes,
         };
         // In bounds: every row number in the plan is below token_rows (built from the
         // validated batch), tokens holds token_rows * D elements, cls [B, D], out [B, slots * D];
         // the tables hold B + 1, 2 * segments, 3 * B and 3 * B entries; shared memory is
         // threads * V + 32 floats as the kernel uses.
-        self.launch(kernel)?
+        self.launch(l.kernel)?
             .tensor(tokens)
             .opt_tensor(cls)
             .buf(&plan.row_segments)
@@ -532,14 +568,14 @@ impl CudaDevice {
             .buf(&plan.row_rows)
             .buf(&plan.row_divisors)
             .tensor_mut(out)
-            .i32(&out_f32)
-            .i32(&d)
-            .i32(&lanes_arg)
-            .u64(&slots)
-            .i32(&num_slots)
-            .i32(&normalize)
-            .f32(&rule.add)
-            .f32(&rule.floor)
+            .i32(&l.out_f32)
+            .i32(&l.dim)
+            .i32(&l.lanes)
+            .u64(&l.slots)
+            .i32(&l.num_slots)
+            .i32(&l.normalize)
+            .f32(&l.norm.add)
+            .f32(&l.norm.floor)
             .run(cfg)
     }
 }

@@ -4,14 +4,12 @@
 //! lists and launch bounds are what the launchers pass, and the PTX targets what the
 //! measured machine's driver (CUDA 13.0) accepts.
 
+mod common;
+
+use common::repo_root as repo;
 use std::collections::HashSet;
-use std::path::PathBuf;
 use stk_core::DType;
 use stk_cuda::ptx::{self, ParamKind, ParamKind::*};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 #[test]
 fn every_selectable_kernel_is_one_ptx_entry() {

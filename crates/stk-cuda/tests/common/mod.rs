@@ -5,28 +5,19 @@
 #[path = "../../../../tests/lib.rs"]
 pub mod golden;
 
+pub mod checks;
+
 use golden::GoldenCase;
 use stk_core::{
-    DType, Error, PaddedBatch, PoolingMode, PoolingSpec, SafetensorsFile, Tensor, VarlenBatch,
+    DType, PaddedBatch, PoolingMode, PoolingSpec, SafetensorsFile, Tensor, VarlenBatch,
 };
-use stk_cuda::CudaDevice;
 
-/// Device 0, or `None` after printing why the test is skipped. Only a missing driver or a
-/// missing device skips; any other error fails the test.
-pub fn device_or_skip(test: &str) -> Option<CudaDevice> {
-    match CudaDevice::new(0) {
-        Ok(d) => Some(d),
-        Err(Error::NoCudaDriver) => {
-            println!("{test}: skipped: no CUDA driver");
-            eprintln!("{test}: skipped: no CUDA driver");
-            None
-        }
-        Err(Error::NoCudaDevice(n)) => {
-            println!("{test}: skipped: no CUDA device {n}");
-            eprintln!("{test}: skipped: no CUDA device {n}");
-            None
-        }
-        Err(e) => panic!("{test}: opening CUDA device 0 failed: {e}"),
+/// The checkout: `STK_REPO_ROOT` when set (a test binary run away from where it was built),
+/// else the one this crate was built in.
+pub fn repo_root() -> std::path::PathBuf {
+    match std::env::var_os("STK_REPO_ROOT") {
+        Some(root) => root.into(),
+        None => golden::repo_root(),
     }
 }
 
@@ -34,10 +25,10 @@ pub fn device_or_skip(test: &str) -> Option<CudaDevice> {
 /// was built in; one run elsewhere (the GPU machine, see `scripts/gpu/run.sh`) is pointed at
 /// its checkout by `STK_REPO_ROOT`.
 pub fn golden_cases(kinds: &[&str]) -> Vec<GoldenCase> {
-    let Some(root) = std::env::var_os("STK_REPO_ROOT") else {
+    if std::env::var_os("STK_REPO_ROOT").is_none() {
         return golden::golden_cases(kinds);
-    };
-    let dir = std::path::Path::new(&root).join("tests").join("golden");
+    }
+    let dir = repo_root().join("tests").join("golden");
     let mut out: Vec<GoldenCase> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("STK_REPO_ROOT: {}: {e}", dir.display()))
         .filter_map(|entry| {
@@ -250,6 +241,21 @@ pub mod strategies {
         prop_oneof![4 => 1usize..13, 2 => Just(16), 2 => Just(24), 2 => Just(64), 1 => Just(96), 1 => Just(1030)]
     }
 
+    /// Mostly short sequences; sometimes long enough that every group of a block's threads
+    /// runs full unrolled steps (up to 16 groups of 4 rows each).
+    pub fn seq_len() -> impl Strategy<Value = usize> {
+        prop_oneof![4 => 0usize..12, 1 => 40usize..80]
+    }
+
+    /// The longest sequence used with rows of width `d`.
+    fn seq_cap(d: usize) -> usize {
+        match d {
+            0..=96 => usize::MAX,
+            97..=512 => 12,
+            _ => 3,
+        }
+    }
+
     pub fn modes() -> impl Strategy<Value = Vec<PoolingMode>> {
         prop::collection::vec(prop::sample::select(PoolingMode::ALL.to_vec()), 1..4)
     }
@@ -272,7 +278,7 @@ pub mod strategies {
     pub fn padded_problem() -> impl Strategy<Value = PaddedProblem> {
         (
             1usize..5,
-            0usize..12,
+            seq_len(),
             pool_dim(),
             (float_dtype(), float_dtype()),
             modes(),
@@ -281,8 +287,8 @@ pub mod strategies {
         )
             .prop_flat_map(
                 |(b, t, d, (dtype, cls_dtype), modes, prompt, (with_tws, with_cls, normalize))| {
-                    // Keep the big rows' problems small.
-                    let t = if d > 512 { t.min(3) } else { t };
+                    // Keep big problems small: long rows only with short sequences.
+                    let t = t.min(seq_cap(d));
                     let tws = if with_tws {
                         prop::option::of(prop::collection::vec(0.1f32..10.0, b)).boxed()
                     } else {
@@ -313,7 +319,7 @@ pub mod strategies {
 
     pub fn varlen_problem() -> impl Strategy<Value = VarlenProblem> {
         (
-            prop::collection::vec(0usize..10, 1..5),
+            prop::collection::vec(seq_len(), 1..5),
             pool_dim(),
             float_dtype(),
             modes(),
@@ -321,11 +327,7 @@ pub mod strategies {
             any::<bool>(),
         )
             .prop_flat_map(|(lens, d, dtype, modes, prompt, normalize)| {
-                let lens: Vec<usize> = if d > 512 {
-                    lens.iter().map(|&l| l.min(3)).collect()
-                } else {
-                    lens
-                };
+                let lens: Vec<usize> = lens.iter().map(|&l| l.min(seq_cap(d))).collect();
                 let n: usize = lens.iter().sum();
                 values(n * d).prop_map(move |values| VarlenProblem {
                     lens: lens.clone(),

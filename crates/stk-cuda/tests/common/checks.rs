@@ -1,0 +1,525 @@
+//! Checks of kernel outputs against the CPU, written once for any [`Kernels`] implementation:
+//! the GPU (`tests/parity.rs`) and the CPU simulator of the same CUDA sources
+//! (`examples/kernel_sim.rs`, run by `cargo xtask kernel-sim`).
+
+use super::{
+    golden, golden_cases, normalize_reference, pool_reference_f64, pooling_case, round_to, tensors,
+};
+use super::{Layout, PaddedProblem, VarlenProblem};
+use proptest::prelude::*;
+use stk_core::{DType, PoolingSpec, Result, Tensor, TokenBags};
+use stk_cuda::{BagReduce, CudaDevice, DeviceEmbeddingTable, NormRule, PoolExtras, PoolInput};
+
+/// What runs the kernels: the GPU, or the simulator.
+pub trait Kernels {
+    fn pool(
+        &self,
+        input: PoolInput<'_>,
+        spec: &PoolingSpec,
+        extras: &PoolExtras<'_>,
+        normalize: bool,
+    ) -> Result<Tensor>;
+    fn normalize(&self, x: &Tensor, rule: NormRule) -> Result<Tensor>;
+    fn weighted_layer_pool(
+        &self,
+        all_layers: &Tensor,
+        layer_start: usize,
+        layer_weights: &Tensor,
+    ) -> Result<Tensor>;
+    #[allow(clippy::too_many_arguments)]
+    fn embedding_bag(
+        &self,
+        table: &Tensor,
+        mapping: Option<&Tensor>,
+        weights: Option<&Tensor>,
+        bags: &TokenBags,
+        reduce: BagReduce,
+        normalize: Option<NormRule>,
+    ) -> Result<Tensor>;
+}
+
+impl Kernels for CudaDevice {
+    fn pool(
+        &self,
+        input: PoolInput<'_>,
+        spec: &PoolingSpec,
+        extras: &PoolExtras<'_>,
+        normalize: bool,
+    ) -> Result<Tensor> {
+        CudaDevice::pool(self, input, spec, extras, normalize)
+    }
+    fn normalize(&self, x: &Tensor, rule: NormRule) -> Result<Tensor> {
+        CudaDevice::normalize(self, x, rule)
+    }
+    fn weighted_layer_pool(
+        &self,
+        all_layers: &Tensor,
+        layer_start: usize,
+        layer_weights: &Tensor,
+    ) -> Result<Tensor> {
+        CudaDevice::weighted_layer_pool(self, all_layers, layer_start, layer_weights)
+    }
+    fn embedding_bag(
+        &self,
+        table: &Tensor,
+        mapping: Option<&Tensor>,
+        weights: Option<&Tensor>,
+        bags: &TokenBags,
+        reduce: BagReduce,
+        normalize: Option<NormRule>,
+    ) -> Result<Tensor> {
+        let t = DeviceEmbeddingTable::new(self, table, mapping, weights)?;
+        CudaDevice::embedding_bag(self, &t, bags, reduce, normalize)
+    }
+}
+
+pub type Check = std::result::Result<(), String>;
+
+fn f32s(t: &Tensor) -> Vec<f32> {
+    t.to_f32_vec().unwrap()
+}
+
+fn input(layout: &Layout) -> PoolInput<'_> {
+    match layout {
+        Layout::Padded(b) => b.into(),
+        Layout::Varlen(b) => b.into(),
+    }
+}
+
+/// The pooled reference rounded to the output dtype, then (optionally) normalized as a
+/// separate Normalize module would: from the rounded values, in f64, rounded again.
+fn expected_pool(rounded: &[f32], cols: usize, dtype: DType, normalize: bool) -> Vec<f32> {
+    if !normalize {
+        return rounded.to_vec();
+    }
+    let v: Vec<f64> = rounded.iter().map(|&x| x as f64).collect();
+    let rule = NormRule::SENTENCE_TRANSFORMERS;
+    round_to(
+        &normalize_reference(&v, cols, rule.add as f64, rule.floor as f64),
+        dtype,
+    )
+}
+
+fn tol(dtype: DType) -> f32 {
+    golden::tolerance_for(dtype.as_str(), false)
+}
+
+/// Every golden pooling case, plain and with the fused normalize (`normalize_every`: on every
+/// n-th case only, to keep slow backends quick). Returns the number of cases.
+pub fn golden_pooling(
+    k: &dyn Kernels,
+    normalize_every: usize,
+) -> std::result::Result<usize, String> {
+    let cases = golden_cases(&["pooling"]);
+    for (i, case) in cases.iter().enumerate() {
+        let c = pooling_case(case);
+        let extras = PoolExtras {
+            token_weights_sum: c.token_weights_sum.as_deref(),
+            cls_token_embeddings: None,
+        };
+        let expected = f32s(&c.expected);
+        let normalizes: &[bool] = if i % normalize_every.max(1) == 0 {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &normalize in normalizes {
+            let got = k
+                .pool(input(&c.layout), &c.spec, &extras, normalize)
+                .map_err(|e| format!("{}: {e}", c.name))?;
+            if got.dtype() != c.expected.dtype() || got.dims() != c.expected.dims() {
+                return Err(format!(
+                    "{}: got {:?}, expected {:?}",
+                    c.name, got, c.expected
+                ));
+            }
+            let want = expected_pool(&expected, c.expected.dims()[1], got.dtype(), normalize);
+            golden::compare(&f32s(&got), &want, c.tolerance)
+                .map_err(|e| format!("{} (normalize={normalize}): {e}", c.name))?;
+        }
+    }
+    Ok(cases.len())
+}
+
+pub fn golden_normalize(k: &dyn Kernels) -> Check {
+    for case in golden_cases(&["normalize"]) {
+        let file = tensors(&case);
+        let x = file.get("sentence_embedding").unwrap();
+        let expected = file.get("expected").unwrap();
+        let got = k
+            .normalize(&x, NormRule::SENTENCE_TRANSFORMERS)
+            .map_err(|e| format!("{}: {e}", case.name))?;
+        if got.dtype() != expected.dtype() {
+            return Err(format!(
+                "{}: dtype {} vs {}",
+                case.name,
+                got.dtype(),
+                expected.dtype()
+            ));
+        }
+        let t = golden::tolerance_for(case.case["dtype"].as_str().unwrap(), false);
+        golden::compare(&f32s(&got), &f32s(&expected), t)
+            .map_err(|e| format!("{}: {e}", case.name))?;
+    }
+    Ok(())
+}
+
+pub fn golden_layer_pool(k: &dyn Kernels) -> Check {
+    for case in golden_cases(&["weighted_layer_pooling"]) {
+        let file = tensors(&case);
+        let layers = file.get("all_layer_embeddings").unwrap();
+        let weights = file.get("layer_weights").unwrap();
+        let start = case.case["layer_start"].as_u64().unwrap() as usize;
+        let expected = file.get("expected").unwrap();
+        let got = k
+            .weighted_layer_pool(&layers, start, &weights)
+            .map_err(|e| format!("{}: {e}", case.name))?;
+        if (got.dtype(), got.dims()) != (expected.dtype(), expected.dims()) {
+            return Err(format!("{}: got {got:?}, expected {expected:?}", case.name));
+        }
+        golden::compare(&f32s(&got), &f32s(&expected), 1e-5)
+            .map_err(|e| format!("{}: {e}", case.name))?;
+    }
+    Ok(())
+}
+
+pub fn padded(k: &dyn Kernels, p: &PaddedProblem) -> Check {
+    let layout = Layout::Padded(p.batch());
+    let spec = p.spec();
+    let cls = p.cls_tensor();
+    let extras = PoolExtras {
+        token_weights_sum: p.tws.as_deref(),
+        cls_token_embeddings: cls.as_ref(),
+    };
+    let got = k
+        .pool(input(&layout), &spec, &extras, p.normalize)
+        .map_err(|e| e.to_string())?;
+    let Layout::Padded(batch) = &layout else {
+        unreachable!()
+    };
+    let cpu_extras = stk_cpu::PoolExtras {
+        token_weights_sum: p.tws.as_deref(),
+        cls_token_embeddings: cls.as_ref(),
+    };
+    let cpu = stk_cpu::pool_padded(batch, &spec, &cpu_extras).map_err(|e| e.to_string())?;
+    if got.dtype() != cpu.dtype() || got.dims() != cpu.dims() {
+        return Err(format!("got {got:?}, the CPU gives {cpu:?}"));
+    }
+    let reference = round_to(
+        &pool_reference_f64(&layout, &spec, p.tws.as_deref(), cls.as_ref()),
+        cpu.dtype(),
+    );
+    let want = expected_pool(&reference, cpu.dims()[1], cpu.dtype(), p.normalize);
+    golden::compare(&f32s(&got), &want, tol(p.dtype))
+}
+
+pub fn varlen(k: &dyn Kernels, p: &VarlenProblem) -> Check {
+    let layout = Layout::Varlen(p.batch());
+    let spec = p.spec();
+    let got = k
+        .pool(input(&layout), &spec, &PoolExtras::default(), p.normalize)
+        .map_err(|e| e.to_string())?;
+    if got.dtype() != p.dtype {
+        return Err(format!("dtype {} instead of {}", got.dtype(), p.dtype));
+    }
+    let reference = round_to(&pool_reference_f64(&layout, &spec, None, None), p.dtype);
+    let want = expected_pool(&reference, spec.modes.len() * p.dim, p.dtype, p.normalize);
+    golden::compare(&f32s(&got), &want, tol(p.dtype))
+}
+
+/// A random normalize problem.
+#[derive(Debug, Clone)]
+pub struct NormalizeProblem {
+    pub rows: usize,
+    pub dim: usize,
+    pub dtype: DType,
+    /// Row 0 is all zeros when there are several rows (it must stay zero).
+    pub values: Vec<f32>,
+    pub model2vec: bool,
+}
+
+pub fn normalize(k: &dyn Kernels, p: &NormalizeProblem) -> Check {
+    let x = Tensor::from_vec([p.rows, p.dim], p.values.clone())
+        .unwrap()
+        .to_dtype(p.dtype)
+        .unwrap();
+    let rule = if p.model2vec {
+        NormRule::MODEL2VEC
+    } else {
+        NormRule::SENTENCE_TRANSFORMERS
+    };
+    let got = k.normalize(&x, rule).map_err(|e| e.to_string())?;
+    if got.dtype() != p.dtype {
+        return Err(format!("dtype {}", got.dtype()));
+    }
+    let want = if p.model2vec {
+        let v: Vec<f64> = f32s(&x).iter().map(|&v| v as f64).collect();
+        round_to(&normalize_reference(&v, p.dim, 1e-32, 0.0), p.dtype)
+    } else {
+        f32s(&stk_cpu::normalize(&x).unwrap())
+    };
+    golden::compare(&f32s(&got), &want, tol(p.dtype))
+}
+
+/// A random weighted-layer-pooling problem.
+#[derive(Debug, Clone)]
+pub struct LayerPoolProblem {
+    pub dims: [usize; 4],
+    pub start: usize,
+    pub dtype: DType,
+    pub weights_dtype: DType,
+    pub values: Vec<f32>,
+    pub weights: Vec<f32>,
+}
+
+pub fn layer_pool(k: &dyn Kernels, p: &LayerPoolProblem) -> Check {
+    let all = Tensor::from_vec(p.dims.to_vec(), p.values.clone())
+        .unwrap()
+        .to_dtype(p.dtype)
+        .unwrap();
+    let w = Tensor::from_vec([p.weights.len()], p.weights.clone())
+        .unwrap()
+        .to_dtype(p.weights_dtype)
+        .unwrap();
+    let got = k
+        .weighted_layer_pool(&all, p.start, &w)
+        .map_err(|e| e.to_string())?;
+    let cpu = stk_cpu::weighted_layer_pooling(&all, p.start, &w).unwrap();
+    if (got.dtype(), got.dims()) != (cpu.dtype(), cpu.dims()) {
+        return Err(format!("got {got:?}, the CPU gives {cpu:?}"));
+    }
+    golden::compare(&f32s(&got), &f32s(&cpu), tol(cpu.dtype()))
+}
+
+/// A random embedding-bag problem.
+#[derive(Debug, Clone)]
+pub struct BagProblem {
+    pub rows: usize,
+    pub dim: usize,
+    pub dtype: DType,
+    pub table: Vec<f32>,
+    pub mapping: Option<Vec<i32>>,
+    pub weights: Option<Vec<f32>>,
+    pub bags: Vec<Vec<u32>>,
+    pub reduce: BagReduce,
+    pub rule: Option<NormRule>,
+}
+
+impl BagProblem {
+    pub fn vocab(&self) -> usize {
+        self.mapping.as_ref().map_or(self.rows, Vec::len)
+    }
+    pub fn table_tensor(&self) -> Tensor {
+        let t = Tensor::from_vec([self.rows, self.dim], self.table.clone()).unwrap();
+        if self.dtype == DType::I8 {
+            let v: Vec<i8> = self.table.iter().map(|&x| x as i8).collect();
+            Tensor::from_vec([self.rows, self.dim], v).unwrap()
+        } else {
+            t.to_dtype(self.dtype).unwrap()
+        }
+    }
+}
+
+pub fn embedding_bag(k: &dyn Kernels, p: &BagProblem) -> Check {
+    let vocab = p.vocab();
+    let table = p.table_tensor();
+    let mapping = p
+        .mapping
+        .as_ref()
+        .map(|m| Tensor::from_slice([vocab], m).unwrap());
+    let weights = p
+        .weights
+        .as_ref()
+        .map(|w| Tensor::from_slice([vocab], w).unwrap());
+    let bags = TokenBags::from_bags(&p.bags, vocab).unwrap();
+    let got = k
+        .embedding_bag(
+            &table,
+            mapping.as_ref(),
+            weights.as_ref(),
+            &bags,
+            p.reduce,
+            p.rule,
+        )
+        .map_err(|e| e.to_string())?;
+    let got = f32s(&got);
+
+    // f64 oracle: row(id) = table[mapping[id]] · weights[id], combined, normalized.
+    let tv = f32s(&table);
+    let d = p.dim;
+    let mut want = Vec::new();
+    for bag in &p.bags {
+        let mut acc = vec![0f64; d];
+        let mut wsum = 0f64;
+        for &id in bag {
+            let r = p
+                .mapping
+                .as_ref()
+                .map_or(id as usize, |m| m[id as usize] as usize);
+            let w = p.weights.as_ref().map_or(1.0, |w| w[id as usize] as f64);
+            wsum += w;
+            for (a, &x) in acc.iter_mut().zip(&tv[r * d..(r + 1) * d]) {
+                *a += x as f64 * w;
+            }
+        }
+        let div = match p.reduce {
+            BagReduce::Sum => 1.0,
+            BagReduce::MeanByCount => bag.len() as f64,
+            BagReduce::MeanByWeightSum => wsum,
+        };
+        want.extend(acc.iter().map(|&a| {
+            if bag.is_empty() || div == 0.0 {
+                0.0
+            } else {
+                a / div
+            }
+        }));
+    }
+    if let Some(r) = p.rule {
+        want = normalize_reference(&want, d, r.add as f64, r.floor as f64);
+    }
+    let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+    golden::compare(&got, &want, 2e-5)?;
+    // stk-cpu's embedding bag (model2vec / StaticEmbedding mean) agrees too.
+    if p.reduce == BagReduce::MeanByCount && p.rule.is_none() && p.dtype != DType::BF16 {
+        let cpu = stk_cpu::EmbeddingBag::new(table, mapping.as_ref(), weights.as_ref()).unwrap();
+        let cpu_out = f32s(&cpu.bag_mean(&bags).unwrap());
+        golden::compare(&got, &cpu_out, 2e-5).map_err(|e| format!("vs stk-cpu: {e}"))?;
+    }
+    Ok(())
+}
+
+pub mod strategies {
+    use super::*;
+    use crate::common::strategies::float_dtype;
+
+    pub fn normalize_problem() -> impl Strategy<Value = NormalizeProblem> {
+        (
+            0usize..20,
+            prop_oneof![1usize..40, Just(256), Just(1030)],
+            float_dtype(),
+            any::<bool>(),
+        )
+            .prop_flat_map(|(rows, dim, dtype, model2vec)| {
+                prop::collection::vec(-3.0f32..3.0, rows * dim).prop_map(move |mut values| {
+                    if rows > 1 {
+                        values[..dim].iter_mut().for_each(|v| *v = 0.0);
+                    }
+                    NormalizeProblem {
+                        rows,
+                        dim,
+                        dtype,
+                        values,
+                        model2vec,
+                    }
+                })
+            })
+    }
+
+    pub fn layer_pool_problem() -> impl Strategy<Value = LayerPoolProblem> {
+        (
+            1usize..6,
+            0usize..6,
+            1usize..4,
+            0usize..6,
+            prop_oneof![1usize..20, Just(64)],
+            float_dtype(),
+            float_dtype(),
+        )
+            .prop_flat_map(|(layers, start, b, t, d, dtype, weights_dtype)| {
+                let start = start % layers;
+                (
+                    prop::collection::vec(-2.0f32..2.0, layers * b * t * d),
+                    prop::collection::vec(0.1f32..2.0, layers - start),
+                )
+                    .prop_map(move |(values, weights)| LayerPoolProblem {
+                        dims: [layers, b, t, d],
+                        start,
+                        dtype,
+                        weights_dtype,
+                        values,
+                        weights,
+                    })
+            })
+    }
+
+    pub fn bag_problem() -> impl Strategy<Value = BagProblem> {
+        let dims = (
+            1usize..50,
+            prop_oneof![
+                1usize..20,
+                Just(32),
+                Just(64),
+                Just(70),
+                Just(256),
+                Just(512)
+            ],
+        );
+        let dtype = prop_oneof![
+            Just(DType::F32),
+            Just(DType::F16),
+            Just(DType::BF16),
+            Just(DType::I8)
+        ];
+        let reduce = prop_oneof![
+            Just(BagReduce::MeanByCount),
+            Just(BagReduce::Sum),
+            Just(BagReduce::MeanByWeightSum)
+        ];
+        let rule = prop_oneof![
+            Just(None),
+            Just(Some(NormRule::SENTENCE_TRANSFORMERS)),
+            Just(Some(NormRule::MODEL2VEC))
+        ];
+        (
+            dims,
+            dtype,
+            any::<(bool, bool)>(),
+            prop::collection::vec(0usize..12, 0..20),
+            reduce,
+            rule,
+        )
+            .prop_flat_map(
+                |((rows, dim), dtype, (with_mapping, with_weights), lens, reduce, rule)| {
+                    let vocab = if with_mapping { rows + 17 } else { rows };
+                    let table = if dtype == DType::I8 {
+                        prop::collection::vec((-127i32..=127).prop_map(|v| v as f32), rows * dim)
+                            .boxed()
+                    } else {
+                        prop::collection::vec(-2.0f32..2.0, rows * dim).boxed()
+                    };
+                    let mapping = if with_mapping {
+                        prop::collection::vec(0..rows as i32, vocab)
+                            .prop_map(Some)
+                            .boxed()
+                    } else {
+                        Just(None).boxed()
+                    };
+                    let weights = if with_weights {
+                        prop::collection::vec(0.0f32..2.0, vocab)
+                            .prop_map(Some)
+                            .boxed()
+                    } else {
+                        Just(None).boxed()
+                    };
+                    let bags = lens
+                        .into_iter()
+                        .map(|n| prop::collection::vec(0..vocab as u32, n))
+                        .collect::<Vec<_>>();
+                    (table, mapping, weights, bags).prop_map(
+                        move |(table, mapping, weights, bags)| BagProblem {
+                            rows,
+                            dim,
+                            dtype,
+                            table,
+                            mapping,
+                            weights,
+                            bags,
+                            reduce,
+                            rule,
+                        },
+                    )
+                },
+            )
+    }
+}
