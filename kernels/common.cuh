@@ -90,8 +90,11 @@ __device__ __forceinline__ float max_keep_nan(float a, float b) {
 // The L2 norm divisor of both normalize conventions in one formula:
 //   sentence-transformers Normalize: max(||v||, 1e-12)   -> add = 0,     floor = 1e-12
 //   model2vec:                       ||v|| + 1e-32       -> add = 1e-32, floor = 0
+// A NaN norm stays NaN (as torch's clamp_min keeps it), so a NaN anywhere in v gives NaN
+// everywhere; fmaxf would replace it by the floor.
 __device__ __forceinline__ float norm_divisor(float sumsq, float add, float floor_) {
-    return fmaxf(sqrtf(sumsq) + add, floor_);
+    const float d = sqrtf(sumsq) + add;
+    return d < floor_ ? floor_ : d;
 }
 
 // Sum of `v` over the whole block (every thread must call it). `scratch` holds one float per warp.

@@ -6,7 +6,8 @@
 //   segments      [2 * S]  (begin, end) ranges of token rows that count for a row. The host
 //                 turns each mask row (after prompt exclusion) into its runs of 1s, usually one
 //                 run, so the kernel reads every real token row once and never a padded one.
-//   row_rows      [3 * B]  per row: cls token row (-1: zeros), last-token row (-1: zeros), and
+//   row_rows      [3 * B]  per row: cls token row (-1: zeros), last-token row (-1: zeros;
+//                 -2 - r: row r times 0, the reference's answer for a row with no real token), and
 //                 the "origin" row whose weightedmean weight is 1 (weight = row - origin + 1)
 //   row_divisors  [3 * B]  per row: mean, mean_sqrt_len_tokens and weightedmean divisors, already
 //                 clamped (max(n, 1e-9), sqrt of it, max(sum w, 1e-9)) or token_weights_sum
@@ -182,8 +183,10 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
                         tok = load_pack<T, V>(x + cls_row * D + j);
                         have_tok = true;
                     }
-                } else if (code == MODE_LAST_TOKEN && last_row >= 0) {
-                    tok = load_pack<T, V>(x + last_row * D + j);
+                } else if (code == MODE_LAST_TOKEN && last_row != -1) {
+                    // last_row <= -2: no real token; the reference gathers position 0 of
+                    // x * mask, i.e. that row times 0 (NaN and inf give NaN, signs stay).
+                    tok = load_pack<T, V>(x + (last_row >= 0 ? last_row : -2 - last_row) * D + j);
                     have_tok = true;
                 }
                 const int64_t at = out_row + (int64_t)k * D + j;
@@ -195,6 +198,9 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
                         case MODE_MEAN: v = sum[i] / div_mean; break;
                         case MODE_MEAN_SQRT_LEN: v = sum[i] / div_sqrt; break;
                         case MODE_WEIGHTED_MEAN: v = wsum[i] / div_weighted; break;
+                        case MODE_LAST_TOKEN:
+                            v = have_tok ? pack_get<T, V>(tok, i) * (last_row >= 0 ? 1.f : 0.f) : 0.f;
+                            break;
                         default: v = have_tok ? pack_get<T, V>(tok, i) : 0.f; break;
                     }
                     store_out<T>(out, out_f32, at + i, v);

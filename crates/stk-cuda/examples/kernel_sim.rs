@@ -318,6 +318,7 @@ fn main() {
             ok = false;
         }
     };
+    report("NaN and infinities", checks::non_finite(&sim));
     report("golden normalize cases", checks::golden_normalize(&sim));
     report(
         "golden weighted layer pooling cases",

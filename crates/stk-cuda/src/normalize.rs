@@ -30,9 +30,14 @@ impl NormRule {
         floor: 0.0,
     };
 
-    /// The divisor for a vector of norm `norm`.
+    /// The divisor for a vector of norm `norm` (a NaN norm stays NaN, as torch's clamp keeps it).
     pub fn divisor(self, norm: f32) -> f32 {
-        (norm + self.add).max(self.floor)
+        let d = norm + self.add;
+        if d < self.floor {
+            self.floor
+        } else {
+            d
+        }
     }
 }
 

@@ -253,7 +253,8 @@ impl PoolPlan {
     pub fn segments(&self) -> &[i64] {
         &self.segments
     }
-    /// Per row: cls token row (−1: zeros), last-token row (−1: zeros), weight-origin row.
+    /// Per row: cls token row (−1: zeros), last-token row (−1: zeros; −2 − r: row r times 0),
+    /// weight-origin row.
     pub fn row_rows(&self) -> &[i64] {
         &self.row_rows
     }
@@ -361,7 +362,13 @@ fn padded_row(b: &PaddedBatch, i: usize, prompt: usize, segments: &mut Vec<i64>)
             None if t > 0 => base,
             None => -1,
         },
-        last_row: last_real.map_or(-1, |j| base + j as i64),
+        // No real token: the reference gathers position 0 of `x × mask`, that row times 0
+        // (which keeps signs, and makes NaN of NaN and inf); encoded as −2 − row.
+        last_row: match last_real {
+            Some(j) => base + j as i64,
+            None if t > 0 => -2 - base,
+            None => -1,
+        },
         origin: base + first as i64,
         count,
         weight_total,

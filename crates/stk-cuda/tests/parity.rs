@@ -71,6 +71,14 @@ fn golden_weighted_layer_pooling_cases_on_gpu() {
     ok(checks::golden_layer_pool(dev));
 }
 
+#[test]
+fn non_finite_values_on_gpu() {
+    let Some(dev) = gpu("non_finite_values_on_gpu") else {
+        return;
+    };
+    ok(checks::non_finite(dev));
+}
+
 fn prop(check: checks::Check, case: &dyn std::fmt::Debug) -> Result<(), TestCaseError> {
     check.map_err(|e| TestCaseError::fail(format!("{e}\n{case:?}")))
 }

@@ -53,6 +53,9 @@ fn emulate(plan: &PoolPlan, x: &[f32], cls: Option<&[f32]>) -> Vec<f64> {
                             / divs[3 * b + 2] as f64
                     }
                     PoolingMode::LastToken if last_row >= 0 => at(last_row as usize, k),
+                    PoolingMode::LastToken if last_row <= -2 => {
+                        at((-2 - last_row) as usize, k) * 0.0
+                    }
                     PoolingMode::LastToken => 0.0,
                 });
             }
@@ -265,11 +268,12 @@ fn pool_plan_edge_rows() {
         .unwrap()
         .with_prompt_length(Some(1));
     let plan = PoolPlan::new((&batch).into(), &spec, &PoolExtras::default()).unwrap();
-    // Row 0: nothing counts; cls reads position 0 (argmax of zeros), lasttoken gives zeros.
+    // Row 0: nothing counts; cls reads position 0 (argmax of zeros), lasttoken position 0
+    // times 0 (encoded −2 − 0).
     // Row 1: first 1 at position 1, prompt drops it, position 3 remains (flat row 7).
     assert_eq!(plan.row_segments(), &[0, 0, 1]);
     assert_eq!(plan.segments(), &[7, 8]);
-    assert_eq!(plan.row_rows(), &[0, -1, 0, 7, 7, 5]);
+    assert_eq!(plan.row_rows(), &[0, -2, 0, 7, 7, 5]);
     // Row 1: one token of weight 3 − 1 + 1 = 3.
     assert_eq!(
         plan.row_divisors(),

@@ -227,6 +227,94 @@ pub fn varlen(k: &dyn Kernels, p: &VarlenProblem) -> Check {
     golden::compare(&f32s(&got), &want, tol(p.dtype))
 }
 
+/// NaN and infinities propagate as stk-cpu (and torch) propagate them: max keeps a NaN,
+/// inf − inf sums are NaN, a NaN anywhere in a normalized row makes the row NaN, lasttoken of
+/// a row without real tokens is position 0 times 0, and padding is never read.
+pub fn non_finite(k: &dyn Kernels) -> Check {
+    use stk_core::{PaddedBatch, PoolingMode, VarlenBatch};
+    const NAN: f32 = f32::NAN;
+    const INF: f32 = f32::INFINITY;
+    let rows: [[f32; 4]; 6] = [
+        [1.0, NAN, INF, -2.0],
+        [3.0, 2.0, -INF, INF],
+        [NAN, INF, 0.5, 7.0], // padding of row 0
+        [INF, NAN, -1.0, 4.0],
+        [2.0, 2.0, 2.0, 2.0],
+        [-INF, 1.0, NAN, 0.0],
+    ];
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    let spec = PoolingSpec::new(PoolingMode::ALL.to_vec()).unwrap();
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let tokens = Tensor::from_vec([2, 3, 4], flat.clone())
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        // Row 1 has no real token.
+        let batch =
+            PaddedBatch::with_mask_values(tokens.clone(), Some(vec![1, 1, 0, 0, 0, 0])).unwrap();
+        let cpu = stk_cpu::pool_padded(&batch, &spec, &stk_cpu::PoolExtras::default()).unwrap();
+        for normalize in [false, true] {
+            let got = k
+                .pool((&batch).into(), &spec, &PoolExtras::default(), normalize)
+                .map_err(|e| e.to_string())?;
+            let want = if normalize {
+                stk_cpu::normalize(&cpu).unwrap()
+            } else {
+                cpu.clone()
+            };
+            golden::compare(&f32s(&got), &f32s(&want), tol(dtype))
+                .map_err(|e| format!("padded {dtype} normalize={normalize}: {e}"))?;
+        }
+        let varlen = VarlenBatch::new(tokens.reshape([6, 4]).unwrap(), &[0, 2, 2, 6]).unwrap();
+        let cpu = stk_cpu::pool_varlen(&varlen, &spec, &stk_cpu::PoolExtras::default()).unwrap();
+        let got = k
+            .pool((&varlen).into(), &spec, &PoolExtras::default(), false)
+            .map_err(|e| e.to_string())?;
+        golden::compare(&f32s(&got), &f32s(&cpu), tol(dtype))
+            .map_err(|e| format!("varlen {dtype}: {e}"))?;
+
+        let x = Tensor::from_vec([6, 4], flat.clone())
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let got = k
+            .normalize(&x, NormRule::SENTENCE_TRANSFORMERS)
+            .map_err(|e| e.to_string())?;
+        golden::compare(
+            &f32s(&got),
+            &f32s(&stk_cpu::normalize(&x).unwrap()),
+            tol(dtype),
+        )
+        .map_err(|e| format!("normalize {dtype}: {e}"))?;
+
+        let layers = Tensor::from_vec([3, 2, 1, 4], flat.clone())
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let w = Tensor::from_vec([2], vec![1.0f32, 2.0])
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let got = k
+            .weighted_layer_pool(&layers, 1, &w)
+            .map_err(|e| e.to_string())?;
+        let cpu = stk_cpu::weighted_layer_pooling(&layers, 1, &w).unwrap();
+        golden::compare(&f32s(&got), &f32s(&cpu), tol(dtype))
+            .map_err(|e| format!("layer pooling {dtype}: {e}"))?;
+    }
+    // Embedding bag: only the bags that use a non-finite row are affected.
+    let table = Tensor::from_vec([3, 2], vec![1.0f32, 2.0, NAN, 0.0, INF, -1.0]).unwrap();
+    let bags = TokenBags::from_bags(&[vec![0u32], vec![0, 1], vec![0, 2], vec![]], 3).unwrap();
+    let got = k
+        .embedding_bag(&table, None, None, &bags, BagReduce::MeanByCount, None)
+        .map_err(|e| e.to_string())?;
+    let cpu = stk_cpu::EmbeddingBag::new(table, None, None)
+        .unwrap()
+        .bag_mean(&bags)
+        .unwrap();
+    golden::compare(&f32s(&got), &f32s(&cpu), 1e-6).map_err(|e| format!("embedding bag: {e}"))
+}
+
 /// A random normalize problem.
 #[derive(Debug, Clone)]
 pub struct NormalizeProblem {

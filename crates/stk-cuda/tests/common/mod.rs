@@ -142,7 +142,12 @@ pub fn normalize_reference(x: &[f64], d: usize, add: f64, floor: f64) -> Vec<f64
     x.chunks(d)
         .flat_map(|row| {
             let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
-            let div = (norm + add).max(floor);
+            // A NaN norm stays NaN, as torch's clamp_min keeps it.
+            let div = if norm + add < floor {
+                floor
+            } else {
+                norm + add
+            };
             row.iter().map(move |v| v / div).collect::<Vec<_>>()
         })
         .collect()
