@@ -1101,3 +1101,65 @@ fn nan_weighted_layer_pooling_propagates_from_a_layer() {
     let e = err(stk_cpu::weighted_layer_pooling(&layers, 0, &w).map(|_| ()));
     says(&e, &["layer_weights", "NaN"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// degenerate shapes: zero batch, zero length, zero width give empty or zero results, not panics
+
+#[test]
+fn degenerate_shapes_do_not_panic() {
+    let all_modes = stk_core::PoolingSpec::new(
+        PoolingMode::parse_list("cls,max,mean,mean_sqrt_len_tokens,weightedmean,lasttoken")
+            .unwrap(),
+    )
+    .unwrap();
+    let extras = stk_cpu::PoolExtras::default();
+    for dims in [[0usize, 0, 0], [0, 3, 4], [2, 0, 4], [2, 3, 0], [1, 1, 1]] {
+        let tokens = Tensor::zeros(dims, stk_core::DType::F32).unwrap();
+        let b = PaddedBatch::new(tokens, None).unwrap();
+        let out = stk_cpu::pool_padded(&b, &all_modes, &extras).unwrap();
+        assert_eq!(out.dims(), [dims[0], 6 * dims[2]], "{dims:?}");
+        for p in [Some(0), Some(1), Some(1000), Some(usize::MAX)] {
+            let spec = all_modes.clone().with_prompt_length(p);
+            let out = stk_cpu::pool_padded(&b, &spec, &extras).unwrap();
+            assert_eq!(out.dims(), [dims[0], 6 * dims[2]], "{dims:?} prompt {p:?}");
+        }
+    }
+    for (n, cu) in [
+        (0usize, vec![0i64]),
+        (0, vec![0, 0, 0]),
+        (3, vec![0, 0, 3, 3]),
+    ] {
+        let tokens = Tensor::zeros([n, 4], stk_core::DType::F32).unwrap();
+        let v = VarlenBatch::new(tokens, &cu).unwrap();
+        for p in [None, Some(2), Some(usize::MAX)] {
+            let spec = all_modes.clone().with_prompt_length(p);
+            let out = stk_cpu::pool_varlen(&v, &spec, &extras).unwrap();
+            assert_eq!(out.dims(), [cu.len() - 1, 24], "{cu:?} prompt {p:?}");
+        }
+    }
+    for dims in [&[0usize, 4][..], &[2, 0][..], &[0][..]] {
+        let t = Tensor::zeros(dims.to_vec(), stk_core::DType::F32).unwrap();
+        let out = stk_cpu::normalize(&t).unwrap();
+        assert_eq!(out.dims(), dims);
+    }
+    let e = err(stk_cpu::normalize(
+        &Tensor::zeros(Vec::<usize>::new(), stk_core::DType::F32).unwrap(),
+    )
+    .map(|_| ()));
+    says(&e, &["sentence_embedding"]);
+    let layers = Tensor::zeros([3, 0, 0, 0], stk_core::DType::F32).unwrap();
+    let w = Tensor::from_vec([2], vec![1f32, 1.0]).unwrap();
+    let out = stk_cpu::weighted_layer_pooling(&layers, 1, &w).unwrap();
+    assert_eq!(out.dims(), [0, 0, 0]);
+    let bag = stk_cpu::EmbeddingBag::new(
+        Tensor::zeros([0, 4], stk_core::DType::F32).unwrap(),
+        None,
+        None,
+    )
+    .unwrap();
+    let e = err(TokenBags::from_bags(&[vec![0u32]], bag.vocab()));
+    assert!(matches!(e, Error::IdOutOfRange { vocab: 0, .. }), "{e}");
+    let empty_bags = TokenBags::from_bags(&[Vec::<u32>::new(), vec![]], bag.vocab()).unwrap();
+    let out = bag.bag_mean(&empty_bags).unwrap();
+    assert_eq!(out.to_f32_vec().unwrap(), [0.0; 8]);
+}

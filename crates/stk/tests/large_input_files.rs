@@ -5,7 +5,7 @@
 //! file-backed pages of the memory-mapped model included) in `/proc/<pid>/status` until it exits.
 //!
 //! The 200 MB cases run in CI (about 15 s each in a debug build). The 1 GB case is ignored by
-//! default (it writes ~1.7 GB to the temporary folder); run it with
+//! default (1 GB of input and 0.6 GB of output in the temporary folder); run it with
 //! `cargo test --release -p stk --test large_input_files -- --ignored --nocapture`.
 
 #[path = "../../../tests/lib.rs"]
@@ -226,7 +226,7 @@ fn encode_200mb_json_array_in_bounded_memory() {
 }
 
 #[test]
-#[ignore = "1 GB of input and 1.7 GB of output in the temporary folder; run by hand in release"]
+#[ignore = "1 GB of input and 0.6 GB of output in the temporary folder; run by hand in release"]
 fn encode_1gb_of_lines_in_bounded_memory() {
     encode_large(1_000_000_000, false);
 }
