@@ -1,0 +1,129 @@
+//! Arbitrary bytes as one file of a small model folder: loading the folder and encoding a few
+//! texts with it must succeed or return an `Error`, never panic.
+//!
+//! Input layout: byte 0 chooses the folder (bit 2) and the file (bits 0-1) to replace; the
+//! rest is that file's new content. Folders, copied once per process from the repository:
+//! * static: `models/potion-base-8M-int8-vq2048-d128` (int8 table, mapping, weights) with its
+//!   `tokenizer.json` cut to the first 1500 ids, so that a load takes milliseconds;
+//! * pipeline: `tests/golden/wordemb_mean/model` (WordEmbeddings + Pooling).
+#![no_main]
+#![deny(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use stk::Model;
+
+const FILES: [&str; 4] = [
+    "modules.json",
+    "config.json",
+    "tokenizer.json",
+    "model.safetensors",
+];
+
+/// Ids kept in the static folder's tokenizer: special tokens, single characters, common words.
+const TOKENIZER_IDS: u64 = 1500;
+
+struct Folders {
+    _root: tempfile::TempDir,
+    /// (folder, original bytes of each of FILES, `None` when the folder has no such file)
+    folders: Vec<(PathBuf, Vec<Option<Vec<u8>>>)>,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Keep the vocabulary entries (and added tokens) whose id is below `TOKENIZER_IDS`.
+fn cut_tokenizer(path: &Path) {
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let keep = |v: &serde_json::Value| v.as_u64().is_some_and(|id| id < TOKENIZER_IDS);
+    json["model"]["vocab"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|_, id| keep(id));
+    json["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|t| keep(&t["id"]));
+    std::fs::write(path, serde_json::to_vec(&json).unwrap()).unwrap();
+}
+
+fn folders() -> &'static Folders {
+    static F: OnceLock<Folders> = OnceLock::new();
+    F.get_or_init(|| {
+        let root = tempfile::tempdir().unwrap();
+        let static_dir = root.path().join("static");
+        copy_dir(
+            &repo().join("models/potion-base-8M-int8-vq2048-d128"),
+            &static_dir,
+        );
+        cut_tokenizer(&static_dir.join("tokenizer.json"));
+        let pipeline_dir = root.path().join("pipeline");
+        copy_dir(
+            &repo().join("tests/golden/wordemb_mean/model"),
+            &pipeline_dir,
+        );
+        let folders = [static_dir, pipeline_dir]
+            .into_iter()
+            .map(|dir| {
+                let originals = FILES
+                    .iter()
+                    .map(|f| std::fs::read(dir.join(f)).ok())
+                    .collect();
+                (dir, originals)
+            })
+            .collect();
+        Folders {
+            _root: root,
+            folders,
+        }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, content)) = data.split_first() else {
+        return;
+    };
+    let folders = folders();
+    let (dir, originals) = &folders.folders[usize::from(selector >> 2) % folders.folders.len()];
+    let file = usize::from(selector) % FILES.len();
+    let path = dir.join(FILES[file]);
+    std::fs::write(&path, content).unwrap();
+
+    if let Ok(model) = Model::load(dir) {
+        let texts = [
+            "hello world",
+            "",
+            "ünïcödé and [UNK] tokens",
+            "the the the the",
+        ];
+        if let Ok(out) = model.encode(&texts) {
+            assert_eq!(out.rows(), texts.len());
+            assert_eq!(out.dim(), model.dim());
+        }
+        let empty = model.encode(&[]).expect("empty input is zero rows");
+        assert_eq!(empty.rows(), 0);
+    }
+
+    // Put the folder back as it was for the next input.
+    match &originals[file] {
+        Some(bytes) => std::fs::write(&path, bytes).unwrap(),
+        None => std::fs::remove_file(&path).unwrap(),
+    }
+});
