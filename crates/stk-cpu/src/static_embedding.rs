@@ -156,6 +156,8 @@ impl StaticEmbedding {
         let table = file.get(name)?;
         let mapping = file.get_opt("mapping")?;
         let weights = file.get_opt("weights")?;
+        // The table's shape is the truth: a model2vec config.json's `hidden_dim` is not updated
+        // when a model is saved with fewer dimensions, so it is not compared.
         let bag = EmbeddingBag::new(table, mapping.as_ref(), weights.as_ref())
             .map_err(|e| Error::config(&weights_path, e.to_string()))?;
         let tokenizer = Tokenizer::from_file(&tokenizer_path)?;

@@ -190,18 +190,23 @@ struct FolderKind {
 
 impl FolderKind {
     fn inspect(dir: &Path) -> Result<Self> {
-        let config = if dir.join("config.json").is_file() {
-            Some(Model2VecConfig::from_dir(dir)?)
-        } else {
-            None
-        };
-        Ok(FolderKind {
+        let mut kind = FolderKind {
             has_table: dir.join("model.safetensors").is_file(),
             has_tokenizer: dir.join("tokenizer.json").is_file(),
             has_pytorch_bin: dir.join("pytorch_model.bin").is_file(),
             has_modules: dir.join("modules.json").is_file(),
-            config,
-        })
+            config: None,
+        };
+        if dir.join("config.json").is_file() {
+            match Model2VecConfig::from_dir(dir) {
+                Ok(c) => kind.config = Some(c),
+                // Beside a static table, config.json is model2vec's and must be readable; in
+                // other folders it belongs to another library (a transformer's config).
+                Err(e) if kind.is_static() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(kind)
     }
 
     fn is_static(&self) -> bool {
