@@ -80,7 +80,11 @@ pub fn tolerance_for(dtype: &str, text_pipeline: bool) -> f32 {
 /// NaN only matches NaN. Returns a description of the first mismatch.
 pub fn compare(got: &[f32], expected: &[f32], tol: f32) -> Result<(), String> {
     if got.len() != expected.len() {
-        return Err(format!("length {} != expected {}", got.len(), expected.len()));
+        return Err(format!(
+            "length {} != expected {}",
+            got.len(),
+            expected.len()
+        ));
     }
     for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
         let ok = if e.is_infinite() || g.is_infinite() {
@@ -102,7 +106,12 @@ mod tests {
     use super::*;
     #[test]
     fn compare_rules() {
-        assert!(compare(&[1.0, f32::NEG_INFINITY], &[1.000001, f32::NEG_INFINITY], 1e-5).is_ok());
+        assert!(compare(
+            &[1.0, f32::NEG_INFINITY],
+            &[1.000001, f32::NEG_INFINITY],
+            1e-5
+        )
+        .is_ok());
         assert!(compare(&[1.0], &[1.1], 1e-5).is_err());
         assert!(compare(&[f32::MAX], &[f32::INFINITY], 1.0).is_err());
         assert!(compare(&[0.0], &[f32::NAN], 1.0).is_err());

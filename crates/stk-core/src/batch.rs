@@ -29,7 +29,11 @@ impl PaddedBatch {
             Some(m) => {
                 let md = m.expect_rank("attention_mask [B, T]", 2)?;
                 if md[0] != b {
-                    return Err(Error::shape("attention_mask", format!("[{b}, {t}] (batch {b})"), md));
+                    return Err(Error::shape(
+                        "attention_mask",
+                        format!("[{b}, {t}] (batch {b})"),
+                        md,
+                    ));
                 }
                 if md[1] != t {
                     None
@@ -77,7 +81,10 @@ impl PaddedBatch {
 /// Read a mask tensor (integer or float) and insist on 0/1 values.
 fn mask_values(m: &Tensor) -> Result<Vec<u8>> {
     let vals = if m.dtype().is_float() {
-        m.to_f32_vec()?.into_iter().map(|v| v as f64).collect::<Vec<_>>()
+        m.to_f32_vec()?
+            .into_iter()
+            .map(|v| v as f64)
+            .collect::<Vec<_>>()
     } else {
         m.to_i64_vec()?.into_iter().map(|v| v as f64).collect()
     };
@@ -109,15 +116,24 @@ impl VarlenBatch {
             [1, n, d] => tokens.reshape([*n, *d])?,
             [_, _] => tokens,
             other => {
-                return Err(Error::shape("varlen token_embeddings", "[1, N, D] or [N, D]", other))
+                return Err(Error::shape(
+                    "varlen token_embeddings",
+                    "[1, N, D] or [N, D]",
+                    other,
+                ))
             }
         };
         let n = tokens.dims()[0];
         if cu_seq_lens.is_empty() {
-            return Err(Error::Layout("cu_seq_lens is empty; it needs B + 1 entries starting at 0".into()));
+            return Err(Error::Layout(
+                "cu_seq_lens is empty; it needs B + 1 entries starting at 0".into(),
+            ));
         }
         if cu_seq_lens[0] != 0 {
-            return Err(Error::Layout(format!("cu_seq_lens must start at 0, starts at {}", cu_seq_lens[0])));
+            return Err(Error::Layout(format!(
+                "cu_seq_lens must start at 0, starts at {}",
+                cu_seq_lens[0]
+            )));
         }
         for (i, w) in cu_seq_lens.windows(2).enumerate() {
             if w[1] < w[0] {
@@ -184,14 +200,19 @@ impl TokenBags {
                 ids.len()
             )));
         }
-        if let Some((position, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+        if let Some((position, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab)
+        {
             return Err(Error::IdOutOfRange {
                 id: id as i64,
                 position,
                 vocab,
             });
         }
-        Ok(TokenBags { ids, offsets, vocab })
+        Ok(TokenBags {
+            ids,
+            offsets,
+            vocab,
+        })
     }
 
     /// Build from one id list per bag.
@@ -238,13 +259,25 @@ mod tests {
         assert_eq!(p.mask().unwrap(), &[1, 1, 0, 0, 1, 1]);
         // Mask length differs from T: every position counts.
         let m2 = Tensor::from_slice([2, 2], &[1i32, 0, 0, 1]).unwrap();
-        assert!(PaddedBatch::new(toks(2, 3, 4), Some(&m2)).unwrap().mask().is_none());
+        assert!(PaddedBatch::new(toks(2, 3, 4), Some(&m2))
+            .unwrap()
+            .mask()
+            .is_none());
         let bad_b = Tensor::from_slice([1, 3], &[1i64, 1, 1]).unwrap();
-        assert!(matches!(PaddedBatch::new(toks(2, 3, 4), Some(&bad_b)), Err(Error::Shape { .. })));
+        assert!(matches!(
+            PaddedBatch::new(toks(2, 3, 4), Some(&bad_b)),
+            Err(Error::Shape { .. })
+        ));
         let bad_v = Tensor::from_slice([2, 3], &[1i64, 2, 0, 0, 1, 1]).unwrap();
-        assert!(matches!(PaddedBatch::new(toks(2, 3, 4), Some(&bad_v)), Err(Error::Layout(_))));
+        assert!(matches!(
+            PaddedBatch::new(toks(2, 3, 4), Some(&bad_v)),
+            Err(Error::Layout(_))
+        ));
         let ints = Tensor::zeros([2, 3, 4], DType::I32).unwrap();
-        assert!(matches!(PaddedBatch::new(ints, None), Err(Error::DType { .. })));
+        assert!(matches!(
+            PaddedBatch::new(ints, None),
+            Err(Error::DType { .. })
+        ));
         assert!(PaddedBatch::new(Tensor::zeros([6, 4], DType::F32).unwrap(), None).is_err());
     }
 
@@ -256,7 +289,10 @@ mod tests {
         assert_eq!(v.seq(1), 2..2);
         assert_eq!(v.tokens().dims(), &[5, 2]);
         for bad in [&[][..], &[1, 5], &[0, 3, 2, 5], &[0, 6], &[0, 4]] {
-            assert!(matches!(VarlenBatch::new(t.clone(), bad), Err(Error::Layout(_))), "{bad:?}");
+            assert!(
+                matches!(VarlenBatch::new(t.clone(), bad), Err(Error::Layout(_))),
+                "{bad:?}"
+            );
         }
     }
 
@@ -267,7 +303,14 @@ mod tests {
         assert_eq!(b.bag(0), &[1, 2]);
         assert!(b.bag(1).is_empty());
         let e = TokenBags::from_bags(&[vec![3u32]], 3).unwrap_err();
-        assert!(matches!(e, Error::IdOutOfRange { id: 3, vocab: 3, .. }));
+        assert!(matches!(
+            e,
+            Error::IdOutOfRange {
+                id: 3,
+                vocab: 3,
+                ..
+            }
+        ));
         assert!(TokenBags::new(vec![0], vec![0, 2], 3).is_err());
         assert!(TokenBags::new(vec![], vec![], 3).is_err());
     }

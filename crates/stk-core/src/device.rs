@@ -43,7 +43,10 @@ mod tests {
         assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
         assert_eq!("cuda:3".parse::<Device>().unwrap(), Device::Cuda(3));
         for bad in ["gpu", "cuda:", "cuda:x", "CPU", ""] {
-            assert!(matches!(bad.parse::<Device>(), Err(Error::UnknownDevice(_))), "{bad}");
+            assert!(
+                matches!(bad.parse::<Device>(), Err(Error::UnknownDevice(_))),
+                "{bad}"
+            );
         }
     }
 }

@@ -45,7 +45,11 @@ impl DType {
             "i8" | "int8" => DType::I8,
             "i32" | "int32" => DType::I32,
             "i64" | "int64" => DType::I64,
-            _ => return Err(Error::invalid(format!("unknown dtype `{s}` (expected f32, f16, bf16, i8, i32 or i64)"))),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "unknown dtype `{s}` (expected f32, f16, bf16, i8, i32 or i64)"
+                )))
+            }
         })
     }
     pub(crate) fn from_st(d: safetensors::Dtype) -> Option<Self> {

@@ -98,9 +98,15 @@ mod tests {
     fn parses_lists() {
         assert_eq!(
             PoolingMode::parse_list("cls,max,mean_sqrt_len_tokens").unwrap(),
-            vec![PoolingMode::Cls, PoolingMode::Max, PoolingMode::MeanSqrtLenTokens]
+            vec![
+                PoolingMode::Cls,
+                PoolingMode::Max,
+                PoolingMode::MeanSqrtLenTokens
+            ]
         );
-        assert!(matches!(PoolingMode::parse_list("mean,avg"), Err(Error::UnknownPoolingMode(m)) if m == "avg"));
+        assert!(
+            matches!(PoolingMode::parse_list("mean,avg"), Err(Error::UnknownPoolingMode(m)) if m == "avg")
+        );
         assert!(PoolingMode::parse_list("").is_err());
         assert!(PoolingSpec::new(vec![]).is_err());
     }

@@ -28,11 +28,15 @@ impl SafetensorsFile {
         };
         if !meta.is_file() {
             // Opening a directory succeeds on Unix; mapping it fails with an obscure errno.
-            return Err(bad("it is a directory (or another non-file), not a file".into()));
+            return Err(bad(
+                "it is a directory (or another non-file), not a file".into()
+            ));
         }
         let len = meta.len();
         if len < 8 {
-            return Err(bad(format!("the file has {len} bytes, fewer than the 8-byte header length")));
+            return Err(bad(format!(
+                "the file has {len} bytes, fewer than the 8-byte header length"
+            )));
         }
         // SAFETY: the map is read-only. Like every mmap reader, we assume no other process
         // truncates the file while it is mapped (model folders are not written in place).
@@ -44,7 +48,10 @@ impl SafetensorsFile {
         let mut entries = BTreeMap::new();
         for (name, view) in st.tensors() {
             let dtype = DType::from_st(view.dtype()).ok_or_else(|| {
-                bad(format!("tensor `{name}` has dtype {:?}, which stk does not read", view.dtype()))
+                bad(format!(
+                    "tensor `{name}` has dtype {:?}, which stk does not read",
+                    view.dtype()
+                ))
             })?;
             let shape = Shape::new(view.shape().to_vec());
             let start = view.data().as_ptr() as usize - base;
@@ -75,7 +82,11 @@ impl SafetensorsFile {
             path: self.path.clone(),
             available: {
                 let v: Vec<_> = self.names().collect();
-                if v.is_empty() { "no tensors".into() } else { v.join(", ") }
+                if v.is_empty() {
+                    "no tensors".into()
+                } else {
+                    v.join(", ")
+                }
             },
         })
     }
@@ -139,7 +150,9 @@ pub fn write_safetensors(path: impl AsRef<Path>, tensors: &[(&str, &Tensor)]) ->
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, &None)
         .map_err(|e| Error::invalid(format!("serializing {}: {e}", path.display())))?;
-    write_file_atomic(path, |w| w.write_all(&bytes).map_err(|e| Error::io(path, e)))
+    write_file_atomic(path, |w| {
+        w.write_all(&bytes).map_err(|e| Error::io(path, e))
+    })
 }
 
 /// Create `path` through a temporary file in the same folder, renamed into place only when
@@ -149,9 +162,9 @@ pub fn write_file_atomic(
     fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<()>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(format!("output path `{}` has no file name", path.display())))?;
+    let name = path.file_name().ok_or_else(|| {
+        Error::invalid(format!("output path `{}` has no file name", path.display()))
+    })?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -159,15 +172,24 @@ pub fn write_file_atomic(
     if !parent.is_dir() {
         return Err(Error::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "the output folder does not exist"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the output folder does not exist",
+            ),
         ));
     }
-    let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut w = std::io::BufWriter::new(file);
         fill(&mut w)?;
-        let file = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+        let file = w
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     })();
@@ -196,7 +218,10 @@ mod tests {
         assert_eq!(ra.as_slice::<f32>().unwrap(), a.as_slice::<f32>().unwrap());
         assert_eq!(f.get("b").unwrap().dtype(), DType::F16);
         let err = f.get("c").unwrap_err().to_string();
-        assert!(err.contains("`c` not found") && err.contains("a, b"), "{err}");
+        assert!(
+            err.contains("`c` not found") && err.contains("a, b"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -205,16 +230,24 @@ mod tests {
         let cases: &[(&str, &[u8])] = &[
             ("empty", b""),
             ("short", b"\x01\x02"),
-            ("absurd_header", &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, b'{']),
+            (
+                "absurd_header",
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, b'{'],
+            ),
             ("not_json", b"\x04\x00\x00\x00\x00\x00\x00\x00abcd"),
         ];
         for (name, bytes) in cases {
             let p = dir.path().join(name);
             std::fs::write(&p, bytes).unwrap();
-            let e = SafetensorsFile::open(&p).err().unwrap_or_else(|| panic!("{name} opened"));
+            let e = SafetensorsFile::open(&p)
+                .err()
+                .unwrap_or_else(|| panic!("{name} opened"));
             assert!(matches!(e, Error::Safetensors { .. }), "{name}: {e}");
         }
-        assert!(matches!(SafetensorsFile::open(dir.path().join("missing")), Err(Error::Io { .. })));
+        assert!(matches!(
+            SafetensorsFile::open(dir.path().join("missing")),
+            Err(Error::Io { .. })
+        ));
     }
 
     #[test]
@@ -225,6 +258,9 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let missing = dir.path().join("nope").join("out.bin");
-        assert!(matches!(write_file_atomic(&missing, |_| Ok(())), Err(Error::Io { .. })));
+        assert!(matches!(
+            write_file_atomic(&missing, |_| Ok(())),
+            Err(Error::Io { .. })
+        ));
     }
 }

@@ -19,7 +19,10 @@ enum Buffer {
     /// `u64` words give 8-byte alignment; `len` is the byte length actually used.
     Owned { words: Arc<Vec<u64>>, len: usize },
     /// Bytes `range` of a mapped file, already checked to be aligned for the dtype.
-    Mapped { map: Arc<memmap2::Mmap>, range: Range<usize> },
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        range: Range<usize>,
+    },
 }
 
 impl std::fmt::Debug for Tensor {
@@ -39,7 +42,9 @@ impl Tensor {
         let want = shape
             .checked_numel()
             .and_then(|n| n.checked_mul(dtype.size_in_bytes()))
-            .ok_or_else(|| Error::shape("tensor", "a shape whose size fits in memory", shape.dims()))?;
+            .ok_or_else(|| {
+                Error::shape("tensor", "a shape whose size fits in memory", shape.dims())
+            })?;
         if want != bytes.len() {
             return Err(Error::invalid(format!(
                 "{} bytes do not hold a {dtype} tensor of shape {shape} ({want} bytes)",
@@ -73,7 +78,9 @@ impl Tensor {
         let n = shape
             .checked_numel()
             .and_then(|n| n.checked_mul(dtype.size_in_bytes()))
-            .ok_or_else(|| Error::shape("tensor", "a shape whose size fits in memory", shape.dims()))?;
+            .ok_or_else(|| {
+                Error::shape("tensor", "a shape whose size fits in memory", shape.dims())
+            })?;
         Ok(Tensor {
             shape,
             dtype,
@@ -84,7 +91,12 @@ impl Tensor {
         })
     }
 
-    pub(crate) fn mapped(shape: Shape, dtype: DType, map: Arc<memmap2::Mmap>, range: Range<usize>) -> Self {
+    pub(crate) fn mapped(
+        shape: Shape,
+        dtype: DType,
+        map: Arc<memmap2::Mmap>,
+        range: Range<usize>,
+    ) -> Self {
         debug_assert_eq!(range.len(), shape.numel() * dtype.size_in_bytes());
         Tensor {
             shape,
@@ -124,8 +136,12 @@ impl Tensor {
             return Err(Error::dtype("tensor", T::DTYPE.as_str(), self.dtype));
         }
         // Alignment holds by construction (owned: u64 words; mapped: checked at load).
-        bytemuck::try_cast_slice(self.bytes())
-            .map_err(|e| Error::invalid(format!("tensor bytes cannot be viewed as {}: {e}", T::DTYPE)))
+        bytemuck::try_cast_slice(self.bytes()).map_err(|e| {
+            Error::invalid(format!(
+                "tensor bytes cannot be viewed as {}: {e}",
+                T::DTYPE
+            ))
+        })
     }
 
     /// All elements widened to f32 (any dtype).
@@ -167,7 +183,10 @@ impl Tensor {
             DType::F32 => Tensor::from_slice(self.shape.clone(), &v),
             DType::F16 => narrow::<half::f16>(&self.shape, &v),
             DType::BF16 => narrow::<half::bf16>(&self.shape, &v),
-            d => Err(Error::Unsupported(format!("converting {} to {d}", self.dtype), "the host".into())),
+            d => Err(Error::Unsupported(
+                format!("converting {} to {d}", self.dtype),
+                "the host".into(),
+            )),
         }
     }
 

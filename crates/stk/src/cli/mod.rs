@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use stk::Result;
 
 #[derive(Parser)]
-#[command(name = "stk", version, about = "Sentence-embedding kernels: pooling, normalize, static embeddings, encode")]
+#[command(
+    name = "stk",
+    version,
+    about = "Sentence-embedding kernels: pooling, normalize, static embeddings, encode"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
