@@ -31,7 +31,8 @@ pub struct PoolBenchArgs {
     /// cpu (cuda is not wired yet)
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Token embeddings shape BxTxD; each sequence gets a random length in 1..=T (right padding)
+    /// Token embeddings shape BxTxD; each sequence gets a random length in 1..=T (right
+    /// padding) unless --full-length
     #[arg(long, default_value = "64x256x768")]
     shape: String,
     /// f32, f16 or bf16
@@ -43,6 +44,9 @@ pub struct PoolBenchArgs {
     /// Timed runs of each of pool and copy (after warm-up); the median is reported
     #[arg(long, default_value_t = 50)]
     runs: usize,
+    /// Every sequence T tokens long (no padding) instead of random lengths
+    #[arg(long)]
+    full_length: bool,
     /// Seed of the random data and lengths
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -105,7 +109,15 @@ fn pool(args: PoolBenchArgs) -> Result<()> {
         .map(|_| rng.gen_range(-1.0f32..1.0))
         .collect();
     let tokens = Tensor::from_vec([b, t, d], values)?.to_dtype(dtype)?;
-    let lengths: Vec<usize> = (0..b).map(|_| rng.gen_range(1..=t)).collect();
+    let lengths: Vec<usize> = (0..b)
+        .map(|_| {
+            if args.full_length {
+                t
+            } else {
+                rng.gen_range(1..=t)
+            }
+        })
+        .collect();
     let mask: Vec<u8> = lengths
         .iter()
         .flat_map(|&len| (0..t).map(move |j| (j < len) as u8))
