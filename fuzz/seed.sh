@@ -17,23 +17,33 @@ for f in "$root"/tests/golden/{pool_max_f32_3x1x64_left,pool_mean_f16_3x1x64_rig
   cp "$f" "$dir/seed-$name"
 done
 
-# model_folder: byte 0 selects the folder (0-3 static, 4-7 pipeline) and the file
-# (0 modules.json, 1 config.json, 2 tokenizer.json, 3 model.safetensors); the rest is the file.
+# model_folder: byte 0 selects the folder (bits 2-3) and which of its files (bits 0-1) the rest
+# replaces; the table below is the one in fuzz_targets/model_folder.rs.
 dir=corpus/model_folder
 mkdir -p "$dir"
 seed() { # seed NAME SELECTOR FILE
   { printf "\\x$(printf %02x "$2")"; cat "$3"; } > "$dir/seed-$1"
 }
-static=$root/models/potion-base-8M-int8-vq2048-d128
-pipeline=$root/tests/golden/wordemb_mean/model
-seed static-modules 0 "$static/modules.json"
-seed static-config 1 "$static/config.json"
-seed static-model 3 "$static/model.safetensors"
-seed pipeline-modules 4 "$pipeline/modules.json"
-seed pipeline-model 7 "$pipeline/model.safetensors"
-for case in "$root"/tests/golden/*/model; do
-  name=$(basename "$(dirname "$case")")
-  if [ -f "$case/modules.json" ]; then seed "$name-modules" 4 "$case/modules.json"; fi
+folders=(
+  "models/potion-base-8M-int8-vq2048-d128:modules.json config.json tokenizer.json model.safetensors"
+  "tests/golden/wordemb_mean/model:modules.json 1_Pooling/config.json whitespacetokenizer_config.json model.safetensors"
+  "tests/golden/cnn_max/model:modules.json 1_CNN/cnn_config.json wordembedding_config.json 1_CNN/model.safetensors"
+  "tests/golden/lstm_mean/model:modules.json 1_LSTM/lstm_config.json 2_Pooling/config.json 1_LSTM/model.safetensors"
+)
+for f in 0 1 2 3; do
+  folder=${folders[$f]%%:*}
+  read -r -a files <<< "${folders[$f]#*:}"
+  for k in 0 1 2 3; do
+    file=$root/$folder/${files[$k]}
+    # The static folder's tokenizer.json (446 kB) is replaced by the small one below.
+    if [ -f "$file" ] && [ "$f$k" != 02 ]; then
+      seed "$f$k-$(echo "${files[$k]}" | tr '/' '_')" $((f * 4 + k)) "$file"
+    fi
+  done
+done
+# Other pipelines' module lists, read against the wordemb_mean folder.
+for list in "$root"/tests/golden/*/model/modules.json; do
+  seed "modules-$(basename "$(dirname "$(dirname "$list")")")" 4 "$list"
 done
 # A small tokenizer.json: a WordPiece model with a few ids (the static folder's real one is
 # 446 kB; the target cuts it to 1500 ids, and libFuzzer works better on small inputs).

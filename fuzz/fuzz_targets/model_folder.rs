@@ -1,11 +1,13 @@
 //! Arbitrary bytes as one file of a small model folder: loading the folder and encoding a few
 //! texts with it must succeed or return an `Error`, never panic.
 //!
-//! Input layout: byte 0 chooses the folder (bit 2) and the file (bits 0-1) to replace; the
-//! rest is that file's new content. Folders, copied once per process from the repository:
-//! * static: `models/potion-base-8M-int8-vq2048-d128` (int8 table, mapping, weights) with its
-//!   `tokenizer.json` cut to the first 1500 ids, so that a load takes milliseconds;
-//! * pipeline: `tests/golden/wordemb_mean/model` (WordEmbeddings + Pooling).
+//! Input layout: byte 0 chooses the folder (bits 2-3) and which of its four files to replace
+//! (bits 0-1); the rest is that file's new content. Folders, copied once per process:
+//! 0. static: `models/potion-base-8M-int8-vq2048-d128` (int8 table, mapping, weights) with its
+//!    `tokenizer.json` cut to the first 1500 ids, so that a load takes milliseconds;
+//! 1. `tests/golden/wordemb_mean/model` (WordEmbeddings + Pooling);
+//! 2. `tests/golden/cnn_max/model` (WordEmbeddings + CNN + Pooling);
+//! 3. `tests/golden/lstm_mean/model` (WordEmbeddings + LSTM + Pooling).
 #![no_main]
 #![deny(unsafe_code)]
 
@@ -15,11 +17,44 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use stk::Model;
 
-const FILES: [&str; 4] = [
-    "modules.json",
-    "config.json",
-    "tokenizer.json",
-    "model.safetensors",
+/// The files each folder may have replaced, in selector order.
+const FOLDERS: [(&str, [&str; 4]); 4] = [
+    (
+        "models/potion-base-8M-int8-vq2048-d128",
+        [
+            "modules.json",
+            "config.json",
+            "tokenizer.json",
+            "model.safetensors",
+        ],
+    ),
+    (
+        "tests/golden/wordemb_mean/model",
+        [
+            "modules.json",
+            "1_Pooling/config.json",
+            "whitespacetokenizer_config.json",
+            "model.safetensors",
+        ],
+    ),
+    (
+        "tests/golden/cnn_max/model",
+        [
+            "modules.json",
+            "1_CNN/cnn_config.json",
+            "wordembedding_config.json",
+            "1_CNN/model.safetensors",
+        ],
+    ),
+    (
+        "tests/golden/lstm_mean/model",
+        [
+            "modules.json",
+            "1_LSTM/lstm_config.json",
+            "2_Pooling/config.json",
+            "1_LSTM/model.safetensors",
+        ],
+    ),
 ];
 
 /// Ids kept in the static folder's tokenizer: special tokens, single characters, common words.
@@ -27,7 +62,8 @@ const TOKENIZER_IDS: u64 = 1500;
 
 struct Folders {
     _root: tempfile::TempDir,
-    /// (folder, original bytes of each of FILES, `None` when the folder has no such file)
+    /// Per folder: its path, and the original bytes of each of its four files (`None` when the
+    /// folder has no such file).
     folders: Vec<(PathBuf, Vec<Option<Vec<u8>>>)>,
 }
 
@@ -68,21 +104,16 @@ fn folders() -> &'static Folders {
     static F: OnceLock<Folders> = OnceLock::new();
     F.get_or_init(|| {
         let root = tempfile::tempdir().unwrap();
-        let static_dir = root.path().join("static");
-        copy_dir(
-            &repo().join("models/potion-base-8M-int8-vq2048-d128"),
-            &static_dir,
-        );
-        cut_tokenizer(&static_dir.join("tokenizer.json"));
-        let pipeline_dir = root.path().join("pipeline");
-        copy_dir(
-            &repo().join("tests/golden/wordemb_mean/model"),
-            &pipeline_dir,
-        );
-        let folders = [static_dir, pipeline_dir]
-            .into_iter()
-            .map(|dir| {
-                let originals = FILES
+        let folders = FOLDERS
+            .iter()
+            .enumerate()
+            .map(|(i, (rel, files))| {
+                let dir = root.path().join(i.to_string());
+                copy_dir(&repo().join(rel), &dir);
+                if i == 0 {
+                    cut_tokenizer(&dir.join("tokenizer.json"));
+                }
+                let originals = files
                     .iter()
                     .map(|f| std::fs::read(dir.join(f)).ok())
                     .collect();
@@ -101,9 +132,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let folders = folders();
-    let (dir, originals) = &folders.folders[usize::from(selector >> 2) % folders.folders.len()];
-    let file = usize::from(selector) % FILES.len();
-    let path = dir.join(FILES[file]);
+    let which = usize::from(selector >> 2) % FOLDERS.len();
+    let file = usize::from(selector) % 4;
+    let (dir, originals) = &folders.folders[which];
+    let path = dir.join(FOLDERS[which].1[file]);
     std::fs::write(&path, content).unwrap();
 
     if let Ok(model) = Model::load(dir) {
