@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """sentence-transformers Pooling on the GPU, on the shapes `stk bench pool --device cuda` uses,
 timed the same way (CUDA events after warm-up, fraction of the copy bandwidth measured in the
-same process). Usage: pool_torch.py --shape 256x512x1024 --dtype bf16 --mode mean [--lengths random]
+same process). Usage: pool_torch.py --shape 256x512x1024 --dtype bf16 --mode mean [--lengths full]
 """
 import argparse
 
@@ -23,7 +23,8 @@ def main():
     ap.add_argument("--shape", default="256x512x1024")
     ap.add_argument("--dtype", default="bf16", choices=DTYPES)
     ap.add_argument("--mode", default="mean")
-    ap.add_argument("--lengths", default="full", choices=["full", "random"])
+    # random: each sequence a random length in 1..=T, right-padded (as `stk bench pool`).
+    ap.add_argument("--lengths", default="random", choices=["full", "random"])
     ap.add_argument("--normalize", action="store_true")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--iters", type=int, default=50)

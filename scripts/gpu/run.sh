@@ -49,19 +49,38 @@ if ! python3 -c 'import ctypes; ctypes.CDLL("libcuda.so.1")' 2>/dev/null && [ -d
 fi
 
 bin="$bundle/bin"
-# Tests: one thread, so the parity tests share the device one at a time and their output reads in order.
-for t in no_driver ptx_contract plans parity; do
-    [ -x "$bin/$t" ] && step "test $t" 600 "$bin/$t" --test-threads=1 --nocapture
+# The binaries travel xz-compressed (cargo xtask gpu-bundle); unpack them beside.
+for packed in "$bin"/*.xz; do
+    exe="${packed%.xz}"
+    if command -v xz >/dev/null; then
+        xz -dc "$packed" > "$exe"
+    else
+        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$packed" "$exe"
+    fi || { echo "cannot unpack $packed"; exit 1; }
+    chmod +x "$exe"
 done
+export STK_BIN="$bin/stk"      # cuda_facade runs the bundled binary
 
-# Benchmarks: each prints the device, its driver, and the kernel's share of the copy bandwidth.
+# Without a usable GPU every GPU test would only report that it skipped: stop here instead.
+section "device probe"
+if ! "$bin/stk" bench embedding-bag --device cuda --rows 64 --dim 8 --bags 4 --tokens 2 --runs 1; then
+    echo "NO USABLE CUDA DEVICE: nothing below would run on a GPU (see the error above)"
+    exit 1
+fi
+# Tests, one thread each, so that they share the device one at a time and read in order.
+step "test no_driver" 120 "$bin/no_driver" --test-threads=1 --nocapture
+step "test parity (kernels vs CPU: golden module cases, random problems, NaN/inf)" 600 \
+    "$bin/parity" --test-threads=1 --nocapture
+step "test cuda_facade (golden static cases encoded on the GPU, module commands --device cuda)" 600 \
+    "$bin/cuda_facade" --test-threads=1 --nocapture
+
+# Benchmarks: each prints the device, its driver, and the kernel's share of the copy
+# bandwidth measured in the same process. Pooling: each sequence a random length in 1..=T.
 bench() { step "stk bench $*" 300 "$bin/stk" bench "$@"; }
 bench pool --device cuda --shape 256x512x1024 --dtype bf16 --mode mean
-bench pool --device cuda --shape 256x512x1024 --dtype bf16 --mode mean --lengths random
 bench pool --device cuda --shape 256x512x1024 --dtype f16 --mode mean
 bench pool --device cuda --shape 256x512x1024 --dtype f32 --mode mean
 bench pool --device cuda --shape 256x512x1024 --dtype bf16 --mode cls,max,mean
-bench pool --device cuda --shape 256x512x1024 --dtype bf16 --mode mean --normalize
 bench pool --device cuda --shape 256x512x768 --dtype bf16 --mode mean
 bench pool --device cuda --shape 32x128x384 --dtype f32 --mode mean
 # A table far larger than L2 (random rows come from DRAM), then potion-base-8M's size.
@@ -71,16 +90,22 @@ bench embedding-bag --device cuda --rows 1000000 --dim 256 --dtype bf16 --bags 1
 bench embedding-bag --device cuda --rows 2000000 --dim 256 --dtype i8 --bags 16384 --tokens 32
 bench embedding-bag --device cuda --rows 1000000 --dim 256 --dtype f16 --bags 16384 --tokens 32 --normalize model2vec
 bench embedding-bag --device cuda --rows 29528 --dim 256 --dtype f16 --bags 16384 --tokens 32
+# Whole-model encoding, CPU tokenization + GPU embedding bag, against the CPU path.
+printf 'The quick brown fox jumps over the lazy dog.\nRust is fast and memory safe.\n%.0s' $(seq 5000) > "$bundle/texts.txt"
+step "stk bench encode --device cuda" 300 "$bin/stk" bench encode --model "$root/models/potion-base-8M-f16" \
+    --input "$bundle/texts.txt" --repeat 5 --device cuda
+step "stk bench encode --device cpu" 300 "$bin/stk" bench encode --model "$root/models/potion-base-8M-f16" \
+    --input "$bundle/texts.txt" --repeat 5 --device cpu
 
 # The same shapes through the reference libraries.
 if command -v python3 >/dev/null && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     py() { step "python $*" 300 python3 "$root/scripts/gpu/$@"; }
     py pool_torch.py --shape 256x512x1024 --dtype bf16 --mode mean
-    py pool_torch.py --shape 256x512x1024 --dtype bf16 --mode mean --lengths random
     py pool_torch.py --shape 256x512x1024 --dtype f16 --mode mean
     py pool_torch.py --shape 256x512x1024 --dtype f32 --mode mean
     py pool_torch.py --shape 256x512x1024 --dtype bf16 --mode cls,max,mean
-    py pool_torch.py --shape 256x512x1024 --dtype bf16 --mode mean --normalize
+    py pool_torch.py --shape 256x512x768 --dtype bf16 --mode mean
+    py pool_torch.py --shape 256x512x1024 --dtype bf16 --mode mean --lengths full
     py embedding_bag_torch.py --rows 1000000 --dim 256 --dtype f16 --bags 16384 --tokens 32
     py embedding_bag_torch.py --rows 1000000 --dim 256 --dtype f32 --bags 16384 --tokens 32
     py embedding_bag_torch.py --rows 1000000 --dim 256 --dtype bf16 --bags 16384 --tokens 32

@@ -14,37 +14,29 @@ use std::process::Command;
 /// What the device machine accepts for the working tree plus carried folders together.
 const LIMIT_BYTES: u64 = 64 << 20;
 
+/// The test binaries `run.sh` runs (crate test targets of stk-cuda and stk).
+const GPU_TESTS: [&str; 3] = ["no_driver", "parity", "cuda_facade"];
+
 pub fn gpu_bundle(root: &Path, out: &Path) -> Result<()> {
     // The PTX is embedded in the binaries: it must be the fresh, spill-free build.
     ptx::check(root)?;
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut tests = cargo_executables(
-        root,
-        Command::new(&cargo).args([
-            "test",
-            "--release",
-            "-p",
-            "stk-cuda",
-            "--no-run",
-            "--message-format=json",
-        ]),
-    )?;
+    // The tests that need the GPU: the kernels against the CPU, the no-driver/no-device
+    // errors, and `--device cuda` through the facade and the `stk` binary.
+    let mut args = vec!["test", "--release", "-p", "stk-cuda", "-p", "stk"];
+    for t in GPU_TESTS {
+        args.extend(["--test", t]);
+    }
+    args.extend(["--no-run", "--message-format=json"]);
+    let mut tests = cargo_executables(root, Command::new(&cargo).args(&args))?;
     tests.retain(|(kind, _, _)| kind == "test");
-    if tests.is_empty() {
-        bail!("cargo built no stk-cuda test binaries");
+    if tests.len() != GPU_TESTS.len() {
+        bail!("cargo built {} test binaries, expected {}", tests.len(), GPU_TESTS.len());
     }
     let stk = cargo_executables(
         root,
-        Command::new(&cargo).args([
-            "build",
-            "--release",
-            "-p",
-            "stk",
-            "--bin",
-            "stk",
-            "--message-format=json",
-        ]),
+        Command::new(&cargo).args(["build", "--release", "-p", "stk", "--bin", "stk", "--message-format=json"]),
     )?;
     let Some((_, _, stk)) = stk
         .into_iter()
@@ -58,18 +50,17 @@ pub fn gpu_bundle(root: &Path, out: &Path) -> Result<()> {
     }
     let bin = out.join("bin");
     std::fs::create_dir_all(&bin)?;
-    let mut manifest = vec![format!("stk GPU bundle, commit {}", git_head(root))];
-    for (_, name, exe) in
-        tests
-            .iter()
-            .map(|(k, n, e)| (k, n.as_str(), e))
-            .chain([(&String::new(), "stk", &stk)])
-    {
-        let dest = bin.join(name);
-        copy_stripped(exe, &dest)?;
+    let mut manifest = vec![
+        format!("stk GPU bundle, commit {}", git_head(root)),
+        format!("built in {}", root.display()),
+    ];
+    let all = tests.iter().map(|(_, n, e)| (n.as_str(), e)).chain([("stk", &stk)]);
+    for (name, exe) in all {
+        let packed = pack_binary(exe, &bin.join(name))?;
         manifest.push(format!(
-            "bin/{name}  {} bytes",
-            std::fs::metadata(&dest)?.len()
+            "bin/{name}.xz  {} bytes ({} unpacked, unstripped)",
+            std::fs::metadata(&packed)?.len(),
+            std::fs::metadata(exe)?.len()
         ));
     }
     let run_sh = out.join("run.sh");
@@ -132,20 +123,33 @@ fn executables_from_json(messages: &str) -> Vec<(String, String, PathBuf)> {
         .collect()
 }
 
-/// Copy a binary without its debug info (release builds keep line tables, which would not
-/// fit the transfer limit); a plain copy when `strip` is unavailable.
-fn copy_stripped(src: &Path, dest: &Path) -> Result<()> {
-    let stripped = Command::new("strip")
-        .args(["--strip-debug", "-o"])
-        .arg(dest)
+/// Write `src` to `dest` + `.xz`: symbols and debug info stripped (release builds keep line
+/// tables), then xz-compressed, which brings the binaries to a fifth of their size; `run.sh`
+/// unpacks them on the GPU machine. Returns the written path.
+fn pack_binary(src: &Path, dest: &Path) -> Result<PathBuf> {
+    let stripped = dest.with_extension("stripped");
+    let status = Command::new("strip")
+        .args(["--strip-all", "-o"])
+        .arg(&stripped)
         .arg(src)
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !stripped {
-        std::fs::copy(src, dest).with_context(|| format!("copying {}", src.display()))?;
+        .context("running strip (binutils)")?;
+    if !status.success() {
+        bail!("strip failed on {}", src.display());
     }
-    set_executable(dest)
+    let packed = PathBuf::from(format!("{}.xz", dest.display()));
+    let file = std::fs::File::create(&packed)?;
+    let status = Command::new("xz")
+        .args(["-9", "-c"])
+        .arg(&stripped)
+        .stdout(file)
+        .status()
+        .context("running xz")?;
+    std::fs::remove_file(&stripped)?;
+    if !status.success() {
+        bail!("xz failed on {}", src.display());
+    }
+    Ok(packed)
 }
 
 fn set_executable(path: &Path) -> Result<()> {

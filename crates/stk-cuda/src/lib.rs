@@ -23,7 +23,7 @@ pub mod pool;
 pub mod ptx;
 mod sys;
 
-pub use device::{CudaDevice, DeviceData, DeviceTensor};
+pub use device::{shared_device, CudaDevice, DeviceData, DeviceTensor};
 pub use embedding_bag::{BagReduce, CheckedTable, DeviceEmbeddingTable, DeviceTokenBags};
 pub use layer_pool::LayerPoolPlan;
 pub use normalize::NormRule;

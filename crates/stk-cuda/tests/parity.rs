@@ -8,7 +8,8 @@ mod common;
 
 use common::checks::{self, strategies::*};
 use common::strategies::{padded_problem, varlen_problem};
-use proptest::prelude::*;
+use proptest::strategy::Strategy;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::sync::OnceLock;
 use stk_core::{DType, Error, PaddedBatch, PoolingMode, PoolingSpec, Tensor, TokenBags};
 use stk_cuda::{BagReduce, CudaDevice, DeviceEmbeddingTable, PoolExtras, PoolPlan};
@@ -34,7 +35,6 @@ fn gpu(test: &str) -> Option<&'static CudaDevice> {
         Ok(d) => Some(d),
         Err(why) => {
             println!("{test}: skipped: {why}");
-            eprintln!("{test}: skipped: {why}");
             None
         }
     }
@@ -79,42 +79,49 @@ fn non_finite_values_on_gpu() {
     ok(checks::non_finite(dev));
 }
 
-fn prop(check: checks::Check, case: &dyn std::fmt::Debug) -> Result<(), TestCaseError> {
-    check.map_err(|e| TestCaseError::fail(format!("{e}\n{case:?}")))
+/// `cases` random problems of `strategy` through `check` on the GPU (after one skip line when
+/// there is none); a failure panics with the shrunk problem.
+fn random<S: Strategy>(test: &str, strategy: S, check: impl Fn(&CudaDevice, &S::Value) -> checks::Check)
+where
+    S::Value: std::fmt::Debug,
+{
+    let Some(dev) = gpu(test) else { return };
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&strategy, |p| {
+        check(dev, &p).map_err(|e| TestCaseError::fail(format!("{e}\n{p:?}")))
+    });
+    if let Err(e) = result {
+        panic!("{test}: {e}");
+    }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+#[test]
+fn padded_pooling_matches_cpu() {
+    random("padded_pooling_matches_cpu", padded_problem(), |d, p| checks::padded(d, p));
+}
 
-    #[test]
-    fn padded_pooling_matches_cpu(p in padded_problem()) {
-        let Some(dev) = gpu("padded_pooling_matches_cpu") else { return Ok(()) };
-        prop(checks::padded(dev, &p), &p)?;
-    }
+#[test]
+fn varlen_pooling_matches_cpu() {
+    random("varlen_pooling_matches_cpu", varlen_problem(), |d, p| checks::varlen(d, p));
+}
 
-    #[test]
-    fn varlen_pooling_matches_cpu(p in varlen_problem()) {
-        let Some(dev) = gpu("varlen_pooling_matches_cpu") else { return Ok(()) };
-        prop(checks::varlen(dev, &p), &p)?;
-    }
+#[test]
+fn normalize_matches_cpu() {
+    random("normalize_matches_cpu", normalize_problem(), |d, p| checks::normalize(d, p));
+}
 
-    #[test]
-    fn normalize_matches_cpu(p in normalize_problem()) {
-        let Some(dev) = gpu("normalize_matches_cpu") else { return Ok(()) };
-        prop(checks::normalize(dev, &p), &p)?;
-    }
+#[test]
+fn weighted_layer_pooling_matches_cpu() {
+    random("weighted_layer_pooling_matches_cpu", layer_pool_problem(), |d, p| checks::layer_pool(d, p));
+}
 
-    #[test]
-    fn weighted_layer_pooling_matches_cpu(p in layer_pool_problem()) {
-        let Some(dev) = gpu("weighted_layer_pooling_matches_cpu") else { return Ok(()) };
-        prop(checks::layer_pool(dev, &p), &p)?;
-    }
-
-    #[test]
-    fn embedding_bag_matches_cpu(p in bag_problem()) {
-        let Some(dev) = gpu("embedding_bag_matches_cpu") else { return Ok(()) };
-        prop(checks::embedding_bag(dev, &p), &p)?;
-    }
+#[test]
+fn embedding_bag_matches_cpu() {
+    random("embedding_bag_matches_cpu", bag_problem(), |d, p| checks::embedding_bag(d, p));
 }
 
 #[test]

@@ -28,6 +28,7 @@ use stk_cpu::StaticEmbedding;
 use rayon::prelude::*;
 
 use crate::model2vec::{Model2Vec, Model2VecConfig, DEFAULT_MAX_LENGTH};
+use crate::gpu::GpuStatic;
 use crate::pipeline::Pipeline;
 
 /// sentence-transformers' model configuration, which may set a default prompt.
@@ -166,6 +167,8 @@ pub struct Model {
     semantics: Semantics,
     dim: usize,
     dir: PathBuf,
+    /// The static table on a GPU, when loaded with `device: cuda[:N]`.
+    gpu: Option<GpuStatic>,
 }
 
 impl std::fmt::Debug for Model {
@@ -241,15 +244,6 @@ impl Model {
 
     /// Load a model folder (or, with the `hub` feature, an `owner/name` Hugging Face id).
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model> {
-        match options.device {
-            Device::Cpu => {}
-            Device::Cuda(n) => {
-                return Err(Error::Unsupported(
-                    "encoding text".into(),
-                    format!("cuda:{n} yet (use --device cpu)"),
-                ))
-            }
-        }
         let path = path.as_ref();
         let dir = if path.exists() {
             path.to_path_buf()
@@ -358,11 +352,16 @@ impl Model {
             Engine::Static { embedding, .. } => embedding.dim(),
             Engine::Pipeline { pipeline, .. } => pipeline.dim(),
         };
+        let gpu = match options.device {
+            Device::Cpu => None,
+            Device::Cuda(n) => Some(gpu_engine(&engine, n)?),
+        };
         Ok(Model {
             engine,
             semantics,
             dim,
             dir,
+            gpu,
         })
     }
 
@@ -376,6 +375,7 @@ impl Model {
                 normalize,
             },
             semantics: Semantics::SentenceTransformers,
+            gpu: None,
         }
     }
 
@@ -386,6 +386,7 @@ impl Model {
             dir: model.dir().to_path_buf(),
             engine: Engine::Model2Vec(model),
             semantics: Semantics::Model2Vec,
+            gpu: None,
         }
     }
 
@@ -426,6 +427,15 @@ impl Model {
     /// Encode `texts` into `out` (`texts.len() × dim` values, row-major), reusing the caller's
     /// buffer; texts are encoded in parallel.
     pub fn encode_into(&self, texts: &[&str], out: &mut [f32]) -> Result<()> {
+        if let Some(gpu) = &self.gpu {
+            return match &self.engine {
+                Engine::Model2Vec(m) => gpu.encode_into(texts, out, |t, ids| m.token_ids_into(t, ids)),
+                Engine::Static { embedding, .. } => {
+                    gpu.encode_into(texts, out, |t, ids| embedding.token_ids_into(t, ids))
+                }
+                Engine::Pipeline { .. } => Err(Error::Unsupported("encoding a module pipeline".into(), "cuda".into())),
+            };
+        }
         match &self.engine {
             Engine::Model2Vec(m) => m.encode_into(texts, out),
             Engine::Static {
@@ -550,5 +560,29 @@ mod hub {
             }
         }
         root.ok_or_else(|| failed(&"the repository has no model files (.json, .safetensors)"))
+    }
+}
+
+/// The GPU side of a static model's engine (`--device cuda[:N]`): its table on the device,
+/// normalized by the engine's rule. Module pipelines have no GPU path.
+fn gpu_engine(engine: &Engine, ordinal: usize) -> Result<GpuStatic> {
+    match engine {
+        Engine::Model2Vec(m) => GpuStatic::new(
+            ordinal,
+            m.embedding().bag(),
+            m.normalize().then_some(stk_cuda::NormRule::MODEL2VEC),
+        ),
+        Engine::Static {
+            embedding,
+            normalize,
+        } => GpuStatic::new(
+            ordinal,
+            embedding.bag(),
+            normalize.then_some(stk_cuda::NormRule::SENTENCE_TRANSFORMERS),
+        ),
+        Engine::Pipeline { .. } => Err(Error::Unsupported(
+            "encoding a module pipeline".into(),
+            format!("cuda:{ordinal} (only static models run on the GPU; use --device cpu)"),
+        )),
     }
 }

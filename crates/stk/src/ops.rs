@@ -88,7 +88,17 @@ pub fn pool_tensors(inputs: &PoolInputs, spec: &PoolingSpec, device: Device) -> 
             PoolInput::Padded(b) => pooling::pool_padded(b, spec, &extras),
             PoolInput::Varlen(v) => pooling::pool_varlen(v, spec, &extras),
         },
-        Device::Cuda(_) => Err(Error::Unsupported("pooling".into(), device.to_string())),
+        Device::Cuda(n) => {
+            let dev = stk_cuda::shared_device(n)?;
+            let extras = stk_cuda::PoolExtras {
+                token_weights_sum: extras.token_weights_sum,
+                cls_token_embeddings: extras.cls_token_embeddings,
+            };
+            match &inputs.batch {
+                PoolInput::Padded(b) => dev.pool(b, spec, &extras, false),
+                PoolInput::Varlen(v) => dev.pool(v, spec, &extras, false),
+            }
+        }
     }
 }
 
@@ -116,7 +126,8 @@ pub fn pool_file(input: &Path, output: &Path, spec: &PoolingSpec, device: Device
 pub fn normalize_tensor(embeddings: &Tensor, device: Device) -> Result<Tensor> {
     match device {
         Device::Cpu => stk_cpu::normalize(embeddings),
-        Device::Cuda(_) => Err(Error::Unsupported("normalize".into(), device.to_string())),
+        Device::Cuda(n) => stk_cuda::shared_device(n)?
+            .normalize(embeddings, stk_cuda::NormRule::SENTENCE_TRANSFORMERS),
     }
 }
 
@@ -137,10 +148,11 @@ pub fn layer_pool_tensors(
 ) -> Result<Tensor> {
     match device {
         Device::Cpu => stk_cpu::weighted_layer_pooling(all_layers, layer_start, layer_weights),
-        Device::Cuda(_) => Err(Error::Unsupported(
-            "weighted layer pooling".into(),
-            device.to_string(),
-        )),
+        Device::Cuda(n) => stk_cuda::shared_device(n)?.weighted_layer_pool(
+            all_layers,
+            layer_start,
+            layer_weights,
+        ),
     }
 }
 

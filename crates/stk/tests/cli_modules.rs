@@ -278,10 +278,6 @@ fn bad_inputs_exit_1_without_output() {
         (pool(&padded, &["--mode", ""]), "unknown pooling mode ``"),
         (pool(&padded, &["--device", "gpu"]), "unknown device `gpu`"),
         (
-            pool(&padded, &["--device", "cuda"]),
-            "pooling is not supported on cuda:0",
-        ),
-        (
             pool(&padded, &["--prompt-length", "-2"]),
             "--prompt-length must be 0 or more, got -2",
         ),

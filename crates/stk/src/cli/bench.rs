@@ -17,18 +17,21 @@ pub enum BenchCommand {
     Pool(PoolBenchArgs),
     /// Encoding throughput (sentences/s) of a model on the lines of a file
     Encode(super::bench_encode::Args),
+    /// Embedding-bag (static model) throughput on a random table, against the copy bandwidth
+    EmbeddingBag(super::bench_gpu::EmbeddingBagArgs),
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Pool(args) => pool(args),
         BenchCommand::Encode(args) => super::bench_encode::run(args),
+        BenchCommand::EmbeddingBag(args) => super::bench_gpu::embedding_bag(args),
     }
 }
 
 #[derive(Args)]
 pub struct PoolBenchArgs {
-    /// cpu (cuda is not wired yet)
+    /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Token embeddings shape BxTxD; each sequence gets a random length in 1..=T (right
@@ -79,9 +82,6 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn pool(args: PoolBenchArgs) -> Result<()> {
     let device: Device = args.device.parse()?;
-    if let Device::Cuda(_) = device {
-        return Err(Error::Unsupported("bench pool".into(), device.to_string()));
-    }
     let [b, t, d] = parse_shape(&args.shape)?;
     let dtype = DType::parse(&args.dtype)?;
     if !dtype.is_float() {
@@ -102,6 +102,9 @@ fn pool(args: PoolBenchArgs) -> Result<()> {
                 args.shape
             ))
         })?;
+    if let Device::Cuda(n) = device {
+        return super::bench_gpu::pool(n, [b, t, d], dtype, &spec, runs, args.seed, args.json);
+    }
 
     // Random values and lengths (each sequence 1..=T real tokens, then padding).
     let mut rng = StdRng::seed_from_u64(args.seed);

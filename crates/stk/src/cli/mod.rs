@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_encode;
+mod bench_gpu;
 mod encode;
 mod layer_pool;
 mod normalize;
