@@ -32,11 +32,23 @@ pub fn gpu_bundle(root: &Path, out: &Path) -> Result<()> {
     let mut tests = cargo_executables(root, Command::new(&cargo).args(&args))?;
     tests.retain(|(kind, _, _)| kind == "test");
     if tests.len() != GPU_TESTS.len() {
-        bail!("cargo built {} test binaries, expected {}", tests.len(), GPU_TESTS.len());
+        bail!(
+            "cargo built {} test binaries, expected {}",
+            tests.len(),
+            GPU_TESTS.len()
+        );
     }
     let stk = cargo_executables(
         root,
-        Command::new(&cargo).args(["build", "--release", "-p", "stk", "--bin", "stk", "--message-format=json"]),
+        Command::new(&cargo).args([
+            "build",
+            "--release",
+            "-p",
+            "stk",
+            "--bin",
+            "stk",
+            "--message-format=json",
+        ]),
     )?;
     let Some((_, _, stk)) = stk
         .into_iter()
@@ -54,7 +66,10 @@ pub fn gpu_bundle(root: &Path, out: &Path) -> Result<()> {
         format!("stk GPU bundle, commit {}", git_head(root)),
         format!("built in {}", root.display()),
     ];
-    let all = tests.iter().map(|(_, n, e)| (n.as_str(), e)).chain([("stk", &stk)]);
+    let all = tests
+        .iter()
+        .map(|(_, n, e)| (n.as_str(), e))
+        .chain([("stk", &stk)]);
     for (name, exe) in all {
         let packed = pack_binary(exe, &bin.join(name))?;
         manifest.push(format!(

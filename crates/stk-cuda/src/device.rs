@@ -229,7 +229,8 @@ impl CudaDevice {
 /// The process-wide handle of device `ordinal`, opened (and its kernels loaded) on first use.
 /// Errors are not remembered: a later call tries again.
 pub fn shared_device(ordinal: usize) -> Result<Arc<CudaDevice>> {
-    static OPEN: std::sync::Mutex<Vec<(usize, Arc<CudaDevice>)>> = std::sync::Mutex::new(Vec::new());
+    static OPEN: std::sync::Mutex<Vec<(usize, Arc<CudaDevice>)>> =
+        std::sync::Mutex::new(Vec::new());
     // A panic while holding the lock cannot leave the list inconsistent: keep using it.
     let mut open = OPEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((_, d)) = open.iter().find(|(o, _)| *o == ordinal) {

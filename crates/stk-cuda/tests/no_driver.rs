@@ -21,6 +21,9 @@ fn missing_driver_or_device_is_an_error_not_a_panic() {
             stk_cuda::driver_version(),
             Err(Error::NoCudaDriver)
         ));
-        assert!(matches!(stk_cuda::shared_device(0), Err(Error::NoCudaDriver)));
+        assert!(matches!(
+            stk_cuda::shared_device(0),
+            Err(Error::NoCudaDriver)
+        ));
     }
 }

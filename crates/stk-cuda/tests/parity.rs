@@ -81,8 +81,11 @@ fn non_finite_values_on_gpu() {
 
 /// `cases` random problems of `strategy` through `check` on the GPU (after one skip line when
 /// there is none); a failure panics with the shrunk problem.
-fn random<S: Strategy>(test: &str, strategy: S, check: impl Fn(&CudaDevice, &S::Value) -> checks::Check)
-where
+fn random<S: Strategy>(
+    test: &str,
+    strategy: S,
+    check: impl Fn(&CudaDevice, &S::Value) -> checks::Check,
+) where
     S::Value: std::fmt::Debug,
 {
     let Some(dev) = gpu(test) else { return };
@@ -101,27 +104,39 @@ where
 
 #[test]
 fn padded_pooling_matches_cpu() {
-    random("padded_pooling_matches_cpu", padded_problem(), |d, p| checks::padded(d, p));
+    random("padded_pooling_matches_cpu", padded_problem(), |d, p| {
+        checks::padded(d, p)
+    });
 }
 
 #[test]
 fn varlen_pooling_matches_cpu() {
-    random("varlen_pooling_matches_cpu", varlen_problem(), |d, p| checks::varlen(d, p));
+    random("varlen_pooling_matches_cpu", varlen_problem(), |d, p| {
+        checks::varlen(d, p)
+    });
 }
 
 #[test]
 fn normalize_matches_cpu() {
-    random("normalize_matches_cpu", normalize_problem(), |d, p| checks::normalize(d, p));
+    random("normalize_matches_cpu", normalize_problem(), |d, p| {
+        checks::normalize(d, p)
+    });
 }
 
 #[test]
 fn weighted_layer_pooling_matches_cpu() {
-    random("weighted_layer_pooling_matches_cpu", layer_pool_problem(), |d, p| checks::layer_pool(d, p));
+    random(
+        "weighted_layer_pooling_matches_cpu",
+        layer_pool_problem(),
+        |d, p| checks::layer_pool(d, p),
+    );
 }
 
 #[test]
 fn embedding_bag_matches_cpu() {
-    random("embedding_bag_matches_cpu", bag_problem(), |d, p| checks::embedding_bag(d, p));
+    random("embedding_bag_matches_cpu", bag_problem(), |d, p| {
+        checks::embedding_bag(d, p)
+    });
 }
 
 #[test]

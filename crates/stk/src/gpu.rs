@@ -22,14 +22,22 @@ pub(crate) struct GpuStatic {
 impl GpuStatic {
     /// Put `bag`'s table, mapping and weights on device `ordinal` (`NoCudaDriver` /
     /// `NoCudaDevice` when there is none).
-    pub(crate) fn new(ordinal: usize, bag: &EmbeddingBag, normalize: Option<NormRule>) -> Result<Self> {
+    pub(crate) fn new(
+        ordinal: usize,
+        bag: &EmbeddingBag,
+        normalize: Option<NormRule>,
+    ) -> Result<Self> {
         let device = stk_cuda::shared_device(ordinal)?;
         let mapping = bag
             .mapping()
             .map(|m| Tensor::from_vec([m.len()], m.iter().map(|&r| r as i64).collect::<Vec<i64>>()))
             .transpose()?;
-        let weights = bag.weights().map(|w| Tensor::from_slice([w.len()], w)).transpose()?;
-        let table = DeviceEmbeddingTable::new(&device, bag.table(), mapping.as_ref(), weights.as_ref())?;
+        let weights = bag
+            .weights()
+            .map(|w| Tensor::from_slice([w.len()], w))
+            .transpose()?;
+        let table =
+            DeviceEmbeddingTable::new(&device, bag.table(), mapping.as_ref(), weights.as_ref())?;
         Ok(GpuStatic {
             device,
             table,
@@ -45,12 +53,19 @@ impl GpuStatic {
     {
         let dim = self.table.dim();
         if out.len() != texts.len() * dim {
-            return Err(Error::shape("embedding output", format!("[{}, {dim}]", texts.len()), &[out.len()]));
+            return Err(Error::shape(
+                "embedding output",
+                format!("[{}, {dim}]", texts.len()),
+                &[out.len()],
+            ));
         }
         if dim == 0 {
             return Ok(());
         }
-        for (chunk, rows) in texts.chunks(TEXTS_PER_LAUNCH).zip(out.chunks_mut(TEXTS_PER_LAUNCH * dim)) {
+        for (chunk, rows) in texts
+            .chunks(TEXTS_PER_LAUNCH)
+            .zip(out.chunks_mut(TEXTS_PER_LAUNCH * dim))
+        {
             let ids: Vec<Vec<u32>> = chunk
                 .par_iter()
                 .map(|text| {
@@ -60,9 +75,12 @@ impl GpuStatic {
                 })
                 .collect::<Result<_>>()?;
             let bags = TokenBags::from_bags(&ids, self.table.vocab())?;
-            let pooled = self
-                .device
-                .embedding_bag(&self.table, &bags, BagReduce::MeanByCount, self.normalize)?;
+            let pooled = self.device.embedding_bag(
+                &self.table,
+                &bags,
+                BagReduce::MeanByCount,
+                self.normalize,
+            )?;
             rows.copy_from_slice(pooled.as_slice::<f32>()?);
         }
         Ok(())

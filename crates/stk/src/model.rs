@@ -27,8 +27,8 @@ use stk_cpu::StaticEmbedding;
 
 use rayon::prelude::*;
 
-use crate::model2vec::{Model2Vec, Model2VecConfig, DEFAULT_MAX_LENGTH};
 use crate::gpu::GpuStatic;
+use crate::model2vec::{Model2Vec, Model2VecConfig, DEFAULT_MAX_LENGTH};
 use crate::pipeline::Pipeline;
 
 /// sentence-transformers' model configuration, which may set a default prompt.
@@ -429,11 +429,16 @@ impl Model {
     pub fn encode_into(&self, texts: &[&str], out: &mut [f32]) -> Result<()> {
         if let Some(gpu) = &self.gpu {
             return match &self.engine {
-                Engine::Model2Vec(m) => gpu.encode_into(texts, out, |t, ids| m.token_ids_into(t, ids)),
+                Engine::Model2Vec(m) => {
+                    gpu.encode_into(texts, out, |t, ids| m.token_ids_into(t, ids))
+                }
                 Engine::Static { embedding, .. } => {
                     gpu.encode_into(texts, out, |t, ids| embedding.token_ids_into(t, ids))
                 }
-                Engine::Pipeline { .. } => Err(Error::Unsupported("encoding a module pipeline".into(), "cuda".into())),
+                Engine::Pipeline { .. } => Err(Error::Unsupported(
+                    "encoding a module pipeline".into(),
+                    "cuda".into(),
+                )),
             };
         }
         match &self.engine {

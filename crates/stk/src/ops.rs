@@ -148,11 +148,9 @@ pub fn layer_pool_tensors(
 ) -> Result<Tensor> {
     match device {
         Device::Cpu => stk_cpu::weighted_layer_pooling(all_layers, layer_start, layer_weights),
-        Device::Cuda(n) => stk_cuda::shared_device(n)?.weighted_layer_pool(
-            all_layers,
-            layer_start,
-            layer_weights,
-        ),
+        Device::Cuda(n) => {
+            stk_cuda::shared_device(n)?.weighted_layer_pool(all_layers, layer_start, layer_weights)
+        }
     }
 }
 

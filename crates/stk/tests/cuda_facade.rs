@@ -30,7 +30,8 @@ fn cases(kind: &str) -> Vec<GoldenCase> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| {
             let dir = e.unwrap().path();
-            let case = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).ok()?).unwrap();
+            let case = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).ok()?)
+                .unwrap();
             let name = dir.file_name().unwrap().to_string_lossy().into_owned();
             Some(GoldenCase { name, dir, case })
         })
@@ -43,8 +44,12 @@ fn cases(kind: &str) -> Vec<GoldenCase> {
 
 /// The `stk` binary: `STK_BIN` when set (the bundle's copy), else the one cargo built.
 fn stk(args: &[&str]) -> Output {
-    let bin = std::env::var_os("STK_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stk")), PathBuf::from);
-    Command::new(bin).args(args).output().expect("run the stk binary")
+    let bin = std::env::var_os("STK_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stk")), PathBuf::from);
+    Command::new(bin)
+        .args(args)
+        .output()
+        .expect("run the stk binary")
 }
 
 /// Whether a GPU is usable; prints the skip line when not.
@@ -67,8 +72,11 @@ fn gpu_or_skip(test: &str) -> bool {
 fn without_a_driver_every_device_entry_point_says_so() {
     if stk_cuda::driver_present() {
         // A driver is here: an ordinal no machine has is a typed error, not a panic.
-        let e = stk::ops::normalize_tensor(&Tensor::zeros([1, 4], DType::F32).unwrap(), Device::Cuda(1000))
-            .unwrap_err();
+        let e = stk::ops::normalize_tensor(
+            &Tensor::zeros([1, 4], DType::F32).unwrap(),
+            Device::Cuda(1000),
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::NoCudaDevice(1000)), "{e}");
         return;
     }
@@ -80,7 +88,9 @@ fn without_a_driver_every_device_entry_point_says_so() {
         device: Device::Cuda(0),
         ..LoadOptions::default()
     };
-    no_driver(Model::load_with(repo_root().join("models/potion-base-8M-f16"), &options).map(|_| ()));
+    no_driver(
+        Model::load_with(repo_root().join("models/potion-base-8M-f16"), &options).map(|_| ()),
+    );
     let x = Tensor::zeros([2, 4], DType::F32).unwrap();
     no_driver(stk::ops::normalize_tensor(&x, Device::Cuda(0)).map(|_| ()));
     let layers = Tensor::zeros([2, 1, 1, 4], DType::F32).unwrap();
@@ -93,7 +103,10 @@ fn without_a_driver_every_device_entry_point_says_so() {
     stk_core::write_safetensors(
         &input,
         &[
-            ("token_embeddings", &Tensor::zeros([2, 3, 4], DType::F32).unwrap()),
+            (
+                "token_embeddings",
+                &Tensor::zeros([2, 3, 4], DType::F32).unwrap(),
+            ),
             ("sentence_embedding", &x),
             ("all_layer_embeddings", &layers),
             ("layer_weights", &w),
@@ -103,19 +116,57 @@ fn without_a_driver_every_device_entry_point_says_so() {
     let texts = tmp.path().join("texts.txt");
     std::fs::write(&texts, "hello\nworld\n").unwrap();
     let out = tmp.path().join("out.safetensors");
-    let (i, o, t) = (input.to_str().unwrap(), out.to_str().unwrap(), texts.to_str().unwrap());
+    let (i, o, t) = (
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        texts.to_str().unwrap(),
+    );
     for args in [
-        &["pool", "--input", i, "--output", o, "--mode", "mean", "--device", "cuda"][..],
-        &["normalize", "--input", i, "--output", o, "--device", "cuda:0"],
-        &["layer-pool", "--input", i, "--output", o, "--layer-start", "0", "--device", "cuda"],
-        &["encode", "--input", t, "--output", o, "--device", "cuda", "--quiet"],
+        &[
+            "pool", "--input", i, "--output", o, "--mode", "mean", "--device", "cuda",
+        ][..],
+        &[
+            "normalize",
+            "--input",
+            i,
+            "--output",
+            o,
+            "--device",
+            "cuda:0",
+        ],
+        &[
+            "layer-pool",
+            "--input",
+            i,
+            "--output",
+            o,
+            "--layer-start",
+            "0",
+            "--device",
+            "cuda",
+        ],
+        &[
+            "encode", "--input", t, "--output", o, "--device", "cuda", "--quiet",
+        ],
         &["bench", "pool", "--device", "cuda", "--shape", "2x3x4"],
-        &["bench", "embedding-bag", "--device", "cuda", "--rows", "10", "--dim", "4"],
+        &[
+            "bench",
+            "embedding-bag",
+            "--device",
+            "cuda",
+            "--rows",
+            "10",
+            "--dim",
+            "4",
+        ],
     ] {
         let r = stk(args);
         let stderr = String::from_utf8_lossy(&r.stderr);
         assert_eq!(r.status.code(), Some(1), "stk {args:?}: {stderr}");
-        assert!(stderr.contains("no CUDA driver found"), "stk {args:?}: {stderr}");
+        assert!(
+            stderr.contains("no CUDA driver found"),
+            "stk {args:?}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(!out.exists(), "stk {args:?} wrote an output");
     }
@@ -136,26 +187,42 @@ fn static_cases_on_gpu_match_the_reference() {
             .into_iter()
             .find(|p| p.is_dir())
         else {
-            println!("skipped {}: model {rel} is in neither models/ nor ../shared/models", case.name);
+            println!(
+                "skipped {}: model {rel} is in neither models/ nor ../shared/models",
+                case.name
+            );
             continue;
         };
         let semantics: Semantics = case.case["semantics"].as_str().unwrap().parse().unwrap();
         let options = LoadOptions {
             semantics: Some(semantics),
-            normalize: (semantics == Semantics::SentenceTransformers).then(|| case.case["normalize"].as_bool().unwrap()),
-            max_length: case.case["max_length"].as_u64().map(|m| m as usize).or(LoadOptions::default().max_length),
+            normalize: (semantics == Semantics::SentenceTransformers)
+                .then(|| case.case["normalize"].as_bool().unwrap()),
+            max_length: case.case["max_length"]
+                .as_u64()
+                .map(|m| m as usize)
+                .or(LoadOptions::default().max_length),
             device: Device::Cuda(0),
         };
-        let model = Model::load_with(&dir, &options).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let model =
+            Model::load_with(&dir, &options).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let texts: Vec<String> =
-            serde_json::from_str(&std::fs::read_to_string(case.dir.join("texts.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(case.dir.join("texts.json")).unwrap())
+                .unwrap();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let got = model.encode(&refs).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let got = model
+            .encode(&refs)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let expected = SafetensorsFile::open(case.dir.join("expected.safetensors"))
             .unwrap()
             .get("expected")
             .unwrap();
-        assert_eq!([got.rows(), got.dim()], [expected.dims()[0], expected.dims()[1]], "{}", case.name);
+        assert_eq!(
+            [got.rows(), got.dim()],
+            [expected.dims()[0], expected.dims()[1]],
+            "{}",
+            case.name
+        );
         let tol = case.case["tolerance"].as_f64().unwrap() as f32;
         if let Err(e) = compare(got.as_slice(), &expected.to_f32_vec().unwrap(), tol) {
             panic!("{} on the GPU: {e}", case.name);
@@ -185,35 +252,71 @@ fn module_commands_on_gpu_match_the_reference() {
     let tmp = tempfile::tempdir().unwrap();
     let check = |case: &GoldenCase, args: &[&str], out: &PathBuf, name: &str, tol: f32| {
         let r = stk(args);
-        assert!(r.status.success(), "{}: stk {args:?}: {}", case.name, String::from_utf8_lossy(&r.stderr));
+        assert!(
+            r.status.success(),
+            "{}: stk {args:?}: {}",
+            case.name,
+            String::from_utf8_lossy(&r.stderr)
+        );
         let got = SafetensorsFile::open(out).unwrap().get(name).unwrap();
         let expected = SafetensorsFile::open(case.dir.join("tensors.safetensors"))
             .unwrap()
             .get("expected")
             .unwrap();
-        assert_eq!((got.dims(), got.dtype()), (expected.dims(), expected.dtype()), "{}", case.name);
-        if let Err(e) = compare(&got.to_f32_vec().unwrap(), &expected.to_f32_vec().unwrap(), tol) {
+        assert_eq!(
+            (got.dims(), got.dtype()),
+            (expected.dims(), expected.dtype()),
+            "{}",
+            case.name
+        );
+        if let Err(e) = compare(
+            &got.to_f32_vec().unwrap(),
+            &expected.to_f32_vec().unwrap(),
+            tol,
+        ) {
             panic!("{}: {e}", case.name);
         }
     };
     for case in cases("pooling") {
         let input = case.dir.join("tensors.safetensors");
         let out = tmp.path().join(format!("{}.safetensors", case.name));
-        let modes: Vec<&str> = case.case["pooling_mode"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+        let modes: Vec<&str> = case.case["pooling_mode"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .collect();
         let modes = modes.join(",");
         let prompt = case.case["prompt_length"].as_u64().map(|p| p.to_string());
-        let mut args = vec!["pool", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()];
+        let mut args = vec![
+            "pool",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
         args.extend(["--mode", &modes, "--device", "cuda"]);
         if case.case["include_prompt"] == false {
             args.extend(["--prompt-length", prompt.as_deref().unwrap()]);
         }
-        let tol = tolerance_for(dtype_named(case.case["dtype"].as_str().unwrap()).as_str(), false);
+        let tol = tolerance_for(
+            dtype_named(case.case["dtype"].as_str().unwrap()).as_str(),
+            false,
+        );
         check(&case, &args, &out, "sentence_embedding", tol);
     }
     for case in cases("normalize") {
         let input = case.dir.join("tensors.safetensors");
         let out = tmp.path().join(format!("{}.safetensors", case.name));
-        let args = ["normalize", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap(), "--device", "cuda"];
+        let args = [
+            "normalize",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--device",
+            "cuda",
+        ];
         let tol = tolerance_for(case.case["dtype"].as_str().unwrap(), false);
         check(&case, &args, &out, "sentence_embedding", tol);
     }

@@ -31,7 +31,16 @@ pub fn pool(
         warmup: WARMUP,
         iters: runs.max(1),
     };
-    let m = bench::bench_pool(&dev, shape, dtype, spec, BenchLengths::Random, false, repeats, seed)?;
+    let m = bench::bench_pool(
+        &dev,
+        shape,
+        dtype,
+        spec,
+        BenchLengths::Random,
+        false,
+        repeats,
+        seed,
+    )?;
     report(&dev, "pool", &m, repeats, json);
     Ok(())
 }
@@ -77,7 +86,9 @@ pub fn embedding_bag(args: EmbeddingBagArgs) -> Result<()> {
     let device: Device = args.device.parse()?;
     let dtype = DType::parse(&args.dtype)?;
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::I8) {
-        return Err(Error::invalid(format!("--dtype must be f32, f16, bf16 or i8, got {dtype}")));
+        return Err(Error::invalid(format!(
+            "--dtype must be f32, f16, bf16 or i8, got {dtype}"
+        )));
     }
     let rule = match args.normalize.as_deref() {
         None => None,
@@ -90,7 +101,9 @@ pub fn embedding_bag(args: EmbeddingBagArgs) -> Result<()> {
         }
     };
     if args.rows == 0 || args.dim == 0 || args.rows > u32::MAX as usize {
-        return Err(Error::invalid("--rows must be in 1..2^32 and --dim at least 1"));
+        return Err(Error::invalid(
+            "--rows must be in 1..2^32 and --dim at least 1",
+        ));
     }
     args.rows
         .checked_mul(args.dim)
@@ -110,7 +123,15 @@ pub fn embedding_bag(args: EmbeddingBagArgs) -> Result<()> {
                 iters: runs,
             };
             let m = bench::bench_embedding_bag(
-                &dev, args.rows, args.dim, dtype, args.bags, args.tokens, rule, repeats, args.seed,
+                &dev,
+                args.rows,
+                args.dim,
+                dtype,
+                args.bags,
+                args.tokens,
+                rule,
+                repeats,
+                args.seed,
             )?;
             report(&dev, "embedding-bag", &m, repeats, args.json);
             Ok(())
@@ -148,8 +169,16 @@ fn report(dev: &CudaDevice, bench: &str, m: &KernelMeasurement, repeats: Repeats
             repeats.iters,
             repeats.warmup
         );
-        println!("  kernel {:9.4} ms  {:7.1} GB/s ({})", m.ms, m.bytes_per_s() / 1e9, m.detail);
-        println!("  copy              {:7.1} GB/s (device to device, read + write)", m.copy_bytes_per_s / 1e9);
+        println!(
+            "  kernel {:9.4} ms  {:7.1} GB/s ({})",
+            m.ms,
+            m.bytes_per_s() / 1e9,
+            m.detail
+        );
+        println!(
+            "  copy              {:7.1} GB/s (device to device, read + write)",
+            m.copy_bytes_per_s / 1e9
+        );
         println!("  fraction of copy bandwidth: {:.2}", m.fraction_of_copy());
     }
 }
@@ -161,16 +190,30 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 /// The CPU arm: stk-cpu's embedding bag (what `--device cpu` encoding runs) on the same
 /// random table and ids, against a parallel copy of the table's bytes.
-fn embedding_bag_cpu(args: &EmbeddingBagArgs, dtype: DType, rule: Option<NormRule>, runs: usize) -> Result<()> {
+fn embedding_bag_cpu(
+    args: &EmbeddingBagArgs,
+    dtype: DType,
+    rule: Option<NormRule>,
+    runs: usize,
+) -> Result<()> {
     if rule.is_some() {
-        return Err(Error::Unsupported("--normalize".into(), "the cpu arm of bench embedding-bag".into()));
+        return Err(Error::Unsupported(
+            "--normalize".into(),
+            "the cpu arm of bench embedding-bag".into(),
+        ));
     }
     let mut rng = StdRng::seed_from_u64(args.seed);
     let n = args.rows * args.dim;
     let table = match dtype {
-        DType::I8 => Tensor::from_vec([args.rows, args.dim], (0..n).map(|_| rng.gen_range(-127i8..=127)).collect())?,
-        _ => Tensor::from_vec([args.rows, args.dim], (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect())?
-            .to_dtype(dtype)?,
+        DType::I8 => Tensor::from_vec(
+            [args.rows, args.dim],
+            (0..n).map(|_| rng.gen_range(-127i8..=127)).collect(),
+        )?,
+        _ => Tensor::from_vec(
+            [args.rows, args.dim],
+            (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect(),
+        )?
+        .to_dtype(dtype)?,
     };
     let ids: Vec<u32> = (0..args.bags * args.tokens)
         .map(|_| rng.gen_range(0..args.rows as u32))
@@ -203,7 +246,10 @@ fn embedding_bag_cpu(args: &EmbeddingBagArgs, dtype: DType, rule: Option<NormRul
     }
     let (bag_t, copy_t) = (median(bag_times), median(copy_times));
     let n_ids = args.bags * args.tokens;
-    let bytes = n_ids * args.dim * dtype.size_in_bytes() + n_ids * 4 + (args.bags + 1) * 8 + args.bags * args.dim * 4;
+    let bytes = n_ids * args.dim * dtype.size_in_bytes()
+        + n_ids * 4
+        + (args.bags + 1) * 8
+        + args.bags * args.dim * 4;
     let gbps = bytes as f64 / bag_t.as_secs_f64() / 1e9;
     let copy_gbps = 2.0 * src.len() as f64 / copy_t.as_secs_f64() / 1e9;
     let threads = rayon::current_num_threads();
@@ -232,7 +278,10 @@ fn embedding_bag_cpu(args: &EmbeddingBagArgs, dtype: DType, rule: Option<NormRul
             "  bag   {:9.3} ms  {gbps:7.1} GB/s (rows gathered + ids + offsets + f32 output)",
             bag_t.as_secs_f64() * 1e3
         );
-        println!("  copy  {:9.3} ms  {copy_gbps:7.1} GB/s (read + write of the table's bytes)", copy_t.as_secs_f64() * 1e3);
+        println!(
+            "  copy  {:9.3} ms  {copy_gbps:7.1} GB/s (read + write of the table's bytes)",
+            copy_t.as_secs_f64() * 1e3
+        );
         println!("  fraction of copy bandwidth: {:.2}", gbps / copy_gbps);
     }
     Ok(())
