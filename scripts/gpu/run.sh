@@ -78,6 +78,7 @@ step "test cuda_facade (golden static cases encoded on the GPU, module commands 
 # bandwidth measured in the same process. Pooling: each sequence a random length in 1..=T.
 bench() { step "stk bench $*" 300 "$bin/stk" bench "$@"; }
 bench pool --device cuda --shape 256x512x1024 --dtype bf16 --mode mean
+bench pool --device cuda --shape 256x512x1024 --dtype bf16 --mode mean --full-length
 bench pool --device cuda --shape 256x512x1024 --dtype f16 --mode mean
 bench pool --device cuda --shape 256x512x1024 --dtype f32 --mode mean
 bench pool --device cuda --shape 256x512x1024 --dtype bf16 --mode cls,max,mean

@@ -103,7 +103,21 @@ fn pool(args: PoolBenchArgs) -> Result<()> {
             ))
         })?;
     if let Device::Cuda(n) = device {
-        return super::bench_gpu::pool(n, [b, t, d], dtype, &spec, runs, args.seed, args.json);
+        let lengths = if args.full_length {
+            stk_cuda::bench::BenchLengths::Full
+        } else {
+            stk_cuda::bench::BenchLengths::Random
+        };
+        return super::bench_gpu::pool(
+            n,
+            [b, t, d],
+            dtype,
+            &spec,
+            lengths,
+            runs,
+            args.seed,
+            args.json,
+        );
     }
 
     // Random values and lengths (each sequence 1..=T real tokens, then padding).

@@ -15,13 +15,16 @@ use stk_cuda::{CudaDevice, NormRule};
 /// Warm-up launches before the timed ones.
 const WARMUP: usize = 10;
 
-/// `stk bench pool --device cuda[:N]`: the fused pooling kernel on random data of `shape`, each
-/// sequence a random length in 1..=T (as the CPU arm), against the copy bandwidth.
+/// `stk bench pool --device cuda[:N]`: the fused pooling kernel on random data of `shape`
+/// (sequence lengths as the CPU arm draws them: random in 1..=T, or all T), against the copy
+/// bandwidth.
+#[allow(clippy::too_many_arguments)]
 pub fn pool(
     ordinal: usize,
     shape: [usize; 3],
     dtype: DType,
     spec: &PoolingSpec,
+    lengths: BenchLengths,
     runs: usize,
     seed: u64,
     json: bool,
@@ -31,16 +34,7 @@ pub fn pool(
         warmup: WARMUP,
         iters: runs.max(1),
     };
-    let m = bench::bench_pool(
-        &dev,
-        shape,
-        dtype,
-        spec,
-        BenchLengths::Random,
-        false,
-        repeats,
-        seed,
-    )?;
+    let m = bench::bench_pool(&dev, shape, dtype, spec, lengths, false, repeats, seed)?;
     report(&dev, "pool", &m, repeats, json);
     Ok(())
 }
