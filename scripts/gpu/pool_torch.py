@@ -44,7 +44,11 @@ def main():
     else:
         lens = torch.randint(1, t + 1, (b,), device="cuda", generator=g)
     mask = (torch.arange(t, device="cuda")[None, :] < lens[:, None]).to(torch.int64)
-    pool = Pooling(d, **{MODE_FLAGS[m]: True for m in modes}).cuda()
+    unknown = [m for m in modes if m not in MODE_FLAGS]
+    if unknown:
+        raise SystemExit(f"unknown pooling modes {unknown}")
+    # Every flag explicitly: Pooling's own default turns mean on.
+    pool = Pooling(d, **{flag: m in modes for m, flag in MODE_FLAGS.items()}).cuda()
     norm = Normalize()
 
     def run():
