@@ -126,4 +126,9 @@ fn main() {
         s_med / m_med,
         s_best / m_best
     );
+    println!(
+        "ratio stk / model2vec-rs encode     : median {:.2}x, best {:.2}x",
+        s_med / mn_med,
+        s_best / mn_best
+    );
 }

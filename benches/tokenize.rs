@@ -43,8 +43,16 @@ fn bench_tokenizer(c: &mut Criterion, model: &str, texts: &[String]) {
         .join("models")
         .join(model)
         .join("tokenizer.json");
+    let t = std::time::Instant::now();
     let ours = stk_cpu::Tokenizer::from_file(&path).expect("load tokenizer");
+    let ours_load = t.elapsed();
+    let t = std::time::Instant::now();
     let mut crate_tok = tokenizers::Tokenizer::from_file(&path).expect("load tokenizer");
+    println!(
+        "{model}: load time stk {:.0} ms (crate loaded beside the fast path), tokenizers {:.0} ms",
+        ours_load.as_secs_f64() * 1e3,
+        t.elapsed().as_secs_f64() * 1e3
+    );
     crate_tok.with_truncation(None).expect("no truncation");
     crate_tok.with_padding(None);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -10,7 +10,6 @@
 mod bert;
 mod trie;
 mod unigram;
-mod vocab;
 mod wordpiece;
 
 use std::collections::HashMap;

@@ -162,7 +162,7 @@ impl UnigramModel {
             .collect::<Option<_>>()?;
         let min_score = vocab.iter().map(|v| v.1).fold(f64::INFINITY, f64::min);
         Some(UnigramModel {
-            trie: ByteTrie::build(&ids),
+            trie: ByteTrie::build(&ids)?,
             scores: vocab.iter().map(|v| v.1).collect(),
             unk_id: u32::try_from(unk_id).ok()?,
             // The crate's K_UNK_PENALTY.

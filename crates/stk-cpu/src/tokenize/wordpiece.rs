@@ -5,14 +5,14 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use super::bert::{unpack, BertCharTable, BertNormalizerConfig, CharKind, Mapped};
-use super::vocab::BytesMap;
+use super::trie::ByteTrie;
 
 /// WordPiece settings and vocabulary.
 pub(crate) struct WordPiece {
-    /// Every vocabulary token (used for the first piece of a word).
-    whole: BytesMap,
+    /// Every vocabulary token (for the first piece of a word).
+    whole: ByteTrie,
     /// Tokens that start with the continuing-subword prefix, prefix removed.
-    continuing: BytesMap,
+    continuing: ByteTrie,
     unk_id: u32,
     max_input_chars_per_word: usize,
 }
@@ -27,17 +27,16 @@ impl WordPiece {
         max_input_chars_per_word: usize,
     ) -> Option<WordPiece> {
         let unk_id = *vocab.get(unk_token)?;
-        let mut whole = BytesMap::default();
-        let mut continuing = BytesMap::default();
-        for (token, &id) in vocab {
-            whole.insert(token.as_bytes(), id);
-            if let Some(rest) = token.strip_prefix(continuing_subword_prefix) {
-                continuing.insert(rest.as_bytes(), id);
-            }
-        }
+        let whole: Vec<(&[u8], u32)> = vocab.iter().map(|(t, &id)| (t.as_bytes(), id)).collect();
+        let continuing: Vec<(&[u8], u32)> = vocab
+            .iter()
+            .filter_map(|(t, &id)| {
+                Some((t.strip_prefix(continuing_subword_prefix)?.as_bytes(), id))
+            })
+            .collect();
         Some(WordPiece {
-            whole,
-            continuing,
+            whole: ByteTrie::build(&whole)?,
+            continuing: ByteTrie::build(&continuing)?,
             unk_id,
             max_input_chars_per_word,
         })
@@ -45,7 +44,9 @@ impl WordPiece {
 
     /// Greedy longest-match-first split of one pre-tokenized word (`chars` chars long),
     /// exactly as the crate's `WordPiece::tokenize`: the whole word becomes the unknown token
-    /// when it is too long or some remainder has no matching piece.
+    /// when it is too long or some remainder has no matching piece. (The crate tries ever
+    /// shorter substrings; the longest vocabulary prefix found by one trie walk is the same
+    /// piece, as tokens are whole UTF-8 strings.)
     #[inline]
     fn tokenize_word(&self, word: &[u8], chars: usize, out: &mut Vec<u32>) {
         if chars > self.max_input_chars_per_word {
@@ -55,36 +56,25 @@ impl WordPiece {
         let mark = out.len();
         let mut start = 0;
         while start < word.len() {
-            let map = if start == 0 {
+            let trie = if start == 0 {
                 &self.whole
             } else {
                 &self.continuing
             };
-            let mut end = floor_char_boundary(word, (start + map.max_len()).min(word.len()));
-            loop {
-                if end <= start {
+            // The trie never yields the empty token, and the crate cannot match it either.
+            match word.get(start..).and_then(|rest| trie.longest_prefix(rest)) {
+                Some((len, id)) => {
+                    out.push(id);
+                    start += len;
+                }
+                None => {
                     out.truncate(mark);
                     out.push(self.unk_id);
                     return;
                 }
-                if let Some(id) = word.get(start..end).and_then(|piece| map.get(piece)) {
-                    out.push(id);
-                    start = end;
-                    break;
-                }
-                end = floor_char_boundary(word, end - 1);
             }
         }
     }
-}
-
-/// Largest char boundary of the UTF-8 `bytes` that is `<= at` (`at <= bytes.len()`).
-#[inline]
-fn floor_char_boundary(bytes: &[u8], mut at: usize) -> usize {
-    while at > 0 && at < bytes.len() && (bytes[at] & 0xC0) == 0x80 {
-        at -= 1;
-    }
-    at
 }
 
 /// Why the fast path did not produce ids for a text.
