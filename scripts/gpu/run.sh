@@ -8,14 +8,16 @@
 #
 #     bash gpu-bundle/run.sh [LOG]
 #
-# Everything is printed and also written to LOG (default benches/results/gpu-<date>.log), the
-# file to commit. The exit status is non-zero when a test step failed.
+# Everything is printed and also written to LOG (default $OUT/gpu-<date>.log when $OUT is set,
+# else benches/results/gpu-<date>.log): the file to commit under benches/results/. The exit
+# status is non-zero when a step failed.
 set -uo pipefail
 
 bundle="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$bundle/.." && pwd)"
 export STK_REPO_ROOT="$root"   # the test binaries find tests/golden through it
-log="${1:-$root/benches/results/gpu-$(date -u +%Y%m%d-%H%M%S).log}"
+# On the device machine of the `run` tool, $OUT is the folder that comes back: log there.
+log="${1:-${OUT:-$root/benches/results}/gpu-$(date -u +%Y%m%d-%H%M%S).log}"
 mkdir -p "$(dirname "$log")"
 exec > >(tee "$log") 2>&1
 

@@ -3,7 +3,7 @@
 //! Without a CUDA driver (this machine, CI): every entry point that takes a device answers
 //! with the typed "no CUDA driver" error, and the binary exits 1 with that line and writes
 //! nothing. With a GPU (`gpu-bundle/run.sh`): every golden `static` case encoded on the GPU,
-//! every golden module case through `stk pool|normalize|layer-pool --device cuda`, each
+//! golden module cases through `stk pool|normalize|layer-pool --device cuda`, each
 //! against the reference's expected output. A test that needs a GPU prints
 //! `skipped: no CUDA driver` without one: the only skip allowed.
 
@@ -243,7 +243,7 @@ fn dtype_named(name: &str) -> DType {
     .unwrap()
 }
 
-/// Every golden module case through the binary's `--device cuda` commands.
+/// Golden module cases through the binary's `--device cuda` commands.
 #[test]
 fn module_commands_on_gpu_match_the_reference() {
     if !gpu_or_skip("module_commands_on_gpu_match_the_reference") {
@@ -277,7 +277,9 @@ fn module_commands_on_gpu_match_the_reference() {
             panic!("{}: {e}", case.name);
         }
     };
-    for case in cases("pooling") {
+    // Every fourth pooling case: each run is a process with its own CUDA context, and the
+    // kernels themselves meet every case in stk-cuda's parity test.
+    for case in cases("pooling").into_iter().step_by(4) {
         let input = case.dir.join("tensors.safetensors");
         let out = tmp.path().join(format!("{}.safetensors", case.name));
         let modes: Vec<&str> = case.case["pooling_mode"]
