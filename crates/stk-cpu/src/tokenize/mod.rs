@@ -1,11 +1,24 @@
 //! Text to token ids, exactly as the `tokenizers` crate computes them for a `tokenizer.json`.
 //!
 //! The crate is always loaded: it is the reference and the fallback. Pipelines that are common
-//! in static embedding models have a fast path of their own here (chosen from the exact
-//! configuration in `tokenizer.json`, see [`Tokenizer::backend`]); a fast path gives the same
-//! ids as the crate's `encode(text, false)` with truncation and padding disabled, and hands a
-//! text to the crate whenever it cannot guarantee that (an added token occurs in the text, a
-//! rare Unicode ordering case).
+//! in static embedding models have a fast path of their own here, chosen from the exact
+//! configuration in `tokenizer.json` (see [`Tokenizer::backend`]):
+//!
+//! * `bert-wordpiece`: `BertNormalizer` (any flags) + `BertPreTokenizer` + `WordPiece` whose
+//!   unknown token is in the vocabulary (potion / BERT vocabularies);
+//! * `metaspace-unigram`: `Precompiled` charsmap (or no normalizer) +
+//!   `Sequence[WhitespaceSplit, Metaspace(prepend_scheme always, split)]` + `Unigram` with an
+//!   unknown id and no byte fallback (tokenlearn / SentencePiece vocabularies);
+//!
+//! in both cases with a post-processor that adds nothing without special tokens. A fast path
+//! gives the same ids as the crate's `encode(text, false)` with truncation and padding
+//! disabled, and hands a text to the crate whenever it cannot guarantee that: an added token
+//! occurs in it (before or after normalization), or, with accents stripped, it holds a
+//! combining char whose canonical reordering would survive (see `bert.rs`). Anything else
+//! (BPE, other normalizers or pre-tokenizers) is encoded by the crate.
+//!
+//! The proof of identity is in `crates/stk-cpu/tests/tokenize_*.rs` (golden texts, the bench
+//! corpus, Unicode corner cases and proptest on random Unicode text).
 
 mod bert;
 mod trie;

@@ -13,25 +13,28 @@ const FREE: u32 = u32::MAX;
 /// `check` of the root (never a valid transition target).
 const ROOT_CHECK: u32 = u32::MAX - 1;
 
+/// 8 bytes, so that more of a large trie stays in cache (a walk is bound by memory latency).
 #[derive(Debug, Clone, Copy)]
 struct Unit {
-    /// Children of this node are at `base + byte`.
+    /// Children of this node are at `base + byte`; bit 31 (`ENDS_TOKEN`) is set when a token
+    /// ends at this node (its id is then in `tokens`).
     base: u32,
     /// Parent of this unit, `FREE` or `ROOT_CHECK`.
     check: u32,
-    /// Id of the token that ends at this node, or `NO_TOKEN`.
-    token: u32,
 }
+
+const ENDS_TOKEN: u32 = 1 << 31;
 
 const EMPTY: Unit = Unit {
     base: 0,
     check: FREE,
-    token: NO_TOKEN,
 };
 
 #[derive(Debug)]
 pub(crate) struct ByteTrie {
     units: Vec<Unit>,
+    /// Per unit: id of the token that ends there, or `NO_TOKEN`.
+    tokens: Vec<u32>,
 }
 
 impl ByteTrie {
@@ -60,9 +63,10 @@ impl ByteTrie {
         let mut dropped: Vec<usize> = Vec::new();
         // (unit, key range, depth): keys[lo..hi] all start with this node's path.
         let mut stack = vec![(0usize, 0usize, keys.len(), 0usize)];
+        let mut ends: Vec<(usize, u32)> = Vec::with_capacity(keys.len());
         while let Some((node, mut lo, hi, depth)) = stack.pop() {
             if lo < hi && keys[lo].0.len() == depth {
-                units[node].token = keys[lo].1;
+                ends.push((node, keys[lo].1));
                 lo += 1;
             }
             labels.clear();
@@ -116,7 +120,7 @@ impl ByteTrie {
                 failures.resize(base + 256, 0);
                 candidates.extend(old..base + 256);
             }
-            units[node].base = u32::try_from(base).ok()?;
+            units[node].base = u32::try_from(base).ok().filter(|b| b & ENDS_TOKEN == 0)?;
             let parent = u32::try_from(node).ok()?;
             for &(b, glo, ghi) in &labels {
                 let child = base + usize::from(b);
@@ -129,19 +133,30 @@ impl ByteTrie {
         // `base + byte` is inside the array.
         let max_base = units.iter().map(|u| u.base as usize).max().unwrap_or(0);
         units.resize(max_base + 256, EMPTY);
-        Some(ByteTrie { units })
+        let mut tokens = vec![NO_TOKEN; units.len()];
+        for (node, id) in ends {
+            units[node].base |= ENDS_TOKEN;
+            tokens[node] = id;
+        }
+        Some(ByteTrie { units, tokens })
     }
 
     #[inline]
     fn child(&self, node: usize, byte: u8) -> Option<usize> {
-        let next = self.units.get(node)?.base as usize + usize::from(byte);
+        let next = (self.units.get(node)?.base & !ENDS_TOKEN) as usize + usize::from(byte);
         let unit = self.units.get(next)?;
         (unit.check as usize == node).then_some(next)
     }
 
+    /// Id of the token ending at `node`, if any.
     #[inline]
     fn token_at(&self, node: usize) -> u32 {
-        self.units.get(node).map_or(NO_TOKEN, |u| u.token)
+        match self.units.get(node) {
+            Some(u) if u.base & ENDS_TOKEN != 0 => {
+                self.tokens.get(node).copied().unwrap_or(NO_TOKEN)
+            }
+            _ => NO_TOKEN,
+        }
     }
 
     /// Call `found(len, id)` for every token that is a prefix of `bytes`, shortest first.

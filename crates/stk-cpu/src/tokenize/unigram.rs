@@ -172,7 +172,12 @@ impl UnigramModel {
 
     /// Best segmentation of one pre-tokenized piece (the crate's `encode_optimized` followed
     /// by its token -> id lookup, unknown runs fused into one token).
-    fn tokenize_piece(&self, piece: &str, s: &mut Lattice, out: &mut Vec<u32>) {
+    fn tokenize_piece(
+        &self,
+        piece: &str,
+        s: &mut Lattice,
+        out: &mut Vec<u32>,
+    ) -> Result<(), NeedsReference> {
         let bytes = piece.as_bytes();
         let size = bytes.len();
         s.score.clear();
@@ -208,11 +213,16 @@ impl UnigramModel {
             }
             pos += mblen;
         }
-        // Backtrack, then emit in order, fusing consecutive unknown nodes.
+        // Backtrack, then emit in order, fusing consecutive unknown nodes. (Every char
+        // boundary is reached, by a token or the unknown node; a gap would be a bug, and the
+        // crate then encodes the text.)
         s.path.clear();
         let mut end = size;
         while end > 0 {
             let start = s.start[end] as usize;
+            if start >= end {
+                return Err(NeedsReference);
+            }
             s.path.push((start as u32, end as u32, s.id[end]));
             end = start;
         }
@@ -234,6 +244,7 @@ impl UnigramModel {
         if let Some((a, b)) = unk_run {
             out.push(self.trie.get(&bytes[a..b]).unwrap_or(self.unk_id));
         }
+        Ok(())
     }
 }
 
@@ -295,7 +306,7 @@ impl MetaspaceUnigram {
             for c in normalized.chars() {
                 if c.is_whitespace() {
                     if !piece.is_empty() {
-                        self.model.tokenize_piece(piece, lattice, out);
+                        self.model.tokenize_piece(piece, lattice, out)?;
                         piece.clear();
                         if out.len() - base >= max_tokens {
                             return Ok(());
@@ -305,7 +316,7 @@ impl MetaspaceUnigram {
                 }
                 if c == self.replacement || piece.is_empty() {
                     if !piece.is_empty() {
-                        self.model.tokenize_piece(piece, lattice, out);
+                        self.model.tokenize_piece(piece, lattice, out)?;
                         piece.clear();
                     }
                     piece.push(self.replacement);
@@ -316,7 +327,7 @@ impl MetaspaceUnigram {
                 piece.push(c);
             }
             if !piece.is_empty() {
-                self.model.tokenize_piece(piece, lattice, out);
+                self.model.tokenize_piece(piece, lattice, out)?;
             }
             Ok(())
         })
