@@ -10,6 +10,7 @@ use common::checks::{self, strategies::*};
 use common::strategies::{padded_problem, varlen_problem};
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use std::io::Write;
 use std::sync::OnceLock;
 use stk_core::{DType, Error, PaddedBatch, PoolingMode, PoolingSpec, Tensor, TokenBags};
 use stk_cuda::{BagReduce, CudaDevice, DeviceEmbeddingTable, PoolExtras, PoolPlan};
@@ -34,7 +35,8 @@ fn gpu(test: &str) -> Option<&'static CudaDevice> {
     match opened {
         Ok(d) => Some(d),
         Err(why) => {
-            println!("{test}: skipped: {why}");
+            // Straight to stderr: the harness captures println!, and a skip must show in CI logs.
+            let _ = writeln!(std::io::stderr(), "{test}: skipped: {why}");
             None
         }
     }

@@ -12,6 +12,7 @@
 mod golden;
 
 use golden::{compare, tolerance_for, GoldenCase};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use stk::{Device, Error, LoadOptions, Model, Semantics};
@@ -57,11 +58,12 @@ fn gpu_or_skip(test: &str) -> bool {
     match stk_cuda::shared_device(0) {
         Ok(_) => true,
         Err(Error::NoCudaDriver) => {
-            println!("{test}: skipped: no CUDA driver");
+            // Straight to stderr: the harness captures println!, and a skip must show in CI logs.
+            let _ = writeln!(std::io::stderr(), "{test}: skipped: no CUDA driver");
             false
         }
         Err(Error::NoCudaDevice(n)) => {
-            println!("{test}: skipped: no CUDA device {n}");
+            let _ = writeln!(std::io::stderr(), "{test}: skipped: no CUDA device {n}");
             false
         }
         Err(e) => panic!("{test}: opening CUDA device 0: {e}"),
