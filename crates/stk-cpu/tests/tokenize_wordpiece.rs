@@ -21,24 +21,6 @@ fn potion() -> &'static (Tokenizer, tokenizers::Tokenizer) {
     })
 }
 
-/// Compare on `texts`; returns how many texts the fast path handled itself.
-fn assert_identical(
-    ours: &Tokenizer,
-    reference: &tokenizers::Tokenizer,
-    texts: &[String],
-) -> usize {
-    let mut fast = 0;
-    for text in texts {
-        let expected = reference_ids(reference, text);
-        assert_eq!(ours.encode(text).unwrap(), expected, "text {text:?}");
-        if let Some(ids) = ours.encode_fast_only(text) {
-            assert_eq!(ids, expected, "fast path, text {text:?}");
-            fast += 1;
-        }
-    }
-    fast
-}
-
 #[test]
 fn golden_texts_match() {
     let (ours, reference) = potion();

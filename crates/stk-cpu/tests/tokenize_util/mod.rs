@@ -76,3 +76,21 @@ pub fn reference(path: &Path) -> tokenizers::Tokenizer {
 pub fn reference_ids(t: &tokenizers::Tokenizer, text: &str) -> Vec<u32> {
     t.encode(text, false).unwrap().get_ids().to_vec()
 }
+
+/// Compare on `texts`; returns how many texts the fast path handled itself.
+pub fn assert_identical(
+    ours: &stk_cpu::Tokenizer,
+    reference: &tokenizers::Tokenizer,
+    texts: &[String],
+) -> usize {
+    let mut fast = 0;
+    for text in texts {
+        let expected = reference_ids(reference, text);
+        assert_eq!(ours.encode(text).unwrap(), expected, "text {text:?}");
+        if let Some(ids) = ours.encode_fast_only(text) {
+            assert_eq!(ids, expected, "fast path, text {text:?}");
+            fast += 1;
+        }
+    }
+    fast
+}
