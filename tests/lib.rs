@@ -7,7 +7,13 @@ use std::path::{Path, PathBuf};
 /// Repository root: the nearest ancestor of this crate that holds `tests/golden`. (Test files
 /// of other crates include this file with `#[path = "../../../tests/lib.rs"]`, so the
 /// manifest directory is not always `tests/`.)
+///
+/// `STK_REPO_ROOT`, when set, wins: test binaries copied to another machine (the GPU bundle)
+/// run away from the checkout they were built in.
 pub fn repo_root() -> PathBuf {
+    if let Some(root) = std::env::var_os("STK_REPO_ROOT") {
+        return PathBuf::from(root);
+    }
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.ancestors()
         .find(|p| p.join("tests").join("golden").is_dir())
@@ -64,6 +70,29 @@ pub fn resolve_model(rel: &str) -> Option<PathBuf> {
     [root.join(rel), root.join("..").join("shared").join(rel)]
         .into_iter()
         .find(|p| p.is_dir())
+}
+
+/// The `static` cases that must run: those whose model the repository itself carries
+/// (`models/NAME`). The others may be skipped when `../shared` is absent (golden/README.md).
+pub fn static_cases_required(cases: &[GoldenCase]) -> usize {
+    cases
+        .iter()
+        .filter(|c| {
+            c.case["model"]
+                .as_str()
+                .is_some_and(|rel| repo_root().join(rel).is_dir())
+        })
+        .count()
+}
+
+/// Say that a `static` case is skipped for its missing model, on stderr directly so the line
+/// shows in CI logs (the test harness captures `println!`).
+pub fn report_missing_model(case: &str, rel: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {case}: model {rel} is in neither models/ nor ../shared/models"
+    );
 }
 
 /// Default tolerance for a dtype name (`f32`, `float16`, ...), from golden/README.md.

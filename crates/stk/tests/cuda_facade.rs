@@ -11,37 +11,14 @@
 #[allow(dead_code)]
 mod golden;
 
-use golden::{compare, tolerance_for, GoldenCase};
+use golden::{
+    compare, golden_cases, report_missing_model, resolve_model, tolerance_for, GoldenCase,
+};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use stk::{Device, Error, LoadOptions, Model, Semantics};
 use stk_core::{DType, SafetensorsFile, Tensor};
-
-/// The checkout: `STK_REPO_ROOT` when set (a test binary run away from where it was built,
-/// as on the GPU machine), else the one this crate was built in.
-fn repo_root() -> PathBuf {
-    std::env::var_os("STK_REPO_ROOT").map_or_else(golden::repo_root, PathBuf::from)
-}
-
-/// Golden cases of `kind` under [`repo_root`].
-fn cases(kind: &str) -> Vec<GoldenCase> {
-    let dir = repo_root().join("tests").join("golden");
-    let mut out: Vec<GoldenCase> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| {
-            let dir = e.unwrap().path();
-            let case = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).ok()?)
-                .unwrap();
-            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-            Some(GoldenCase { name, dir, case })
-        })
-        .filter(|c| c.kind() == kind)
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(!out.is_empty(), "no golden cases of kind {kind}");
-    out
-}
 
 /// The `stk` binary: `STK_BIN` when set (the bundle's copy), else the one cargo built.
 fn stk(args: &[&str]) -> Output {
@@ -91,7 +68,11 @@ fn without_a_driver_every_device_entry_point_says_so() {
         ..LoadOptions::default()
     };
     no_driver(
-        Model::load_with(repo_root().join("models/potion-base-8M-f16"), &options).map(|_| ()),
+        Model::load_with(
+            golden::repo_root().join("models/potion-base-8M-f16"),
+            &options,
+        )
+        .map(|_| ()),
     );
     let x = Tensor::zeros([2, 4], DType::F32).unwrap();
     no_driver(stk::ops::normalize_tensor(&x, Device::Cuda(0)).map(|_| ()));
@@ -182,17 +163,10 @@ fn static_cases_on_gpu_match_the_reference() {
         return;
     }
     let mut ran = 0;
-    for case in cases("static") {
+    for case in golden_cases(&["static"]) {
         let rel = case.case["model"].as_str().unwrap();
-        let root = repo_root();
-        let Some(dir) = [root.join(rel), root.join("..").join("shared").join(rel)]
-            .into_iter()
-            .find(|p| p.is_dir())
-        else {
-            println!(
-                "skipped {}: model {rel} is in neither models/ nor ../shared/models",
-                case.name
-            );
+        let Some(dir) = resolve_model(rel) else {
+            report_missing_model(&case.name, rel);
             continue;
         };
         let semantics: Semantics = case.case["semantics"].as_str().unwrap().parse().unwrap();
@@ -281,7 +255,7 @@ fn module_commands_on_gpu_match_the_reference() {
     };
     // Every fourth pooling case: each run is a process with its own CUDA context, and the
     // kernels themselves meet every case in stk-cuda's parity test.
-    for case in cases("pooling").into_iter().step_by(4) {
+    for case in golden_cases(&["pooling"]).into_iter().step_by(4) {
         let input = case.dir.join("tensors.safetensors");
         let out = tmp.path().join(format!("{}.safetensors", case.name));
         let modes: Vec<&str> = case.case["pooling_mode"]
@@ -309,7 +283,7 @@ fn module_commands_on_gpu_match_the_reference() {
         );
         check(&case, &args, &out, "sentence_embedding", tol);
     }
-    for case in cases("normalize") {
+    for case in golden_cases(&["normalize"]) {
         let input = case.dir.join("tensors.safetensors");
         let out = tmp.path().join(format!("{}.safetensors", case.name));
         let args = [
@@ -324,7 +298,7 @@ fn module_commands_on_gpu_match_the_reference() {
         let tol = tolerance_for(case.case["dtype"].as_str().unwrap(), false);
         check(&case, &args, &out, "sentence_embedding", tol);
     }
-    for case in cases("weighted_layer_pooling") {
+    for case in golden_cases(&["weighted_layer_pooling"]) {
         let input = case.dir.join("tensors.safetensors");
         let out = tmp.path().join(format!("{}.safetensors", case.name));
         let start = case.case["layer_start"].as_u64().unwrap().to_string();
