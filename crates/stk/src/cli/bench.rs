@@ -80,6 +80,39 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Median times of `work` and of a plain parallel copy of `src` (into a buffer touched
+/// beforehand, split across the same rayon threads), after 3 warm-up runs of each. The runs
+/// are interleaved so that both see the same machine state; the copy is the bandwidth the
+/// benchmarks report their fraction of.
+pub(super) fn time_against_host_copy(
+    src: &[u8],
+    runs: usize,
+    mut work: impl FnMut() -> Result<()>,
+) -> Result<(Duration, Duration)> {
+    let mut dst = vec![0u8; src.len()];
+    const COPY_CHUNK: usize = 1 << 20;
+    let mut copy = || {
+        dst.par_chunks_mut(COPY_CHUNK)
+            .zip(src.par_chunks(COPY_CHUNK))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        black_box(&dst);
+    };
+    for _ in 0..3 {
+        work()?;
+        copy();
+    }
+    let (mut work_times, mut copy_times) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        let start = Instant::now();
+        work()?;
+        work_times.push(start.elapsed());
+        let start = Instant::now();
+        copy();
+        copy_times.push(start.elapsed());
+    }
+    Ok((median(work_times), median(copy_times)))
+}
+
 fn pool(args: PoolBenchArgs) -> Result<()> {
     let device: Device = args.device.parse()?;
     let [b, t, d] = parse_shape(&args.shape)?;
@@ -143,37 +176,11 @@ fn pool(args: PoolBenchArgs) -> Result<()> {
     let batch = PaddedBatch::with_mask_values(tokens.clone(), Some(mask))?;
     let extras = PoolExtras::default();
 
-    // The copy baseline: the same bytes into a buffer touched beforehand, split across the
-    // same rayon threads as pooling.
-    let src = tokens.bytes();
-    let mut dst = vec![0u8; src.len()];
-    const COPY_CHUNK: usize = 1 << 20;
-    let mut copy = || {
-        dst.par_chunks_mut(COPY_CHUNK)
-            .zip(src.par_chunks(COPY_CHUNK))
-            .for_each(|(d, s)| d.copy_from_slice(s));
-        black_box(&dst);
-    };
     let pool_once = || -> Result<()> {
         black_box(pooling::pool_padded(&batch, &spec, &extras)?);
         Ok(())
     };
-
-    for _ in 0..3 {
-        pool_once()?;
-        copy();
-    }
-    // Interleaved, so that both see the same machine state.
-    let (mut pool_times, mut copy_times) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
-    for _ in 0..runs {
-        let start = Instant::now();
-        pool_once()?;
-        pool_times.push(start.elapsed());
-        let start = Instant::now();
-        copy();
-        copy_times.push(start.elapsed());
-    }
-    let (pool_t, copy_t) = (median(pool_times), median(copy_times));
+    let (pool_t, copy_t) = time_against_host_copy(tokens.bytes(), runs, pool_once)?;
     let gbps = bytes as f64 / pool_t.as_secs_f64() / 1e9;
     let copy_gbps = 2.0 * bytes as f64 / copy_t.as_secs_f64() / 1e9;
     let fraction = gbps / copy_gbps;

@@ -4,9 +4,8 @@
 
 use clap::Args;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use rayon::prelude::*;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+
 use stk::{DType, Device, Error, PoolingSpec, Result, Tensor};
 use stk_core::TokenBags;
 use stk_cuda::bench::{self, BenchLengths, KernelMeasurement, Repeats};
@@ -177,11 +176,6 @@ fn report(dev: &CudaDevice, bench: &str, m: &KernelMeasurement, repeats: Repeats
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// The CPU arm: stk-cpu's embedding bag (what `--device cpu` encoding runs) on the same
 /// random table and ids, against a parallel copy of the table's bytes.
 fn embedding_bag_cpu(
@@ -217,28 +211,10 @@ fn embedding_bag_cpu(
     let src = table.bytes().to_vec();
     let bag = stk_cpu::EmbeddingBag::new(table, None, None)?;
 
-    let mut dst = vec![0u8; src.len()];
-    const COPY_CHUNK: usize = 1 << 20;
-    let mut copy = || {
-        dst.par_chunks_mut(COPY_CHUNK)
-            .zip(src.par_chunks(COPY_CHUNK))
-            .for_each(|(d, s)| d.copy_from_slice(s));
-        black_box(&dst);
-    };
-    for _ in 0..3 {
+    let (bag_t, copy_t) = super::bench::time_against_host_copy(&src, runs, || {
         black_box(bag.bag_mean(&bags)?);
-        copy();
-    }
-    let (mut bag_times, mut copy_times) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
-    for _ in 0..runs {
-        let start = Instant::now();
-        black_box(bag.bag_mean(&bags)?);
-        bag_times.push(start.elapsed());
-        let start = Instant::now();
-        copy();
-        copy_times.push(start.elapsed());
-    }
-    let (bag_t, copy_t) = (median(bag_times), median(copy_times));
+        Ok(())
+    })?;
     let n_ids = args.bags * args.tokens;
     let bytes = n_ids * args.dim * dtype.size_in_bytes()
         + n_ids * 4
