@@ -12,42 +12,10 @@ use stk_core::{
     DType, PaddedBatch, PoolingMode, PoolingSpec, SafetensorsFile, Tensor, VarlenBatch,
 };
 
-/// The checkout: `STK_REPO_ROOT` when set (a test binary run away from where it was built),
-/// else the one this crate was built in.
-pub fn repo_root() -> std::path::PathBuf {
-    match std::env::var_os("STK_REPO_ROOT") {
-        Some(root) => root.into(),
-        None => golden::repo_root(),
-    }
-}
-
-/// Golden cases of these kinds. A test binary normally finds `tests/golden` from the path it
-/// was built in; one run elsewhere (the GPU machine, see `scripts/gpu/run.sh`) is pointed at
-/// its checkout by `STK_REPO_ROOT`.
-pub fn golden_cases(kinds: &[&str]) -> Vec<GoldenCase> {
-    if std::env::var_os("STK_REPO_ROOT").is_none() {
-        return golden::golden_cases(kinds);
-    }
-    let dir = repo_root().join("tests").join("golden");
-    let mut out: Vec<GoldenCase> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("STK_REPO_ROOT: {}: {e}", dir.display()))
-        .filter_map(|entry| {
-            let dir = entry.unwrap().path();
-            let text = std::fs::read_to_string(dir.join("case.json")).ok()?;
-            let case = serde_json::from_str(&text).unwrap();
-            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-            Some(GoldenCase { name, dir, case })
-        })
-        .filter(|c| kinds.contains(&c.kind()))
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(
-        !out.is_empty(),
-        "no golden cases of kind {kinds:?} under {}",
-        dir.display()
-    );
-    out
-}
+// `golden::repo_root` honours `STK_REPO_ROOT`, so binaries copied to the GPU machine (see
+// `scripts/gpu/run.sh`) find the checkout they are pointed at.
+#[allow(unused_imports)] // each test binary uses a different part of this module
+pub use golden::{golden_cases, repo_root};
 
 /// The inputs and expected output of a golden `pooling` case.
 pub struct PoolingCase {
