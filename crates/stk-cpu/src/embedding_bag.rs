@@ -256,6 +256,32 @@ impl Widen for i8 {
     }
 }
 
+/// The table row token `id` reads: `table[mapping[id]]` when `MAPPED`, else `table[id]`.
+#[inline(always)]
+fn table_row<'a, T, const MAPPED: bool>(
+    table: &'a [T],
+    d: usize,
+    mapping: &[u32],
+    id: u32,
+) -> &'a [T] {
+    let r = if MAPPED {
+        mapping[id as usize] as usize
+    } else {
+        id as usize
+    };
+    &table[r * d..r * d + d]
+}
+
+/// The scale of token `id`: `weights[id]` when `WEIGHTED`, else 1.
+#[inline(always)]
+fn token_weight<const WEIGHTED: bool>(weights: &[f32], id: u32) -> f32 {
+    if WEIGHTED {
+        weights[id as usize]
+    } else {
+        1.0
+    }
+}
+
 /// `acc += Σ w[id] · table[row(id)]` over `ids`, in order. Four rows are added per pass over
 /// `acc`: the additions keep their order (`((acc + r0) + r1) + ...`, the same bits as one row at
 /// a time) while `acc` is loaded and stored a quarter as often and four table rows are read at
@@ -269,15 +295,8 @@ fn sum_rows<T: Widen, const MAPPED: bool, const WEIGHTED: bool>(
     weights: &[f32],
     acc: &mut [f32],
 ) {
-    let row = |id: u32| {
-        let r = if MAPPED {
-            mapping[id as usize] as usize
-        } else {
-            id as usize
-        };
-        &table[r * d..r * d + d]
-    };
-    let weight = |id: u32| if WEIGHTED { weights[id as usize] } else { 1.0 };
+    let row = |id: u32| table_row::<T, MAPPED>(table, d, mapping, id);
+    let weight = |id: u32| token_weight::<WEIGHTED>(weights, id);
     let mut quads = ids.chunks_exact(4);
     for q in &mut quads {
         add_four::<T, WEIGHTED>(
@@ -303,15 +322,8 @@ fn sum_rows_f16<const MAPPED: bool, const WEIGHTED: bool>(
     weights: &[f32],
     acc: &mut [f32],
 ) {
-    let row = |id: u32| {
-        let r = if MAPPED {
-            mapping[id as usize] as usize
-        } else {
-            id as usize
-        };
-        &table[r * d..r * d + d]
-    };
-    let weight = |id: u32| if WEIGHTED { weights[id as usize] } else { 1.0 };
+    let row = |id: u32| table_row::<f16, MAPPED>(table, d, mapping, id);
+    let weight = |id: u32| token_weight::<WEIGHTED>(weights, id);
     let mut buf = [[0f32; F16_BLOCK]; 4];
     for (start, acc) in (0..d).step_by(F16_BLOCK).zip(acc.chunks_mut(F16_BLOCK)) {
         let cols = start..start + acc.len();
