@@ -43,18 +43,22 @@ fn python_suite(root: &Path) -> Result<()> {
     )?;
     eprintln!("xtask: pip install ./crates/stk-python (maturin, release build)");
     venv::run(
-        Command::new(&python).current_dir(root).args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            // maturin is pinned in the venv; no network round trip for an isolated build env.
-            "--no-build-isolation",
-            "--no-deps",
-            "--force-reinstall",
-            "./crates/stk-python",
-        ]),
+        Command::new(&python)
+            .current_dir(root)
+            // maturin's build backend runs the `maturin` executable of the venv.
+            .env("PATH", venv::path_with_bin(&python)?)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                // maturin is pinned in the venv; no network round trip for an isolated build env.
+                "--no-build-isolation",
+                "--no-deps",
+                "--force-reinstall",
+                "./crates/stk-python",
+            ]),
         "pip install ./crates/stk-python",
     )?;
     eprintln!("xtask: pytest crates/stk-python/tests");

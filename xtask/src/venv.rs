@@ -52,3 +52,13 @@ pub fn run(cmd: &mut Command, what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// `PATH` with the folder of the venv's `python` (its `bin/`) first.
+pub fn path_with_bin(python: &Path) -> Result<std::ffi::OsString> {
+    let bin = python.parent().context("the venv python has no folder")?;
+    let mut paths = vec![bin.to_path_buf()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).context("joining PATH")
+}

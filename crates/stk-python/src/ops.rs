@@ -1,6 +1,7 @@
 //! `stk.pool`, `stk.normalize`, `stk.weighted_layer_pooling` on numpy arrays: the same library
 //! calls as `stk pool`, `stk normalize` and `stk layer-pool`, on borrowed inputs.
 
+use numpy::prelude::*;
 use numpy::PyReadonlyArrayDyn;
 use pyo3::prelude::*;
 use stk::ops::{self, PoolInput, PoolInputs};

@@ -31,7 +31,7 @@ BAD_LOADS = [
     ("broken safetensors", lambda tmp: stk.StaticModel.from_pretrained(broken_folder(tmp)), ValueError, "model.safetensors"),
     ("unknown semantics", lambda tmp: stk.StaticModel.from_pretrained(None, semantics="bert"), ValueError, "unknown semantics"),
     ("zero threads", lambda tmp: stk.StaticModel.from_pretrained(None, threads=0), ValueError, "threads"),
-    ("path of wrong type", lambda tmp: stk.StaticModel.from_pretrained(42), TypeError, ""),
+    ("path of wrong type", lambda tmp: stk.StaticModel.from_pretrained(42), TypeError, "path"),
 ]
 
 
@@ -47,7 +47,7 @@ BAD_ENCODES = [
     ("bytes", lambda m: m.encode(b"hello"), TypeError, "bytes"),
     ("not iterable", lambda m: m.encode(3.5), TypeError, "str or a list of str, got float"),
     ("zero batch size", lambda m: m.encode(["a"], batch_size=0), ValueError, "batch_size"),
-    ("negative batch size", lambda m: m.encode(["a"], batch_size=-1), OverflowError, ""),
+    ("negative batch size", lambda m: m.encode(["a"], batch_size=-1), OverflowError, "negative"),
     ("arrow of ints", lambda m: m.encode_arrow(__import__("pyarrow").array([1, 2])), TypeError, "string array"),
     ("arrow with nulls", lambda m: m.encode_arrow(__import__("pyarrow").array(["a", None])), ValueError, "null"),
     ("arrow: a list", lambda m: m.encode_arrow(["a"]), TypeError, "pyarrow string array"),
@@ -65,7 +65,7 @@ def test_bad_encodes(model, what, call, error, message):
 BAD_OPS = [
     ("list, not array", lambda: stk.pool([[1.0]]), TypeError, "numpy array or a torch tensor, got list"),
     ("int dtype", lambda: stk.pool(np.ones((2, 3, 4), np.int32)), TypeError, "float32, float16 or bfloat16"),
-    ("float64 dtype", lambda: stk.normalize(np.ones((2, 4))), TypeError, "float32, float16 or bfloat16, got <f8"),
+    ("float64 dtype", lambda: stk.normalize(np.ones((2, 4))), TypeError, "float32, float16 or bfloat16, got float64"),
     ("torch int dtype", lambda: stk.normalize(torch.ones(2, 4, dtype=torch.int64)), TypeError, "torch.int64"),
     ("rank 2 padded", lambda: stk.pool(np.ones((3, 4), np.float32)), ValueError, r"token_embeddings \[B, T, D\]"),
     ("non-contiguous", lambda: stk.pool(TOKENS.transpose(1, 0, 2)), ValueError, "not contiguous"),

@@ -45,7 +45,7 @@ def test_encode_matches_model2vec_on_bench_corpus(folder):
 
 
 def test_sentence_transformers_semantics_matches_static_embedding(default_model_dir):
-    from sentence_transformers.models import StaticEmbedding
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
 
     sentences = bench_sentences(2000)
     module = StaticEmbedding.load(str(default_model_dir))
