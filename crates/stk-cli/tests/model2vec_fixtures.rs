@@ -183,7 +183,7 @@ fn read_output(path: &Path) -> (Vec<usize>, DType, Vec<f32>) {
             let (dtype, values): (DType, Vec<f32>) = if header.contains("'<f2'") {
                 let v = body
                     .chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32());
+                    .map(|c| stk_core::f16::from_le_bytes([c[0], c[1]]).to_f32());
                 (DType::F16, v.collect())
             } else {
                 assert!(header.contains("'<f4'"), "{header}");
@@ -285,7 +285,7 @@ fn output_dtype_f16_through_the_binary() {
             assert_eq!(dtype, DType::F16, "{format}");
         }
         assert!(
-            got.iter().all(|&v| half::f16::from_f32(v).to_f32() == v),
+            got.iter().all(|&v| stk_core::f16::from_f32(v).to_f32() == v),
             "{format}: not f16 values"
         );
         golden::compare(&got, &want, F16_TOL).unwrap_or_else(|e| panic!("{format}: {e}"));
