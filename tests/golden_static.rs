@@ -125,7 +125,7 @@ fn folder_defaults() {
     let m = Model::load_with(&dir, &st).unwrap();
     assert!(m.normalizes());
     // No modules.json: the StaticEmbedding module alone.
-    let dir = resolve_model("models/tokenlearn-static-10k-64d-int8").unwrap();
+    let dir = resolve_model("models/stk-unigram-8k-64d-int8").unwrap();
     assert!(!Model::load_with(&dir, &st).unwrap().normalizes());
     assert_eq!(Model::load(&dir).unwrap().semantics(), Semantics::Model2Vec);
     let empty = Model::load(&dir).unwrap().encode(&[]).unwrap();

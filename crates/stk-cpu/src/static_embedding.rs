@@ -362,6 +362,20 @@ mod tests {
             .join(name)
     }
 
+    /// A copy of the model folder `src` whose tokenizer.json says `"truncation": null`.
+    fn without_truncation(src: &Path) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+        }
+        let text = std::fs::read_to_string(src.join("tokenizer.json")).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(!json["truncation"].is_null(), "{}: already untruncated", src.display());
+        json["truncation"] = serde_json::Value::Null;
+        std::fs::write(dir.path().join("tokenizer.json"), json.to_string()).unwrap();
+        dir
+    }
+
     /// The f16 potion folder's tokenizer.json asks for truncation to 512 tokens, which the
     /// reference's tokenizer applies: a longer text averages its first 512 ids only.
     #[test]
@@ -386,8 +400,9 @@ mod tests {
         e.bag().mean_into(&all[..512], &mut want).unwrap();
         assert_eq!(got.as_slice::<f32>().unwrap(), &want[..]);
 
-        // The tokenlearn folder has no truncation: nothing is cut.
-        let t = StaticEmbedding::from_dir(committed("tokenlearn-static-10k-64d-int8")).unwrap();
+        // A folder whose tokenizer.json has no truncation: nothing is cut.
+        let untruncated = without_truncation(&committed("stk-unigram-8k-64d-int8"));
+        let t = StaticEmbedding::from_dir(untruncated.path()).unwrap();
         assert_eq!(t.truncation(), None);
         t.token_ids_into(&long, &mut ids).unwrap();
         assert_eq!(ids, t.tokenizer().encode(&long).unwrap());
