@@ -133,6 +133,40 @@ impl Tensor {
         })
     }
 
+    /// An owned f32 tensor of `shape` whose values `fill` writes. The memory is reserved
+    /// fallibly: a tensor too large for this machine is an error naming `what`, not an abort.
+    pub fn try_f32_filled(
+        shape: impl Into<Shape>,
+        what: &str,
+        fill: impl FnOnce(&mut [f32]) -> Result<()>,
+    ) -> Result<Self> {
+        let shape = shape.into();
+        let too_large = |bytes: Option<usize>| {
+            let size = bytes.map_or("more than the address space".into(), |b| {
+                format!("{b} bytes")
+            });
+            Error::invalid(format!(
+                "{what}: its f32 copy needs {size}, which cannot be allocated on this machine"
+            ))
+        };
+        let n = shape.checked_numel().ok_or_else(|| too_large(None))?;
+        let len = n.checked_mul(4).ok_or_else(|| too_large(None))?;
+        let mut words: Vec<u64> = Vec::new();
+        words
+            .try_reserve_exact(len.div_ceil(8))
+            .map_err(|_| too_large(Some(len)))?;
+        words.resize(len.div_ceil(8), 0);
+        fill(&mut bytemuck::cast_slice_mut::<u64, f32>(&mut words)[..n])?;
+        Ok(Tensor {
+            shape,
+            dtype: DType::F32,
+            buf: Buffer::Owned {
+                words: Arc::new(words),
+                len,
+            },
+        })
+    }
+
     pub(crate) fn mapped(
         shape: Shape,
         dtype: DType,
@@ -294,6 +328,21 @@ mod tests {
     fn absurd_shapes_are_errors_not_panics() {
         assert!(Tensor::zeros([usize::MAX, 4], DType::F32).is_err());
         assert!(Tensor::from_bytes([usize::MAX, 2], DType::I8, &[]).is_err());
+        for shape in [[usize::MAX, 2], [1 << 61, 1]] {
+            let e = Tensor::try_f32_filled(shape, "tensor `t`", |_| Ok(()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("tensor `t`") && e.contains("cannot be allocated"),
+                "{e}"
+            );
+        }
+        let t = Tensor::try_f32_filled([3], "t", |v| {
+            v.copy_from_slice(&[1.0, 2.0, 3.0]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(t.as_slice::<f32>().unwrap(), [1.0, 2.0, 3.0]);
     }
 
     #[test]
