@@ -486,11 +486,11 @@ pub fn encode_stream(
     let mut rows = 0u64;
     write_file_atomic(output, |w| {
         let writer = EmbeddingWriter::new(w, format, dim, output)?;
+        // Set when the encoder stopped taking batches (it failed, or the writer did): the
+        // reader then stops too, and the failure that stopped it is the one reported.
         let abandoned = &AtomicBool::new(false);
         std::thread::scope(|scope| {
             let (batch_tx, batch_rx) = sync_channel::<(Vec<String>, u64)>(1);
-            // Set when the encoder stopped taking batches (it failed, or the writer did):
-            // the reader then stops too, and the failure that stopped it is the one reported.
             let reader = scope.spawn(move || {
                 source.for_each_batch(batch_size, |texts, consumed| {
                     let owned = texts.iter().map(|t| t.to_string()).collect();
