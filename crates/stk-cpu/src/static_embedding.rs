@@ -95,6 +95,17 @@ impl FileTruncation {
     }
 }
 
+/// Per-task buffers of [`StaticEmbedding::embed_rows_with`], reused across its tasks.
+#[derive(Default)]
+struct BagScratch {
+    /// One text's ids.
+    text_ids: Vec<u32>,
+    /// The ids of all texts of a task, one after the other.
+    ids: Vec<u32>,
+    /// Where each text's ids end in `ids`.
+    ends: Vec<usize>,
+}
+
 /// A tokenizer and an embedding bag (mean mode).
 pub struct StaticEmbedding {
     tokenizer: Tokenizer,
@@ -266,13 +277,23 @@ impl StaticEmbedding {
             .clamp(1, MAX_TEXTS_PER_TASK);
         out.par_chunks_mut(per_task * dim)
             .zip(texts.par_chunks(per_task))
-            .try_for_each(|(rows, texts)| {
-                let mut ids = Vec::with_capacity(128);
-                for (row, text) in rows.chunks_exact_mut(dim).zip(texts) {
-                    ids_of(text, &mut ids)?;
-                    self.bag.mean_into(&ids, row)?;
-                    finish(row);
+            .try_for_each_init(BagScratch::default, |scratch, (rows, texts)| {
+                // All ids of the task's texts first, then every mean: the gather knows the
+                // next bag's rows while it sums the current one and prefetches them.
+                let BagScratch {
+                    text_ids,
+                    ids,
+                    ends,
+                } = scratch;
+                ids.clear();
+                ends.clear();
+                for text in texts {
+                    ids_of(text, text_ids)?;
+                    ids.extend_from_slice(text_ids);
+                    ends.push(ids.len());
                 }
+                self.bag.mean_bags_into(ids, ends, rows)?;
+                rows.chunks_exact_mut(dim).for_each(&finish);
                 Ok(())
             })
     }

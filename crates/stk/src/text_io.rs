@@ -1,5 +1,6 @@
 //! Reading texts and writing embeddings as streams, so that `stk encode` keeps its memory
-//! bounded by one batch whatever the size of the input.
+//! bounded by a few batches whatever the size of the input; reading, encoding and writing
+//! overlap (see [`encode_stream`]).
 //!
 //! * Input ([`TextSource`]): a `.json` file holding one JSON array of strings, any other file as
 //!   one text per line (`\n` or `\r\n`; a final newline does not start another text), or stdin
@@ -15,6 +16,10 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, sync_channel};
+
+use rayon::prelude::*;
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use stk_core::{write_file_atomic, DType, Error, Result};
 
@@ -303,8 +308,6 @@ pub struct EmbeddingWriter<W: Write + Seek> {
     dtype: DType,
     dim: usize,
     rows: u64,
-    /// Scratch for JSON lines.
-    line: Vec<u8>,
 }
 
 impl<W: Write + Seek> EmbeddingWriter<W> {
@@ -339,7 +342,6 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
             dtype,
             dim,
             rows: 0,
-            line: Vec::new(),
         })
     }
 
@@ -359,21 +361,23 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
                 _ => write_f32_le(&mut self.out, data).map_err(io)?,
             },
             OutputFormat::Jsonl => {
-                let mut rounded = Vec::new();
-                for row in data.chunks_exact(self.dim) {
-                    let row = match self.dtype {
-                        DType::F16 => {
-                            rounded.clear();
-                            rounded.extend(row.iter().map(|&v| half::f16::from_f32(v).to_f32()));
-                            &rounded[..]
-                        }
-                        _ => row,
-                    };
-                    self.line.clear();
-                    serde_json::to_writer(&mut self.line, row)
-                        .map_err(|e| Error::invalid(format!("writing JSON: {e}")))?;
-                    self.line.push(b'\n');
-                    self.out.write_all(&self.line).map_err(io)?;
+                // f16 output: values rounded to f16 first, so the text holds what .npy would.
+                let rounded: Vec<f32>;
+                let data = match self.dtype {
+                    DType::F16 => {
+                        rounded = data.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+                        &rounded[..]
+                    }
+                    _ => data,
+                };
+                // Rows are formatted in parallel, a block at a time, and written in order.
+                let block = self.dim * JSONL_ROWS_PER_TASK;
+                let mut texts: Vec<Vec<u8>> = Vec::new();
+                data.par_chunks(block)
+                    .map(|rows| jsonl_rows(rows, self.dim))
+                    .collect_into_vec(&mut texts);
+                for text in &texts {
+                    self.out.write_all(text).map_err(io)?;
                 }
             }
         }
@@ -397,6 +401,32 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
         self.out.flush().map_err(io)?;
         Ok(self.rows)
     }
+}
+
+/// Rows of a `.jsonl` output formatted by one task.
+const JSONL_ROWS_PER_TASK: usize = 256;
+
+/// `rows` (`k × dim` values) as JSON lines: `[v0,v1,...]\n` per row, each value in the
+/// shortest form that reads back as the same f32 (what `serde_json` writes: `ryu`, and `null`
+/// for NaN and infinities).
+fn jsonl_rows(rows: &[f32], dim: usize) -> Vec<u8> {
+    let mut text = Vec::with_capacity(rows.len() * 12);
+    let mut number = ryu::Buffer::new();
+    for row in rows.chunks_exact(dim) {
+        text.push(b'[');
+        for (i, &v) in row.iter().enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            if v.is_finite() {
+                text.extend_from_slice(number.format_finite(v).as_bytes());
+            } else {
+                text.extend_from_slice(b"null");
+            }
+        }
+        text.extend_from_slice(b"]\n");
+    }
+    text
 }
 
 fn write_f32_le(out: &mut impl Write, data: &[f32]) -> std::io::Result<()> {
@@ -496,6 +526,10 @@ pub struct StreamOptions<'a> {
 
 /// Encode every text of `source` with `model` into `output` (format by extension), one batch at
 /// a time. Returns the number of rows written. On error nothing is left at `output`.
+///
+/// Three threads overlap: one reads and splits the input a batch ahead, the caller's thread
+/// encodes (on rayon's pool), one writes the previous batch. Each hand-over holds at most one
+/// batch, so memory stays bounded by a few batches.
 pub fn encode_stream(
     model: &Model,
     source: &TextSource,
@@ -504,23 +538,71 @@ pub fn encode_stream(
 ) -> Result<u64> {
     let format = OutputFormat::from_path(output)?;
     let dim = model.dim();
+    let batch_size = options.batch_size;
     let mut rows = 0u64;
     write_file_atomic(output, |w| {
-        let mut writer = EmbeddingWriter::with_dtype(w, format, options.output_dtype, dim, output)?;
-        let mut buf: Vec<f32> = Vec::new();
-        source.for_each_batch(options.batch_size, |texts, consumed| {
-            buf.resize(texts.len() * dim, 0.0);
-            model.encode_into(texts, &mut buf)?;
-            writer.write_rows(&buf, output)?;
-            if let Some(p) = options.progress.as_mut() {
-                p(writer.rows, consumed);
+        let writer = EmbeddingWriter::with_dtype(w, format, options.output_dtype, dim, output)?;
+        // Set when the encoder stopped taking batches (it failed, or the writer did): the
+        // reader then stops too, and the failure that stopped it is the one reported.
+        let abandoned = &AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let (batch_tx, batch_rx) = sync_channel::<(Vec<String>, u64)>(1);
+            let reader = scope.spawn(move || {
+                source.for_each_batch(batch_size, |texts, consumed| {
+                    let owned = texts.iter().map(|t| t.to_string()).collect();
+                    if batch_tx.send((owned, consumed)).is_err() {
+                        abandoned.store(true, Ordering::Relaxed);
+                        return Err(Error::invalid("the encoder stopped"));
+                    }
+                    Ok(())
+                })
+            });
+            let (rows_tx, rows_rx) = sync_channel::<Vec<f32>>(1);
+            let (spare_tx, spare_rx) = channel::<Vec<f32>>();
+            let writing = scope.spawn(move || -> Result<u64> {
+                let mut writer = writer;
+                for data in rows_rx {
+                    writer.write_rows(&data, output)?;
+                    let _ = spare_tx.send(data);
+                }
+                writer.finish(output)
+            });
+            let encoded = (|| -> Result<()> {
+                for (texts, consumed) in batch_rx {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    let mut data = spare_rx.try_recv().unwrap_or_default();
+                    data.resize(refs.len() * dim, 0.0);
+                    model.encode_into(&refs, &mut data)?;
+                    rows += refs.len() as u64;
+                    if rows_tx.send(data).is_err() {
+                        break; // the writer failed: its error is returned below
+                    }
+                    if let Some(p) = options.progress.as_mut() {
+                        p(rows, consumed);
+                    }
+                }
+                Ok(())
+            })();
+            drop(rows_tx);
+            let written = join(writing);
+            let read = join(reader);
+            // The first failure in pipeline order: the input, the encoding, the output.
+            if !abandoned.load(Ordering::Relaxed) {
+                read?;
             }
+            encoded?;
+            rows = written?;
             Ok(())
-        })?;
-        rows = writer.finish(output)?;
-        Ok(())
+        })
     })?;
     Ok(rows)
+}
+
+/// A scoped thread's result; its panic (a bug) becomes an error instead of a crash.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(Error::invalid("an encoding thread panicked")))
 }
 
 #[cfg(test)]
@@ -586,6 +668,30 @@ mod tests {
             Err(Error::invalid("boom"))
         });
         assert!(matches!(e, Err(Error::InvalidArgument(m)) if m == "boom"));
+    }
+
+    /// The `.jsonl` formatter writes what `serde_json` writes, value for value.
+    #[test]
+    fn jsonl_rows_match_serde_json() {
+        let values = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.5,
+            0.1,
+            1e-45,
+            f32::MIN_POSITIVE,
+            f32::MAX,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            123456.79,
+        ];
+        let want: String = values
+            .chunks(3)
+            .map(|row| serde_json::to_string(row).unwrap() + "\n")
+            .collect();
+        assert_eq!(String::from_utf8(jsonl_rows(&values, 3)).unwrap(), want);
     }
 
     #[test]
