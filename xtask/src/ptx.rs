@@ -384,8 +384,7 @@ fn number_before(line: &str, label: &str) -> Result<u32> {
         .with_context(|| format!("no `{label}` in ptxas line `{line}`"))?;
     let n = line[..at]
         .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .last()
+        .rfind(|s| !s.is_empty())
         .with_context(|| format!("no number before `{label}` in `{line}`"))?;
     Ok(n.parse()?)
 }
