@@ -164,7 +164,7 @@ impl Kernels for Sim {
     fn normalize(&self, x: &Tensor, rule: NormRule) -> Result<Tensor> {
         x.expect_dtype("normalize input", &[DType::F32, DType::F16, DType::BF16])?;
         let d = x.dims().last().copied().unwrap_or(0);
-        let rows = if d == 0 { 0 } else { x.numel() / d };
+        let rows = x.numel().checked_div(d).unwrap_or(0);
         let Some(l) = normalize_launch(rows, d, x.dtype(), rule, true)? else {
             return Tensor::zeros(x.shape().clone(), x.dtype());
         };

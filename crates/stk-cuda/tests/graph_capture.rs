@@ -79,7 +79,7 @@ fn device_calls_capture_in_a_cuda_graph() {
         .expect("a captured graph");
     for round in 0..2u32 {
         let values: Vec<f32> = (0..b * t * d)
-            .map(|i| ((i as u32 * 2654435761u32 ^ round) % 1000) as f32 / 500.0 - 1.0)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ round) % 1000) as f32 / 500.0 - 1.0)
             .collect();
         let m: Vec<i64> = (0..b * t)
             .map(|i| i64::from((i % t) < 10 + 13 * (i / t) + round as usize))
