@@ -12,7 +12,13 @@
 #else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <stdint.h>
+// NVRTC (what `cargo xtask ptx` compiles with) has no C library headers.
+typedef signed char int8_t;
+typedef unsigned char uint8_t;
+typedef int int32_t;
+typedef unsigned int uint32_t;
+typedef long long int64_t;
+typedef unsigned long long uint64_t;
 // Registers a kernel with the CPU simulator; nothing on the GPU.
 #define SIM_REGISTER(NAME)
 // The block's dynamic shared memory (sized by the launch).
@@ -81,6 +87,9 @@ __device__ __forceinline__ float pack_get(const typename PackRaw<T, V>::type& ra
         return unpack16<T>(raw, i);
     }
 }
+
+// -inf, spelled without <math.h> (which NVRTC lacks).
+__device__ __forceinline__ float negative_infinity() { return __uint_as_float(0xff800000u); }
 
 // max that propagates NaN like torch.max (fmaxf would drop it).
 __device__ __forceinline__ float max_keep_nan(float a, float b) {

@@ -1,11 +1,14 @@
 // Gather-mean embedding bag: one output row per bag of token ids (StaticEmbedding, model2vec).
 //
-// Contract (checked on the host by stk_cuda::embedding_bag before any launch):
-//   table     [rows, D] f32 / f16 / bf16 / int8 (int8 used as is, no scale)
+// Contract (the table checked on the host by stk_core::validate::EmbeddingTable, the dtypes
+// the CPU reads too):
+//   table     [rows, D] f32 / f16 / int8 (int8 used as is, no scale)
 //   mapping   [vocab] int32 or null: the table row of token id t is mapping[t] (< rows), else t
 //   weights   [vocab] f32 or null: token t's row is multiplied by weights[t]
-//   ids       [nnz] token ids, every one < vocab (stk_core::TokenBags guarantees it)
-//   offsets   [num_bags + 1] CSR: bag b is ids[offsets[b]..offsets[b + 1]]
+//   ids       [num_ids] token ids; an id >= vocab adds nothing (stk_core::TokenBags rules them
+//             out; ids that come straight from a caller's device buffer are not checked)
+//   offsets   [num_bags + 1] CSR: bag b is ids[offsets[b]..offsets[b + 1]], clamped into
+//             0..num_ids, so unchecked offsets cannot make the kernel read outside ids
 //   divide_by 0: sum, 1: token count (model2vec, StaticEmbedding), 2: sum of token weights;
 //             an empty bag (or a zero divisor) gives a zero row
 //   out       [num_bags, D] f32
@@ -27,8 +30,9 @@ template <typename T, int V>
 __device__ __forceinline__ void embedding_bag_body(
     const T* __restrict__ table, int D, const int32_t* __restrict__ mapping,
     const float* __restrict__ weights, const uint32_t* __restrict__ ids,
-    const int64_t* __restrict__ offsets, int64_t num_bags, int divide_by, int normalize,
-    float norm_add, float norm_floor, int lanes_per_row, float* __restrict__ out) {
+    const int64_t* __restrict__ offsets, int64_t num_ids, int64_t vocab, int64_t num_bags,
+    int divide_by, int normalize, float norm_add, float norm_floor, int lanes_per_row,
+    float* __restrict__ out) {
     const int lane = threadIdx.x & 31;
     const int64_t bag = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (bag >= num_bags) return;  // the whole warp leaves together: shuffles stay full-warp
@@ -37,12 +41,17 @@ __device__ __forceinline__ void embedding_bag_body(
     const int sub = lane / lanes_per_row;
     const int sl = lane % lanes_per_row;
     const int chunk = lanes_per_row * V;
-    const int64_t k0 = offsets[bag], k1 = offsets[bag + 1];
+    int64_t k0 = offsets[bag], k1 = offsets[bag + 1];
+    k0 = k0 < 0 ? 0 : (k0 > num_ids ? num_ids : k0);
+    k1 = k1 < k0 ? k0 : (k1 > num_ids ? num_ids : k1);
     const float count = (float)(k1 - k0);
 
     float weight_sum = 0.f;
     if (divide_by == DIVIDE_WEIGHT_SUM) {
-        for (int64_t k = k0 + lane; k < k1; k += 32) weight_sum += weights ? weights[ids[k]] : 1.f;
+        for (int64_t k = k0 + lane; k < k1; k += 32) {
+            const uint32_t id = ids[k];
+            weight_sum += id >= vocab ? 0.f : (weights ? weights[id] : 1.f);
+        }
         #pragma unroll
         for (int m = 16; m > 0; m >>= 1) weight_sum += __shfl_xor_sync(0xffffffffu, weight_sum, m);
     }
@@ -62,10 +71,12 @@ __device__ __forceinline__ void embedding_bag_body(
             for (int64_t k = k0 + sub; k < k1; k += (int64_t)rows_per_step * BAG_UNROLL) {
                 typename PackRaw<T, V>::type raw[BAG_UNROLL];
                 float w[BAG_UNROLL];
+                bool used[BAG_UNROLL];
                 #pragma unroll
                 for (int u = 0; u < BAG_UNROLL; ++u) {
                     const int64_t kk = k + (int64_t)u * rows_per_step;
-                    if (kk < k1) {
+                    used[u] = kk < k1 && ids[kk] < vocab;
+                    if (used[u]) {
                         const uint32_t id = ids[kk];
                         const int64_t row = mapping ? (int64_t)mapping[id] : (int64_t)id;
                         w[u] = weights ? weights[id] : 1.f;
@@ -74,7 +85,7 @@ __device__ __forceinline__ void embedding_bag_body(
                 }
                 #pragma unroll
                 for (int u = 0; u < BAG_UNROLL; ++u) {
-                    if (k + (int64_t)u * rows_per_step < k1) {
+                    if (used[u]) {
                         #pragma unroll
                         for (int i = 0; i < V; ++i) acc[i] += pack_get<T, V>(raw[u], i) * w[u];
                     }
@@ -116,12 +127,12 @@ __device__ __forceinline__ void embedding_bag_body(
     extern "C" __global__ void __launch_bounds__(BAG_THREADS, 4)                                \
         NAME(const T* __restrict__ table, int D, const int32_t* __restrict__ mapping,         \
              const float* __restrict__ weights, const uint32_t* __restrict__ ids,             \
-             const int64_t* __restrict__ offsets, int64_t num_bags, int divide_by,            \
-             int normalize, float norm_add, float norm_floor, int lanes_per_row,              \
-             float* __restrict__ out) {                                                       \
-        embedding_bag_body<T, V>(table, D, mapping, weights, ids, offsets, num_bags,          \
-                                 divide_by, normalize, norm_add, norm_floor, lanes_per_row,   \
-                                 out);                                                        \
+             const int64_t* __restrict__ offsets, int64_t num_ids, int64_t vocab,             \
+             int64_t num_bags, int divide_by, int normalize, float norm_add, float norm_floor, \
+             int lanes_per_row, float* __restrict__ out) {                                    \
+        embedding_bag_body<T, V>(table, D, mapping, weights, ids, offsets, num_ids, vocab,    \
+                                 num_bags, divide_by, normalize, norm_add, norm_floor,        \
+                                 lanes_per_row, out);                                         \
     }                                                                                         \
     SIM_REGISTER(NAME)
 
@@ -129,7 +140,5 @@ EMBEDDING_BAG_KERNEL(embedding_bag_f32_v4, float, 4)
 EMBEDDING_BAG_KERNEL(embedding_bag_f32_v1, float, 1)
 EMBEDDING_BAG_KERNEL(embedding_bag_f16_v8, f16, 8)
 EMBEDDING_BAG_KERNEL(embedding_bag_f16_v1, f16, 1)
-EMBEDDING_BAG_KERNEL(embedding_bag_bf16_v8, bf16, 8)
-EMBEDDING_BAG_KERNEL(embedding_bag_bf16_v1, bf16, 1)
 EMBEDDING_BAG_KERNEL(embedding_bag_i8_v16, int8_t, 16)
 EMBEDDING_BAG_KERNEL(embedding_bag_i8_v1, int8_t, 1)

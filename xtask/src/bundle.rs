@@ -15,7 +15,7 @@ use std::process::Command;
 const LIMIT_BYTES: u64 = 64 << 20;
 
 /// The test binaries `run.sh` runs (crate test targets of stk-cuda and stk-cli).
-const GPU_TESTS: [&str; 3] = ["no_driver", "parity", "cuda_facade"];
+const GPU_TESTS: [&str; 4] = ["no_driver", "parity", "graph_capture", "cuda_facade"];
 
 pub fn gpu_bundle(root: &Path, out: &Path) -> Result<()> {
     // The PTX is embedded in the binaries: it must be the fresh, spill-free build.

@@ -1,31 +1,53 @@
-//! The pinned CUDA 13.0 compiler (nvcc, ptxas) from PyPI wheels, in the venv `.cuda/`.
+//! The pinned CUDA 12.2 compiler (NVRTC, ptxas, headers) from PyPI wheels, in the venv `.cuda/`.
 //!
-//! Pins come from `kernels/requirements-cuda130.txt`: every package is pinned, because an
-//! unpinned `nvidia-nvvm`/`nvidia-cuda-crt` beside nvcc 13.0 emits PTX its own ptxas (and a
-//! 13.0 driver) rejects. The venv is reused while the requirements file is unchanged.
+//! Pins come from `kernels/requirements-cuda122.txt`. CUDA 12.2 is chosen for the PTX ISA it
+//! emits (`.version 8.2`), which drivers of CUDA 12.2 (R535) and newer JIT-compile; PTX from a
+//! newer toolkit would shut those serving fleets out. The 12.2 wheels carry NVRTC and ptxas but
+//! no `nvcc` driver, so the sources are compiled through NVRTC (`xtask/nvrtc_compile.py`).
+//! The venv is reused while the requirements file is unchanged.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The nvcc release the PTX is built with (what the measured H200 machine runs).
-pub const NVCC_RELEASE: &str = "V13.0.88";
+/// The ptxas release that checks registers and spills (`ptxas --version`).
+pub const PTXAS_RELEASE: &str = "V12.2.140";
 
 pub struct Toolchain {
-    pub nvcc: PathBuf,
+    /// The venv's python, which runs `xtask/nvrtc_compile.py`.
+    pub python: PathBuf,
+    pub compile_script: PathBuf,
+    pub libnvrtc: PathBuf,
+    /// `cuda_fp16.h`, `cuda_bf16.h`.
+    pub include: PathBuf,
     pub ptxas: PathBuf,
 }
 
-/// Install the pinned wheels if needed and locate nvcc and ptxas.
+impl Toolchain {
+    /// The command compiling `src` to PTX `out` for `arch` (`compute_80`).
+    pub fn compile(&self, src: &Path, out: &Path, arch: &str) -> Command {
+        let mut c = Command::new(&self.python);
+        c.arg(&self.compile_script)
+            .arg(&self.libnvrtc)
+            .arg(src)
+            .arg(out)
+            .arg(format!("--gpu-architecture={arch}"))
+            .arg(format!("-I{}", self.include.display()))
+            .arg(format!(
+                "-I{}",
+                src.parent().unwrap_or(Path::new(".")).display()
+            ));
+        c
+    }
+}
+
+/// Install the pinned wheels if needed and locate NVRTC, the headers and ptxas.
 pub fn ensure(root: &Path) -> Result<Toolchain> {
     let venv = root.join(".cuda");
-    let requirements = root.join("kernels").join("requirements-cuda130.txt");
+    let requirements = root.join("kernels").join("requirements-cuda122.txt");
     let python = crate::venv::ensure(&venv, &requirements)?;
     let out = Command::new(&python)
-        .args([
-            "-c",
-            "import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], 'cu13'))",
-        ])
+        .args(["-c", "import nvidia; print(list(nvidia.__path__)[0])"])
         .output()
         .context("asking the venv where the CUDA wheels are")?;
     if !out.status.success() {
@@ -34,20 +56,31 @@ pub fn ensure(root: &Path) -> Result<Toolchain> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let cu = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+    let nvidia = PathBuf::from(String::from_utf8(out.stdout)?.trim());
     let tc = Toolchain {
-        nvcc: cu.join("bin").join("nvcc"),
-        ptxas: cu.join("bin").join("ptxas"),
+        python,
+        compile_script: root.join("xtask").join("nvrtc_compile.py"),
+        libnvrtc: nvidia.join("cuda_nvrtc").join("lib").join("libnvrtc.so.12"),
+        include: nvidia.join("cuda_runtime").join("include"),
+        ptxas: nvidia.join("cuda_nvcc").join("bin").join("ptxas"),
     };
-    let version = Command::new(&tc.nvcc)
+    for (what, path) in [("NVRTC", &tc.libnvrtc), ("the CUDA headers", &tc.include)] {
+        if !path.exists() {
+            bail!(
+                "{what} not found at {} (is the venv complete?)",
+                path.display()
+            );
+        }
+    }
+    let version = Command::new(&tc.ptxas)
         .arg("--version")
         .output()
-        .context("running nvcc --version")?;
+        .with_context(|| format!("running {} --version", tc.ptxas.display()))?;
     let version = String::from_utf8_lossy(&version.stdout);
-    if !version.contains(NVCC_RELEASE) {
+    if !version.contains(PTXAS_RELEASE) {
         bail!(
-            "{} is not nvcc {NVCC_RELEASE}:\n{version}",
-            tc.nvcc.display()
+            "{} is not ptxas {PTXAS_RELEASE}:\n{version}",
+            tc.ptxas.display()
         );
     }
     Ok(tc)

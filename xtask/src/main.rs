@@ -1,9 +1,11 @@
 //! Repository tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`):
 //!
-//! * `ptx`: compile each `kernels/*.cu` to `compute_80` PTX under `kernels/ptx/` with the
-//!   pinned CUDA 13.0 wheels (installed on first use into the git-ignored venv `.cuda/`).
-//! * `ptx --check`: rebuild into a temporary folder, fail when the committed PTX is stale, and
-//!   run `ptxas -arch=sm_90 -v` on every kernel, printing its registers and failing on spills.
+//! * `ptx`: compile each `kernels/*.cu` to `compute_80` PTX (ISA 8.2) under `kernels/ptx/` with
+//!   the pinned CUDA 12.2 wheels (NVRTC; installed on first use into the git-ignored venv
+//!   `.cuda/`), and generate the kernel table `kernels/ptx/kernels.rs` from it.
+//! * `ptx --check`: rebuild into a temporary folder, fail when the committed PTX or table is
+//!   stale or the PTX ISA is newer than 8.2, and run `ptxas -arch=sm_90 -v` on every kernel,
+//!   printing its registers and failing on spills.
 //! * `kernel-sim [--cases N]`: run the kernels on the CPU (compiled as C++ against a small
 //!   CUDA stand-in, with AddressSanitizer) through the GPU parity checks.
 //! * `test [--rust | --python]`: `cargo test --workspace`, then the Python package's pytest

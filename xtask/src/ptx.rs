@@ -1,5 +1,7 @@
-//! `cargo xtask ptx [--check]`: build the committed PTX, or check that it is fresh and that no
-//! kernel spills registers on the measured architecture (sm_90).
+//! `cargo xtask ptx [--check]`: build the committed PTX and the kernel table generated from it
+//! (`kernels/ptx/kernels.rs`: every entry's name, parameter kinds and launch bound, which
+//! stk-cuda embeds instead of hand-kept lists), or check that both are fresh, that the PTX ISA
+//! is one R535 (CUDA 12.2) drivers load, and that no kernel spills registers on sm_90.
 
 use crate::cuda::{self, Toolchain};
 use anyhow::{bail, Context, Result};
@@ -11,6 +13,11 @@ use std::process::{Command, Output, Stdio};
 pub const PTX_ARCH: &str = "compute_80";
 /// The architecture ptxas checks registers and spills for: the machine the project measures.
 pub const CHECK_ARCH: &str = "sm_90";
+/// The newest PTX ISA the committed PTX may declare: 8.2 is what CUDA 12.2 (driver R535)
+/// JIT-compiles, the oldest driver branch serving fleets commonly run.
+pub const MAX_PTX_ISA: (u32, u32) = (8, 2);
+/// The generated kernel table, beside the PTX it describes.
+pub const TABLE_FILE: &str = "kernels.rs";
 
 /// Each `kernels/<name>.cu`, sorted by name.
 pub fn sources(root: &Path) -> Result<Vec<(String, PathBuf)>> {
@@ -51,26 +58,27 @@ fn run_all(mut commands: Vec<Command>) -> Result<Vec<Output>> {
         .collect()
 }
 
-/// Compile every source to `<out_dir>/<name>.ptx` (one nvcc process each, in parallel).
+/// Compile every source to `<out_dir>/<name>.ptx` (one NVRTC process each, in parallel), then
+/// write the kernel table `<out_dir>/kernels.rs` generated from those files.
 fn compile_all(tc: &Toolchain, sources: &[(String, PathBuf)], out_dir: &Path) -> Result<()> {
     let commands = sources
         .iter()
-        .map(|(name, src)| {
-            let mut c = Command::new(&tc.nvcc);
-            c.args(["-ptx", &format!("--gpu-architecture={PTX_ARCH}"), "-o"])
-                .arg(out_dir.join(format!("{name}.ptx")))
-                .arg(src);
-            c
-        })
+        .map(|(name, src)| tc.compile(src, &out_dir.join(format!("{name}.ptx")), PTX_ARCH))
         .collect();
     for ((name, _), output) in sources.iter().zip(run_all(commands)?) {
         if !output.status.success() {
             bail!(
-                "nvcc failed on kernels/{name}.cu:\n{}",
+                "NVRTC failed on kernels/{name}.cu:\n{}",
                 String::from_utf8_lossy(&output.stderr)
             );
         }
     }
+    let mut files = Vec::new();
+    for (name, _) in sources {
+        let text = std::fs::read_to_string(out_dir.join(format!("{name}.ptx")))?;
+        files.push((name.clone(), text));
+    }
+    std::fs::write(out_dir.join(TABLE_FILE), kernel_table(&files)?)?;
     Ok(())
 }
 
@@ -83,8 +91,11 @@ pub fn build(root: &Path) -> Result<()> {
     compile_all(&tc, &srcs, tmp.path())?;
     let ptx_dir = root.join("kernels").join("ptx");
     std::fs::create_dir_all(&ptx_dir)?;
-    for (name, _) in &srcs {
-        let file = format!("{name}.ptx");
+    let generated = srcs
+        .iter()
+        .map(|(name, _)| format!("{name}.ptx"))
+        .chain([TABLE_FILE.to_string()]);
+    for file in generated {
         std::fs::copy(tmp.path().join(&file), ptx_dir.join(&file))?;
         println!("kernels/ptx/{file}");
     }
@@ -111,8 +122,11 @@ pub fn check(root: &Path) -> Result<Vec<KernelUsage>> {
     compile_all(&tc, &srcs, tmp.path())?;
     let ptx_dir = root.join("kernels").join("ptx");
     let mut problems = Vec::new();
-    for (name, _) in &srcs {
-        let file = format!("{name}.ptx");
+    let generated = srcs
+        .iter()
+        .map(|(name, _)| format!("{name}.ptx"))
+        .chain([TABLE_FILE.to_string()]);
+    for file in generated {
         let fresh = std::fs::read(tmp.path().join(&file))?;
         match std::fs::read(ptx_dir.join(&file)) {
             Ok(committed) if committed == fresh => {}
@@ -129,6 +143,19 @@ pub fn check(root: &Path) -> Result<Vec<KernelUsage>> {
             problems.join("\n")
         );
     }
+    for (name, _) in &srcs {
+        let text = std::fs::read_to_string(ptx_dir.join(format!("{name}.ptx")))?;
+        let isa = ptx_isa(&text).with_context(|| format!("kernels/ptx/{name}.ptx"))?;
+        if isa > MAX_PTX_ISA {
+            bail!(
+                "kernels/ptx/{name}.ptx declares PTX ISA {}.{}, newer than {}.{} (CUDA 12.2, driver R535)",
+                isa.0,
+                isa.1,
+                MAX_PTX_ISA.0,
+                MAX_PTX_ISA.1
+            );
+        }
+    }
     let fresh: Vec<PathBuf> = srcs
         .iter()
         .map(|(n, _)| tmp.path().join(format!("{n}.ptx")))
@@ -136,9 +163,11 @@ pub fn check(root: &Path) -> Result<Vec<KernelUsage>> {
     let usage = ptxas_usage(&tc, &fresh)?;
     report(&usage)?;
     println!(
-        "kernels/ptx/ is fresh ({} files, {} kernels, no spills on {CHECK_ARCH})",
+        "kernels/ptx/ is fresh ({} files and their kernel table, {} kernels, PTX ISA <= {}.{}, no spills on {CHECK_ARCH})",
         srcs.len(),
-        usage.len()
+        usage.len(),
+        MAX_PTX_ISA.0,
+        MAX_PTX_ISA.1
     );
     Ok(usage)
 }
@@ -162,6 +191,99 @@ fn orphans(dir: &Path, srcs: &[(String, PathBuf)]) -> Result<Vec<String>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// The `.version` a PTX text declares.
+pub fn ptx_isa(ptx: &str) -> Result<(u32, u32)> {
+    let line = ptx
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(".version "))
+        .context("no `.version` line")?;
+    let (major, minor) = line
+        .trim()
+        .split_once('.')
+        .with_context(|| format!("unreadable `.version {line}`"))?;
+    Ok((major.parse()?, minor.parse()?))
+}
+
+/// One kernel entry as the PTX declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    /// `U64` (pointers and 64-bit integers), `U32` (32-bit integers), `F32`.
+    pub params: Vec<&'static str>,
+    /// `.maxntid` (from `__launch_bounds__`), if declared.
+    pub max_threads: Option<u32>,
+}
+
+/// Every `.visible .entry` of a PTX text, in order.
+pub fn ptx_entries(ptx: &str) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for (at, _) in ptx.match_indices(".visible .entry ") {
+        let rest = &ptx[at + ".visible .entry ".len()..];
+        let open = rest.find('(').context("entry without a parameter list")?;
+        let name = rest[..open].trim().to_string();
+        let close = rest.find(')').context("unterminated parameter list")?;
+        let params = rest[open + 1..close]
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| param_kind(p).with_context(|| format!("kernel {name}")))
+            .collect::<Result<Vec<_>>>()?;
+        let body = &rest[close..rest.find('{').context("entry without a body")?];
+        let max_threads = body
+            .split(".maxntid")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.trim().parse().ok());
+        out.push(Entry {
+            name,
+            params,
+            max_threads,
+        });
+    }
+    Ok(out)
+}
+
+fn param_kind(p: &str) -> Result<&'static str> {
+    let ty = p
+        .strip_prefix(".param")
+        .map(str::trim_start)
+        .and_then(|rest| rest.split_whitespace().next())
+        .with_context(|| format!("unreadable parameter `{p}`"))?;
+    Ok(match ty {
+        ".u64" | ".s64" | ".b64" => "U64",
+        ".u32" | ".s32" | ".b32" => "U32",
+        ".f32" => "F32",
+        other => bail!("parameter type {other} has no launcher counterpart"),
+    })
+}
+
+/// The Rust source of the kernel table for `files` (`(family, PTX text)`, sorted by family).
+pub fn kernel_table(files: &[(String, String)]) -> Result<String> {
+    let mut isa = (0, 0);
+    let mut rows = String::new();
+    for (family, text) in files {
+        isa = isa.max(ptx_isa(text).with_context(|| format!("{family}.ptx"))?);
+        for e in ptx_entries(text).with_context(|| format!("{family}.ptx"))? {
+            let params: Vec<String> = e.params.iter().map(|p| format!("P::{p}")).collect();
+            rows.push_str(&format!(
+                "    Kernel {{\n        family: \"{family}\",\n        name: \"{}\",\n        params: &[{}],\n        max_threads: {:?},\n    }},\n",
+                e.name,
+                params.join(", "),
+                e.max_threads
+            ));
+        }
+    }
+    Ok(format!(
+        "// @generated by `cargo xtask ptx` from kernels/ptx/*.ptx; `cargo xtask ptx --check` keeps it fresh.\n\
+         // Included by crates/stk-cuda/src/ptx.rs.\n\n\
+         /// The highest PTX ISA (`.version`) among the embedded files.\n\
+         pub const PTX_ISA: (u32, u32) = ({}, {});\n\n\
+         /// Every kernel entry of the embedded PTX.\n\
+         pub const KERNELS: &[Kernel] = &[\n{rows}];\n",
+        isa.0, isa.1
+    ))
 }
 
 /// Registers, stack and spills of one kernel on [`CHECK_ARCH`], as ptxas reports them.
@@ -334,6 +456,27 @@ ptxas info    : Used 32 registers, used 0 barriers
             orphans(dir.path(), &sources(&root).unwrap()).unwrap(),
             ["gone.ptx"]
         );
+    }
+
+    #[test]
+    fn kernel_table_from_ptx() {
+        let ptx = ".version 8.2\n.target sm_80\n\
+            .visible .entry k_a(\n\t.param .u64 k_a_param_0,\n\t.param .u32 k_a_param_1,\n\t.param .f32 k_a_param_2\n)\n.maxntid 256, 1, 1\n{\n}\n\
+            .visible .entry k_b(\n)\n{\n}\n";
+        let entries = ptx_entries(ptx).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].params, ["U64", "U32", "F32"]);
+        assert_eq!(entries[0].max_threads, Some(256));
+        assert_eq!(
+            (entries[1].name.as_str(), entries[1].max_threads),
+            ("k_b", None)
+        );
+        let table = kernel_table(&[("fam".into(), ptx.into())]).unwrap();
+        assert!(table.contains("PTX_ISA: (u32, u32) = (8, 2)"));
+        assert!(table.contains("params: &[P::U64, P::U32, P::F32]"));
+        assert_eq!(ptx_isa(".version 9.0\n").unwrap(), (9, 0));
+        assert!(ptx_isa(".target sm_80\n").is_err());
+        assert!(ptx_entries(".visible .entry k(\n.param .f64 x\n)\n{\n}").is_err());
     }
 
     #[test]

@@ -109,20 +109,19 @@ pub struct VarlenBatch {
     cu_seq_lens: Vec<usize>,
 }
 
+/// Float token rows `[N, D]`, given as `[N, D]` or `[1, N, D]`.
+fn token_rows(tokens: Tensor, what: &str) -> Result<Tensor> {
+    tokens.expect_dtype(what, FLOATS)?;
+    match tokens.dims() {
+        [1, n, d] => tokens.reshape([*n, *d]),
+        [_, _] => Ok(tokens),
+        other => Err(Error::shape(what, "[1, N, D] or [N, D]", other)),
+    }
+}
+
 impl VarlenBatch {
     pub fn new(tokens: Tensor, cu_seq_lens: &[i64]) -> Result<Self> {
-        tokens.expect_dtype("token_embeddings", FLOATS)?;
-        let tokens = match tokens.dims() {
-            [1, n, d] => tokens.reshape([*n, *d])?,
-            [_, _] => tokens,
-            other => {
-                return Err(Error::shape(
-                    "varlen token_embeddings",
-                    "[1, N, D] or [N, D]",
-                    other,
-                ))
-            }
-        };
+        let tokens = token_rows(tokens, "varlen token_embeddings")?;
         let n = tokens.dims()[0];
         if cu_seq_lens.is_empty() {
             return Err(Error::Layout(
@@ -173,6 +172,63 @@ impl VarlenBatch {
     /// Token rows of sequence `i`.
     pub fn seq(&self, i: usize) -> Range<usize> {
         self.cu_seq_lens[i]..self.cu_seq_lens[i + 1]
+    }
+}
+
+/// Span layout (late chunking): `tokens [N, D]` (or `[1, N, D]`) and `S` token spans
+/// `[start, end)`, each non-empty and inside `0..N`. Spans may overlap or leave gaps; span `s`
+/// pools to output row `s`.
+#[derive(Debug, Clone)]
+pub struct SpanBatch {
+    tokens: Tensor,
+    spans: Vec<Range<usize>>,
+}
+
+impl SpanBatch {
+    /// `spans` as `(start, end)` pairs.
+    pub fn new(tokens: Tensor, spans: &[[i64; 2]]) -> Result<Self> {
+        let tokens = token_rows(tokens, "span token_embeddings")?;
+        let n = tokens.dims()[0];
+        let spans = spans
+            .iter()
+            .enumerate()
+            .map(|(s, &[start, end])| {
+                if start < 0 || end > n as i64 || start >= end {
+                    Err(Error::Layout(format!(
+                        "span {s} is [{start}, {end}); spans must be non-empty and inside the {n} token rows"
+                    )))
+                } else {
+                    Ok(start as usize..end as usize)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SpanBatch { tokens, spans })
+    }
+
+    /// `spans`: an integer tensor `[S, 2]` of start and end rows.
+    pub fn from_tensor(tokens: Tensor, spans: &Tensor) -> Result<Self> {
+        spans.expect_dtype("spans", &[DType::I32, DType::I64])?;
+        spans.expect_rank("spans [S, 2]", 2)?;
+        if spans.dims()[1] != 2 {
+            return Err(Error::shape("spans", "[S, 2] (start, end)", spans.dims()));
+        }
+        let flat = spans.to_i64_vec()?;
+        let pairs: Vec<[i64; 2]> = flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
+        Self::new(tokens, &pairs)
+    }
+
+    /// `[N, D]` tokens.
+    pub fn tokens(&self) -> &Tensor {
+        &self.tokens
+    }
+    pub fn num_spans(&self) -> usize {
+        self.spans.len()
+    }
+    pub fn dim(&self) -> usize {
+        self.tokens.dims()[1]
+    }
+    pub fn spans(&self) -> &[Range<usize>] {
+        &self.spans
     }
 }
 
@@ -294,6 +350,30 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn span_validation() {
+        let t = Tensor::zeros([1, 5, 2], DType::BF16).unwrap();
+        let s = SpanBatch::new(t.clone(), &[[0, 5], [1, 2], [0, 3], [2, 4]]).unwrap();
+        assert_eq!(s.num_spans(), 4);
+        assert_eq!(s.spans()[1], 1..2);
+        assert_eq!(s.tokens().dims(), &[5, 2]);
+        for bad in [[2, 2], [3, 1], [-1, 2], [4, 6]] {
+            assert!(
+                matches!(SpanBatch::new(t.clone(), &[bad]), Err(Error::Layout(_))),
+                "{bad:?}"
+            );
+        }
+        let as_tensor = Tensor::from_slice([2, 2], &[0i64, 2, 1, 5]).unwrap();
+        assert_eq!(
+            SpanBatch::from_tensor(t.clone(), &as_tensor)
+                .unwrap()
+                .spans(),
+            &[0..2, 1..5]
+        );
+        let wrong = Tensor::from_slice([1, 3], &[0i64, 2, 3]).unwrap();
+        assert!(SpanBatch::from_tensor(t, &wrong).is_err());
     }
 
     #[test]

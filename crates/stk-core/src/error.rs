@@ -5,7 +5,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every way stk can refuse an input or fail. Messages name the offending thing
 /// (file, tensor, config key, line) so the user can fix it without reading code.
+///
+/// `#[non_exhaustive]`: new failure kinds may be added; match the ones you act on (a server
+/// retries [`Error::OutOfMemory`] with a smaller batch) and treat the rest alike.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("{path}: {source}")]
     Io {
@@ -61,6 +65,29 @@ pub enum Error {
     NoCudaDevice(usize),
     #[error("CUDA error: {0}")]
     Cuda(String),
+    /// The device could not allocate (or a launch ran out of resources): retrying with a
+    /// smaller batch may succeed.
+    #[error("CUDA out of memory while {what}")]
+    OutOfMemory {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A CUDA driver call failed; `source` is the driver's error (its `CUresult` code).
+    #[error("CUDA driver error while {what}: {source}")]
+    CudaDriver {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The driver is older than the embedded PTX needs.
+    #[error("the CUDA driver supports CUDA {found}, but stk's kernels (PTX ISA {ptx_isa}) need a driver for CUDA {needed} or newer (R{min_branch}+); update the NVIDIA driver")]
+    DriverTooOld {
+        found: String,
+        needed: String,
+        ptx_isa: String,
+        min_branch: u32,
+    },
     #[error("{0} is not supported on {1}")]
     Unsupported(String, String),
 }

@@ -6,6 +6,8 @@
 //! * Batch layouts for pooling ([`PaddedBatch`], [`VarlenBatch`]) and for embedding bags
 //!   ([`TokenBags`]): validated once at construction so that every consumer (CPU loops, CUDA
 //!   kernels) can index without bounds surprises.
+//! * [`validate`]: the checks relating a layout to an operation's other inputs, shared by
+//!   every backend.
 //! * [`Error`]: one typed error for the whole workspace.
 //!
 //! `unsafe` is allowed only in `st.rs` (the mmap); everything else denies it.
@@ -19,8 +21,9 @@ mod pooling_mode;
 mod shape;
 mod st;
 mod tensor;
+pub mod validate;
 
-pub use batch::{PaddedBatch, TokenBags, VarlenBatch};
+pub use batch::{PaddedBatch, SpanBatch, TokenBags, VarlenBatch};
 pub use device::Device;
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};

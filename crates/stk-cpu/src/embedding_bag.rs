@@ -10,7 +10,7 @@
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use stk_core::{DType, Error, Result, Tensor, TokenBags};
+use stk_core::{validate, DType, Error, Result, Tensor, TokenBags};
 
 use crate::simd::{self, Element, Isa, Kind};
 
@@ -45,75 +45,15 @@ impl EmbeddingBag {
     /// When both are given they must have the same length. Without a mapping, `weights` must
     /// have one entry per table row.
     pub fn new(table: Tensor, mapping: Option<&Tensor>, weights: Option<&Tensor>) -> Result<Self> {
-        table.expect_dtype("embedding table", &[DType::F32, DType::F16, DType::I8])?;
-        let dims = table.expect_rank("embedding table [rows, dim]", 2)?;
-        let (rows, dim) = (dims[0], dims[1]);
-        if dim == 0 {
-            return Err(Error::shape(
-                "embedding table",
-                "[rows, dim] with dim > 0",
-                dims,
-            ));
-        }
-        if rows > u32::MAX as usize {
-            return Err(Error::shape(
-                "embedding table",
-                "at most 2^32 - 1 rows",
-                dims,
-            ));
-        }
-
-        let mapping = match mapping {
-            None => None,
-            Some(m) => {
-                m.expect_dtype("mapping", &[DType::I32, DType::I64])?;
-                m.expect_rank("mapping [vocab]", 1)?;
-                let values = m.to_i64_vec()?;
-                let mut out = Vec::with_capacity(values.len());
-                for (id, &row) in values.iter().enumerate() {
-                    if row < 0 || row as u64 >= rows as u64 {
-                        return Err(Error::invalid(format!(
-                            "mapping[{id}] = {row} is outside the embedding table of {rows} rows"
-                        )));
-                    }
-                    out.push(row as u32);
-                }
-                Some(out)
-            }
-        };
-        let weights = match weights {
-            None => None,
-            Some(w) => {
-                w.expect_dtype("weights", &[DType::F32, DType::F16, DType::BF16])?;
-                w.expect_rank("weights [vocab]", 1)?;
-                Some(w.to_f32_vec()?)
-            }
-        };
-        let vocab = match (&mapping, &weights) {
-            (Some(m), Some(w)) if m.len() != w.len() => {
-                return Err(Error::shape(
-                    "weights",
-                    format!("[{}] (one weight per mapping entry)", m.len()),
-                    &[w.len()],
-                ))
-            }
-            (Some(m), _) => m.len(),
-            (None, Some(w)) if w.len() != rows => {
-                return Err(Error::shape(
-                    "weights",
-                    format!("[{rows}] (one weight per table row, as there is no mapping)"),
-                    &[w.len()],
-                ))
-            }
-            (None, _) => rows,
-        };
+        // The checks every backend shares (the GPU table makes the same call).
+        let checked = validate::EmbeddingTable::check(&table, mapping, weights)?;
         Ok(EmbeddingBag {
             table,
-            rows,
-            dim,
-            mapping,
-            weights,
-            vocab,
+            rows: checked.rows,
+            dim: checked.dim,
+            mapping: checked.mapping,
+            weights: checked.weights,
+            vocab: checked.vocab,
             isa: Isa::detect(),
         })
     }

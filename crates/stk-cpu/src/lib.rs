@@ -25,7 +25,7 @@ pub mod word_weights;
 pub use embedding_bag::EmbeddingBag;
 pub use features::{Features, Module, TextModule};
 pub use normalize::{normalize, Normalize};
-pub use pooling::{pool_padded, pool_varlen, PoolExtras, Pooling};
+pub use pooling::{pool_padded, pool_spans, pool_varlen, PoolExtras, Pooling};
 pub use static_embedding::StaticEmbedding;
 pub use tokenize::Tokenizer;
 pub use weighted_layer_pooling::{weighted_layer_pooling, WeightedLayerPooling};

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use std::path::Path;
-use stk_core::{DType, Error, Result, SafetensorsFile, Tensor};
+use stk_core::{validate, DType, Error, Result, SafetensorsFile, Tensor};
 
 const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
@@ -15,44 +15,17 @@ pub fn weighted_layer_pooling(
     layer_start: usize,
     layer_weights: &Tensor,
 ) -> Result<Tensor> {
-    let layers_dtype = all_layers.expect_dtype("all_layer_embeddings", &FLOATS)?;
-    let weights_dtype = layer_weights.expect_dtype("layer_weights", &FLOATS)?;
-    let dims = all_layers
-        .expect_rank("all_layer_embeddings [L+1, B, T, D]", 4)?
-        .to_vec();
-    let num_layers = dims[0];
-    if layer_start >= num_layers {
-        return Err(Error::invalid(format!(
-            "layer_start {layer_start} leaves no layer of the {num_layers} in all_layer_embeddings"
-        )));
-    }
-    let kept = num_layers - layer_start;
-    if layer_weights.dims() != [kept] {
-        return Err(Error::shape(
-            "layer_weights",
-            format!(
-                "[{kept}] (one weight per layer from layer_start {layer_start} to {})",
-                num_layers - 1
-            ),
-            layer_weights.dims(),
-        ));
-    }
-    let weights = layer_weights.to_f32_vec()?;
-    let weight_sum: f32 = weights.iter().sum();
-    if weight_sum == 0.0 || !weight_sum.is_finite() {
-        return Err(Error::invalid(format!(
-            "layer_weights sum to {weight_sum}; the average needs a finite, non-zero sum"
-        )));
-    }
-
-    let layer_len = dims[1..].iter().product::<usize>();
+    // The checks every backend shares (the GPU makes the same call).
+    let checked = validate::LayerPooling::check(all_layers, layer_start, layer_weights)?;
+    let (weights, weight_sum) = (&checked.weights, checked.weight_sum);
+    let layer_len = checked.layer_len();
     let values = all_layers.to_f32_vec()?;
     let mut out = vec![0.0f32; layer_len];
     if layer_len > 0 {
         for (layer, &w) in values
             .chunks_exact(layer_len)
             .skip(layer_start)
-            .zip(&weights)
+            .zip(weights)
         {
             for (o, &x) in out.iter_mut().zip(layer) {
                 *o += w * x;
@@ -62,12 +35,7 @@ pub fn weighted_layer_pooling(
     for o in &mut out {
         *o /= weight_sum;
     }
-    let dtype = if layers_dtype == weights_dtype {
-        layers_dtype
-    } else {
-        DType::F32
-    };
-    Tensor::from_slice(dims[1..].to_vec(), &out)?.to_dtype(dtype)
+    Tensor::from_slice(checked.layer_shape, &out)?.to_dtype(checked.out_dtype)
 }
 
 /// A saved `WeightedLayerPooling` module: config plus its learned `layer_weights`.

@@ -11,31 +11,27 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::checks::{self, strategies::*, Kernels};
-use common::strategies::{padded_problem, varlen_problem};
+use common::checks::{self, strategies::*, HostRows, Kernels};
+use common::strategies::{padded_problem, span_problem, varlen_problem};
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use stk_core::validate::{self, EmbeddingTable, LayerPooling, PoolExtras};
 use stk_core::{DType, Error, PoolingSpec, Result, Tensor, TokenBags};
-use stk_cuda::embedding_bag::embedding_bag_launch;
+use stk_cuda::embedding_bag::{embedding_bag_launch, BagBuffers, BagProblem};
+use stk_cuda::launch::LaunchShape;
 use stk_cuda::layer_pool::layer_pool_launch;
 use stk_cuda::normalize::normalize_launch;
-use stk_cuda::{BagReduce, CheckedTable, LayerPoolPlan, NormRule, PoolExtras, PoolInput, PoolPlan};
+use stk_cuda::pool::{pool_launch, PoolBuffers, PoolProblem, RowSource};
+use stk_cuda::{BagReduce, NormRule, PoolInput, PoolPlan};
 
-/// One argument of a simulated launch (the tags of `kernels/sim/sim_main.cpp`).
-enum Arg {
-    Buf(Vec<u8>),
-    Null,
-    I32(i32),
-    I64(i64),
-    U64(u64),
-    F32(f32),
-}
+/// One argument of a simulated launch: a buffer is its bytes.
+type Arg = stk_cuda::launch::Arg<Vec<u8>>;
 
-fn buf<T: bytemuck::Pod>(v: &[T]) -> Arg {
-    Arg::Buf(bytemuck::cast_slice(v).to_vec())
+fn buf<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
+    bytemuck::cast_slice(v).to_vec()
 }
 
 struct Sim {
@@ -46,14 +42,15 @@ struct Sim {
 
 impl Sim {
     /// Run `kernel` and return its buffer arguments after the run, in order.
-    fn run(
-        &self,
-        kernel: &str,
-        grid: u32,
-        threads: u32,
-        shared: u32,
-        args: &[Arg],
-    ) -> Result<Vec<Vec<u8>>> {
+    fn run(&self, shape: &LaunchShape, args: &[Arg]) -> Result<Vec<Vec<u8>>> {
+        // The check the GPU launcher makes, against the PTX's signature of the kernel.
+        shape.check(args)?;
+        let (kernel, grid, threads, shared) = (
+            shape.kernel.name,
+            shape.grid,
+            shape.threads,
+            shape.shared_bytes,
+        );
         let n = self.launches.fetch_add(1, Ordering::Relaxed);
         let launch = self.dir.path().join(format!("launch-{n}"));
         let out = self.dir.path().join(format!("out-{n}"));
@@ -118,15 +115,12 @@ impl Sim {
 }
 
 /// Index of the output among the buffer arguments (nulls are not buffers).
-fn out_index(args: &[Arg], position: usize) -> usize {
-    args[..position]
-        .iter()
-        .filter(|a| matches!(a, Arg::Buf(_)))
-        .count()
+fn out_index(args: &[Arg]) -> usize {
+    args.iter().filter(|a| matches!(a, Arg::Buf(_))).count() - 1
 }
 
-fn zeros(n: usize, dtype: DType) -> Arg {
-    Arg::Buf(vec![0u8; n * dtype.size_in_bytes()])
+fn zeros(n: usize, dtype: DType) -> Vec<u8> {
+    vec![0u8; n * dtype.size_in_bytes()]
 }
 
 impl Kernels for Sim {
@@ -144,49 +138,38 @@ impl Kernels for Sim {
         let tokens = match input {
             PoolInput::Padded(b) => b.tokens().to_dtype(plan.dtype())?,
             PoolInput::Varlen(b) => b.tokens().to_dtype(plan.dtype())?,
+            PoolInput::Spans(b) => b.tokens().to_dtype(plan.dtype())?,
         };
         let cls = match extras.cls_token_embeddings {
             Some(c) if plan.uses_cls_embeddings() => {
-                Arg::Buf(c.to_dtype(plan.dtype())?.bytes().to_vec())
+                Some(c.to_dtype(plan.dtype())?.bytes().to_vec())
             }
-            _ => Arg::Null,
+            _ => None,
         };
         let [b, w] = plan.out_dims();
-        let args = [
-            Arg::Buf(tokens.bytes().to_vec()),
+        let args = l.args(PoolBuffers {
+            tokens: tokens.bytes().to_vec(),
             cls,
-            buf(plan.row_segments()),
-            buf(plan.segments()),
-            buf(plan.row_rows()),
-            buf(plan.row_divisors()),
-            zeros(b * w, plan.out_dtype()),
-            Arg::I32(l.out_f32),
-            Arg::I32(l.dim),
-            Arg::I32(l.lanes),
-            Arg::U64(l.slots),
-            Arg::I32(l.num_slots),
-            Arg::I32(l.normalize),
-            Arg::F32(l.norm.add),
-            Arg::F32(l.norm.floor),
-        ];
-        let out = self.run(l.kernel, l.grid, l.threads, l.shared_bytes, &args)?;
-        Tensor::from_bytes(plan.out_dims(), plan.out_dtype(), &out[out_index(&args, 6)])
+            ranges: buf(plan.row_segments()),
+            segments: Some(buf(plan.segments())),
+            row_rows: Some(buf(plan.row_rows())),
+            row_divisors: Some(buf(plan.row_divisors())),
+            token_weights_sum: None,
+            out: zeros(b * w, plan.out_dtype()),
+        });
+        let out = self.run(&l.shape, &args)?;
+        Tensor::from_bytes(plan.out_dims(), plan.out_dtype(), &out[out_index(&args)])
     }
 
     fn normalize(&self, x: &Tensor, rule: NormRule) -> Result<Tensor> {
         x.expect_dtype("normalize input", &[DType::F32, DType::F16, DType::BF16])?;
-        let Some(l) = normalize_launch(x.dims(), x.dtype(), rule)? else {
+        let d = x.dims().last().copied().unwrap_or(0);
+        let rows = x.numel().checked_div(d).unwrap_or(0);
+        let Some(l) = normalize_launch(rows, d, x.dtype(), rule, true)? else {
             return Tensor::zeros(x.shape().clone(), x.dtype());
         };
-        let args = [
-            Arg::Buf(x.bytes().to_vec()),
-            zeros(x.numel(), x.dtype()),
-            Arg::I64(l.rows),
-            Arg::I32(l.dim),
-            Arg::F32(l.norm.add),
-            Arg::F32(l.norm.floor),
-        ];
-        let out = self.run(l.kernel, l.grid, l.threads, 0, &args)?;
+        let args = l.args(x.bytes().to_vec(), zeros(x.numel(), x.dtype()));
+        let out = self.run(&l.shape, &args)?;
         Tensor::from_bytes(x.shape().clone(), x.dtype(), &out[1])
     }
 
@@ -196,23 +179,21 @@ impl Kernels for Sim {
         layer_start: usize,
         layer_weights: &Tensor,
     ) -> Result<Tensor> {
-        let plan = LayerPoolPlan::new(all_layers, layer_start, layer_weights)?;
+        let plan = LayerPooling::check(all_layers, layer_start, layer_weights)?;
         let n = plan.layer_len();
-        let Some(l) = layer_pool_launch(plan.weights.len(), n, plan.out_dtype, plan.weight_sum)?
+        let Some(l) =
+            layer_pool_launch(plan.weights.len(), n, plan.out_dtype, plan.weight_sum, true)?
         else {
             return Tensor::zeros(plan.layer_shape.clone(), plan.out_dtype);
         };
         let all = all_layers.to_dtype(plan.out_dtype)?;
         let size = plan.out_dtype.size_in_bytes();
-        let args = [
-            Arg::Buf(all.bytes()[layer_start * n * size..].to_vec()),
+        let args = l.args(
+            all.bytes()[layer_start * n * size..].to_vec(),
             buf(&plan.weights),
-            Arg::I32(l.num_layers),
-            Arg::I64(l.n),
-            Arg::F32(l.weight_sum),
             zeros(n, plan.out_dtype),
-        ];
-        let out = self.run(l.kernel, l.grid, l.threads, 0, &args)?;
+        );
+        let out = self.run(&l.shape, &args)?;
         Tensor::from_bytes(plan.layer_shape.clone(), plan.out_dtype, &out[2])
     }
 
@@ -225,43 +206,86 @@ impl Kernels for Sim {
         reduce: BagReduce,
         normalize: Option<NormRule>,
     ) -> Result<Tensor> {
-        let checked = CheckedTable::new(table, mapping, weights)?;
+        let checked = EmbeddingTable::check(table, mapping, weights)?;
         if bags.vocab() > checked.vocab {
             return Err(Error::invalid("bags beyond the table's vocabulary"));
         }
         let dims = [bags.num_bags(), checked.dim];
-        let Some(l) = embedding_bag_launch(
-            checked.dim,
-            table.dtype(),
-            bags.num_bags(),
+        let problem = BagProblem {
+            dim: checked.dim,
+            dtype: table.dtype(),
+            vocab: checked.vocab,
+            num_ids: bags.ids().len(),
+            num_bags: bags.num_bags(),
             reduce,
             normalize,
-        )?
-        else {
+        };
+        let Some(l) = embedding_bag_launch(&problem)? else {
             return Tensor::zeros(dims, DType::F32);
         };
         let offsets: Vec<i64> = bags.offsets().iter().map(|&o| o as i64).collect();
-        let args = [
-            Arg::Buf(table.bytes().to_vec()),
-            Arg::I32(l.dim),
-            checked.mapping.as_deref().map_or(Arg::Null, buf),
-            checked.weights.as_deref().map_or(Arg::Null, buf),
-            if bags.ids().is_empty() {
-                Arg::Null
-            } else {
-                buf(bags.ids())
-            },
-            buf(&offsets),
-            Arg::I64(l.num_bags),
-            Arg::I32(l.divide_by),
-            Arg::I32(l.normalize),
-            Arg::F32(l.norm.add),
-            Arg::F32(l.norm.floor),
-            Arg::I32(l.lanes_per_row),
-            zeros(dims[0] * dims[1], DType::F32),
-        ];
-        let out = self.run(l.kernel, l.grid, l.threads, 0, &args)?;
-        Tensor::from_bytes(dims, DType::F32, &out[out_index(&args, 12)])
+        let args = l.args(BagBuffers {
+            table: table.bytes().to_vec(),
+            mapping: checked.mapping.as_deref().map(buf),
+            weights: checked.weights.as_deref().map(buf),
+            ids: (!bags.ids().is_empty()).then(|| buf(bags.ids())),
+            offsets: buf(&offsets),
+            out: zeros(dims[0] * dims[1], DType::F32),
+        });
+        let out = self.run(&l.shape, &args)?;
+        Tensor::from_bytes(dims, DType::F32, &out[out_index(&args)])
+    }
+
+    fn pool_device_rows(
+        &self,
+        tokens: &Tensor,
+        rows: &HostRows,
+        spec: &PoolingSpec,
+        tws: Option<&[f32]>,
+        normalize: bool,
+    ) -> Result<Tensor> {
+        let dim = *tokens.dims().last().unwrap();
+        let token_rows = tokens.numel() / dim.max(1);
+        let batch = rows.batch();
+        let (source, ranges) = match rows {
+            HostRows::CuSeqLens(cu) => (RowSource::CuSeqLens { token_rows }, buf(cu)),
+            HostRows::Spans(sp) => (RowSource::Spans { token_rows }, buf(sp)),
+            HostRows::Mask { mask, seq_len } => (
+                RowSource::Mask {
+                    seq_len: *seq_len,
+                    mask_bytes: 8,
+                },
+                buf(mask),
+            ),
+        };
+        let out_dtype = validate::pool_output_dtype(tokens.dtype(), spec, tws.is_some(), None);
+        let out_dims = [batch, spec.modes.len() * dim];
+        let Some(l) = pool_launch(&PoolProblem {
+            dtype: tokens.dtype(),
+            out_dtype,
+            batch,
+            dim,
+            modes: &spec.modes,
+            source,
+            prompt: spec.excluded_prompt(),
+            normalize,
+            aligned: true,
+        })?
+        else {
+            return Tensor::zeros(out_dims, out_dtype);
+        };
+        let args = l.args(PoolBuffers {
+            tokens: tokens.bytes().to_vec(),
+            cls: None,
+            ranges,
+            segments: None,
+            row_rows: None,
+            row_divisors: None,
+            token_weights_sum: tws.map(buf),
+            out: zeros(out_dims[0] * out_dims[1], out_dtype),
+        });
+        let out = self.run(&l.shape, &args)?;
+        Tensor::from_bytes(out_dims, out_dtype, &out[out_index(&args)])
     }
 }
 
@@ -328,12 +352,34 @@ fn main() {
         "golden pooling cases (fused normalize on every 8th)",
         checks::golden_pooling(&sim, 8).map(|_| ()),
     );
+    report(
+        "B = 1, T = 32768, every mode, device paths, fused normalize",
+        checks::long_sequence(&sim),
+    );
     ok &= random("padded pooling", cases, padded_problem(), |p| {
         checks::padded(&sim, p)
     });
     ok &= random("varlen pooling", cases, varlen_problem(), |p| {
         checks::varlen(&sim, p)
     });
+    ok &= random(
+        "padded pooling, device mask path",
+        cases,
+        padded_problem(),
+        |p| checks::device_padded(&sim, p),
+    );
+    ok &= random(
+        "varlen pooling, device cu_seq_lens path",
+        cases,
+        varlen_problem(),
+        |p| checks::device_varlen(&sim, p),
+    );
+    ok &= random(
+        "span pooling (host plan, device path, CPU)",
+        cases,
+        span_problem(),
+        |p| checks::spans(&sim, p),
+    );
     ok &= random("normalize", cases, normalize_problem(), |p| {
         checks::normalize(&sim, p)
     });

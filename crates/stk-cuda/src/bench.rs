@@ -5,10 +5,10 @@
 use crate::device::{cuda_err, CudaDevice};
 use crate::embedding_bag::{BagReduce, DeviceEmbeddingTable};
 use crate::normalize::NormRule;
-use crate::pool::{PoolExtras, PoolPlan};
+use crate::pool_device::{RawPool, RawRows};
 use cudarc::driver::sys::CUevent_flags;
 use rand::{Rng, SeedableRng};
-use stk_core::{DType, Error, PaddedBatch, PoolingSpec, Result, Tensor, TokenBags};
+use stk_core::{DType, Error, PoolingSpec, Result, Tensor, TokenBags};
 
 /// Warm-up and timed repetitions of one measurement.
 #[derive(Debug, Clone, Copy)]
@@ -148,16 +148,44 @@ pub fn bench_pool(
         })
         .collect();
     let real_rows = mask.iter().filter(|&&m| m == 1).count();
-    let batch = PaddedBatch::with_mask_values(tokens.clone(), Some(mask))?;
-    let plan = PoolPlan::new((&batch).into(), spec, &PoolExtras::default())?;
-    let device_plan = dev.upload_pool_plan(&plan)?;
+    // The device-buffer path a backend calls: tokens and mask already on the device, the
+    // rows found by the kernel from the mask; nothing but the launch is timed.
+    let mask_i64: Vec<i64> = mask.iter().map(|&m| m as i64).collect();
     let x = dev.upload(&tokens)?;
-    let mut out = dev.zeros(plan.out_dims(), plan.out_dtype())?;
+    let mask_dev = dev.upload(&Tensor::from_vec([b, t], mask_i64)?)?;
+    let out_dtype = stk_core::validate::pool_output_dtype(dtype, spec, false, None);
+    let mut out = dev.zeros([b, spec.modes.len() * d], out_dtype)?;
+    let stream = dev.stream().clone();
     let ms = dev.time_ms(repeats, || {
-        dev.pool_device(&x, None, &device_plan, normalize, &mut out)
+        let (x_ptr, _x) = x.ptr(&stream);
+        let (mask_ptr, _m) = mask_dev.ptr(&stream);
+        let (out_ptr, _o) = out.ptr_mut(&stream);
+        let raw = RawPool {
+            tokens: x_ptr,
+            dtype,
+            token_rows: b * t,
+            dim: d,
+            rows: RawRows::Padded {
+                mask: mask_ptr,
+                batch: b,
+                seq_len: t,
+                mask_bytes: 8,
+            },
+            spec,
+            token_weights_sum: None,
+            out: out_ptr,
+            normalize,
+        };
+        // SAFETY: whole allocations of this device on its stream: x holds b × t × d elements
+        // of dtype, the mask b × t i64, out b × modes × d of the output dtype (allocated
+        // above from the same shapes); the guards keep them alive past the enqueue.
+        #[allow(unsafe_code)]
+        unsafe {
+            dev.pool_raw(stream.cu_stream(), &raw)
+        }
     })?;
     let size = dtype.size_in_bytes();
-    let bytes = real_rows * d * size + out.size_in_bytes();
+    let bytes = real_rows * d * size + b * t * 8 + out.size_in_bytes();
     let copy = dev.copy_bandwidth(tokens.bytes().len().max(1 << 26), repeats)?;
     let modes: Vec<_> = spec.modes.iter().map(|m| m.as_str()).collect();
     Ok(KernelMeasurement {
@@ -170,7 +198,7 @@ pub fn bench_pool(
         bytes,
         copy_bytes_per_s: copy,
         detail: format!(
-            "real token rows read + output written; {:.1}% of the {} positions are real tokens, padding is not read",
+            "device-buffer path (mask read on the device, no host plan); real token rows + the i64 mask read, output written; {:.1}% of the {} positions are real tokens, padding is not read",
             100.0 * real_rows as f64 / (b * t).max(1) as f64,
             b * t
         ),

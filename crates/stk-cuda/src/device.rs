@@ -1,11 +1,12 @@
 //! [`CudaDevice`]: a context, a stream and the loaded kernels of one GPU; [`DeviceTensor`]: a
-//! typed device buffer with a shape; [`Launch`]: the checked argument list of one launch.
+//! typed device buffer with a shape.
 
-use crate::ptx::{self, ParamKind};
-use crate::sys;
+use crate::launch::{Arg, LaunchShape};
+use crate::ptx;
+use crate::sys::{self, driver_error};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchArgs,
-    LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    DeviceRepr, SyncOnDrop, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
@@ -13,11 +14,13 @@ use std::sync::Arc;
 use stk_core::{bf16, f16, DType, Error, Result, Shape, Tensor};
 
 pub(crate) fn cuda_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
-    move |e| Error::Cuda(format!("{what}: {e}"))
+    move |e| driver_error(what, e)
 }
 
-/// One GPU: its context, the stream every op of this handle runs on, and the kernels of
+/// One GPU: its context, the stream the host-tensor API runs on, and the kernels of
 /// `kernels/*.cu` loaded from the embedded PTX (JIT-compiled by the driver for the device).
+///
+/// The device-buffer API (`*_views`, `*_raw`) runs on the caller's stream instead.
 pub struct CudaDevice {
     ordinal: usize,
     name: String,
@@ -25,14 +28,7 @@ pub struct CudaDevice {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     _modules: Vec<Arc<CudaModule>>,
-    kernels: HashMap<&'static str, LoadedKernel>,
-}
-
-/// A kernel of the embedded PTX with what its launches are checked against.
-struct LoadedKernel {
-    function: CudaFunction,
-    params: Vec<ParamKind>,
-    max_threads: Option<u32>,
+    kernels: HashMap<&'static str, CudaFunction>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -43,45 +39,39 @@ impl std::fmt::Debug for CudaDevice {
 
 impl CudaDevice {
     /// Open device `ordinal`. Without `libcuda.so` this is `Err(NoCudaDriver)`; with a driver
-    /// but no such device, `Err(NoCudaDevice(ordinal))`. Never panics.
+    /// older than the embedded PTX needs, `Err(DriverTooOld)` naming the driver needed; with a
+    /// driver but no such device, `Err(NoCudaDevice(ordinal))`. Never panics.
     pub fn new(ordinal: usize) -> Result<Self> {
         // cudarc panics on its first driver call when libcuda is missing: ask first.
         if !sys::driver_present() {
             return Err(Error::NoCudaDriver);
         }
         let driver_version = sys::driver_version()?;
+        ptx::check_driver(driver_version)?;
         let count = match CudaContext::device_count() {
             Ok(n) => n.max(0) as usize,
             Err(e) if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_NO_DEVICE => 0,
-            Err(e) => return Err(Error::Cuda(format!("initializing the CUDA driver: {e}"))),
+            Err(e) => return Err(driver_error("initializing the CUDA driver", e)),
         };
         if ordinal >= count {
             return Err(Error::NoCudaDevice(ordinal));
         }
         let ctx = CudaContext::new(ordinal).map_err(cuda_err("creating a CUDA context"))?;
         let name = ctx.name().map_err(cuda_err("reading the device name"))?;
-        let stream = ctx.default_stream();
+        // A stream of our own: the legacy default stream would serialize with every other
+        // stream of the process.
+        let stream = ctx.new_stream().map_err(cuda_err("creating a stream"))?;
         let mut modules = Vec::new();
         let mut kernels = HashMap::new();
         for family in ptx::FAMILIES {
             let module = ctx.load_module(Ptx::from_src(family.ptx)).map_err(|e| {
-                Error::Cuda(format!("loading the {} kernels' PTX: {e}", family.name))
+                driver_error(format!("loading the {} kernels' PTX", family.name), e)
             })?;
-            for entry in ptx::ptx_entries(family.ptx) {
-                let params = ptx::entry_params(family.ptx, entry)?;
+            for k in ptx::KERNELS.iter().filter(|k| k.family == family.name) {
                 let f = module
-                    .load_function(entry)
-                    .map_err(|e| Error::Cuda(format!("loading kernel {entry}: {e}")))?;
-                let max_threads = ptx::entry_max_threads(family.ptx, entry);
-                // The names come from the embedded PTX, which lives as long as the program.
-                kernels.insert(
-                    entry,
-                    LoadedKernel {
-                        function: f,
-                        params,
-                        max_threads,
-                    },
-                );
+                    .load_function(k.name)
+                    .map_err(|e| driver_error(format!("loading kernel {}", k.name), e))?;
+                kernels.insert(k.name, f);
             }
             modules.push(module);
         }
@@ -116,11 +106,25 @@ impl CudaDevice {
             .map(|n| n.max(0) as usize)
             .map_err(cuda_err("reading the multiprocessor count"))
     }
-    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+    /// The stream the host-tensor API (and `*_device` calls on [`DeviceTensor`]s) runs on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }
-    pub(crate) fn context(&self) -> &Arc<CudaContext> {
+    /// The context the kernels are loaded in: device-buffer calls take streams of it.
+    pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
+    }
+
+    /// Refuse a caller's stream of another context (our kernels are loaded in ours).
+    pub(crate) fn check_stream(&self, stream: &CudaStream) -> Result<()> {
+        if Arc::ptr_eq(stream.context(), &self.ctx) {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "the stream belongs to another CUDA context than cuda:{}'s",
+                self.ordinal
+            )))
+        }
     }
 
     /// Wait until every op submitted through this handle has finished.
@@ -198,7 +202,7 @@ impl CudaDevice {
     ) -> Result<CudaSlice<T>> {
         self.stream
             .alloc_zeros::<T>(n.max(1))
-            .map_err(|e| Error::Cuda(format!("allocating {n} elements on the device: {e}")))
+            .map_err(|e| driver_error(format!("allocating {n} elements on the device"), e))
     }
 
     fn dtoh<T: DeviceRepr + Default + Clone>(&self, s: &CudaSlice<T>, n: usize) -> Result<Vec<T>> {
@@ -210,19 +214,32 @@ impl CudaDevice {
         Ok(v)
     }
 
-    /// Start the argument list of `kernel` (one of the names of [`crate::ptx`]).
-    pub(crate) fn launch(&self, kernel: &'static str) -> Result<Launch<'_>> {
-        let k = self
+    /// Check `args` against the kernel's PTX signature, then enqueue the launch on `stream`.
+    ///
+    /// # Safety
+    /// `stream` is a stream of this device's context ([`CudaDevice::check_stream`]) or its raw
+    /// handle, and every buffer in `args` satisfies the contract of [`sys::launch`]: a device
+    /// address in this context of at least as many elements as the kernel indexes, alive
+    /// until the launch has run.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn launch(
+        &self,
+        shape: &LaunchShape,
+        stream: cudarc::driver::sys::CUstream,
+        args: &[Arg<u64>],
+    ) -> Result<()> {
+        shape.check(args)?;
+        let function = self
             .kernels
-            .get(kernel)
-            .ok_or_else(|| Error::Cuda(format!("kernel {kernel} is not in the embedded PTX")))?;
-        Ok(Launch {
-            kernel,
-            args: self.stream.launch_builder(&k.function),
-            pushed: Vec::with_capacity(k.params.len()),
-            expected: &k.params,
-            max_threads: k.max_threads,
-        })
+            .get(shape.kernel.name)
+            .ok_or_else(|| Error::Cuda(format!("kernel {} is not loaded", shape.kernel.name)))?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda_err("making the context current"))?;
+        // SAFETY: `function` is the kernel `shape` names, loaded in `self.ctx`, now current;
+        // the arguments match its signature (checked above); the buffers are the caller's
+        // contract.
+        unsafe { sys::launch(function, shape, stream, args) }
     }
 }
 
@@ -305,109 +322,28 @@ impl DeviceTensor {
     }
 }
 
-/// A null device pointer, for optional buffer arguments.
-static NULL_DEVICE_PTR: u64 = 0;
-
-/// The argument list of one launch. Each push records the PTX parameter kind it provides;
-/// [`Launch::run`] refuses to launch unless they match the kernel's PTX signature exactly,
-/// so a launcher that drifts from its `.cu` file fails with an error instead of corrupting
-/// memory.
-pub(crate) struct Launch<'a> {
-    kernel: &'static str,
-    args: LaunchArgs<'a>,
-    pushed: Vec<ParamKind>,
-    expected: &'a [ParamKind],
-    max_threads: Option<u32>,
-}
-
-impl<'a> Launch<'a> {
-    pub fn buf<T>(&mut self, s: &'a CudaSlice<T>) -> &mut Self {
-        self.args.arg(s);
-        self.pushed.push(ParamKind::U64);
-        self
-    }
-    pub fn buf_mut<T>(&mut self, s: &'a mut CudaSlice<T>) -> &mut Self {
-        self.args.arg(s);
-        self.pushed.push(ParamKind::U64);
-        self
-    }
-    /// A tensor's buffer, whatever its element type (the kernel was chosen for that dtype).
-    pub fn tensor(&mut self, t: &'a DeviceTensor) -> &mut Self {
-        match &t.data {
-            DeviceData::F32(s) => self.buf(s),
-            DeviceData::F16(s) => self.buf(s),
-            DeviceData::BF16(s) => self.buf(s),
-            DeviceData::I8(s) => self.buf(s),
-            DeviceData::I32(s) => self.buf(s),
-            DeviceData::I64(s) => self.buf(s),
+impl DeviceTensor {
+    /// The buffer's device address for a launch on `stream`, with cudarc's guard (which
+    /// records the read when event tracking is on); keep the guard until the launch is queued.
+    pub(crate) fn ptr<'a>(&'a self, stream: &'a CudaStream) -> (u64, SyncOnDrop<'a>) {
+        match &self.data {
+            DeviceData::F32(s) => s.device_ptr(stream),
+            DeviceData::F16(s) => s.device_ptr(stream),
+            DeviceData::BF16(s) => s.device_ptr(stream),
+            DeviceData::I8(s) => s.device_ptr(stream),
+            DeviceData::I32(s) => s.device_ptr(stream),
+            DeviceData::I64(s) => s.device_ptr(stream),
         }
     }
-    pub fn tensor_mut(&mut self, t: &'a mut DeviceTensor) -> &mut Self {
-        match &mut t.data {
-            DeviceData::F32(s) => self.buf_mut(s),
-            DeviceData::F16(s) => self.buf_mut(s),
-            DeviceData::BF16(s) => self.buf_mut(s),
-            DeviceData::I8(s) => self.buf_mut(s),
-            DeviceData::I32(s) => self.buf_mut(s),
-            DeviceData::I64(s) => self.buf_mut(s),
+    /// [`DeviceTensor::ptr`] for a buffer the launch writes.
+    pub(crate) fn ptr_mut<'a>(&'a mut self, stream: &'a CudaStream) -> (u64, SyncOnDrop<'a>) {
+        match &mut self.data {
+            DeviceData::F32(s) => s.device_ptr_mut(stream),
+            DeviceData::F16(s) => s.device_ptr_mut(stream),
+            DeviceData::BF16(s) => s.device_ptr_mut(stream),
+            DeviceData::I8(s) => s.device_ptr_mut(stream),
+            DeviceData::I32(s) => s.device_ptr_mut(stream),
+            DeviceData::I64(s) => s.device_ptr_mut(stream),
         }
-    }
-    pub fn opt_tensor(&mut self, t: Option<&'a DeviceTensor>) -> &mut Self {
-        match t {
-            Some(t) => self.tensor(t),
-            None => self.null(),
-        }
-    }
-    pub fn opt_buf<T>(&mut self, s: Option<&'a CudaSlice<T>>) -> &mut Self {
-        match s {
-            Some(s) => self.buf(s),
-            None => self.null(),
-        }
-    }
-    pub fn null(&mut self) -> &mut Self {
-        self.args.arg(&NULL_DEVICE_PTR);
-        self.pushed.push(ParamKind::U64);
-        self
-    }
-    pub fn i32(&mut self, v: &'a i32) -> &mut Self {
-        self.args.arg(v);
-        self.pushed.push(ParamKind::U32);
-        self
-    }
-    pub fn i64(&mut self, v: &'a i64) -> &mut Self {
-        self.args.arg(v);
-        self.pushed.push(ParamKind::U64);
-        self
-    }
-    pub fn u64(&mut self, v: &'a u64) -> &mut Self {
-        self.args.arg(v);
-        self.pushed.push(ParamKind::U64);
-        self
-    }
-    pub fn f32(&mut self, v: &'a f32) -> &mut Self {
-        self.args.arg(v);
-        self.pushed.push(ParamKind::F32);
-        self
-    }
-
-    /// Check the argument kinds against the PTX signature and the block size against the
-    /// kernel's launch bounds, then launch.
-    pub fn run(&mut self, cfg: LaunchConfig) -> Result<()> {
-        if self.pushed != self.expected {
-            return Err(Error::Cuda(format!(
-                "argument list of {} ({:?}) does not match its PTX signature ({:?})",
-                self.kernel, self.pushed, self.expected
-            )));
-        }
-        let threads = cfg.block_dim.0 * cfg.block_dim.1 * cfg.block_dim.2;
-        if let Some(max) = self.max_threads {
-            if threads > max {
-                return Err(Error::Cuda(format!(
-                    "{} launched with {threads} threads per block, compiled for at most {max}",
-                    self.kernel
-                )));
-            }
-        }
-        sys::launch(self.kernel, &mut self.args, cfg)
     }
 }

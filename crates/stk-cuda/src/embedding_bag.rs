@@ -1,16 +1,17 @@
 //! Gather-mean embedding bag (`kernels/embedding_bag.cu`): StaticEmbedding and model2vec on
 //! the GPU. One output row per bag of token ids.
 //!
-//! The table (f32, f16, bf16 or int8), its optional `mapping` (token id → table row) and
-//! per-token `weights` are checked once when they are put on the device
-//! ([`DeviceEmbeddingTable`]); the ids come as [`TokenBags`], whose ids are all below its
+//! The table (f32, f16 or int8, as on the CPU), its optional `mapping` (token id → table row) and
+//! per-token `weights` are checked once, by the check the CPU shares, when they are put on the
+//! device ([`DeviceEmbeddingTable`]); the ids come as [`TokenBags`], whose ids are all below its
 //! vocabulary. Together these bound every row the kernel reads.
 
 use crate::device::{CudaDevice, DeviceTensor};
+use crate::launch::{Arg, LaunchShape};
 use crate::normalize::NormRule;
 use crate::ptx;
-use cudarc::driver::{CudaSlice, LaunchConfig};
-use stk_core::{DType, Error, Result, Tensor, TokenBags};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
+use stk_core::{validate, DType, Error, Result, Tensor, TokenBags};
 
 /// Threads per block (`BAG_THREADS` in `kernels/embedding_bag.cu`): eight warps, one bag each.
 pub const BAG_THREADS: u32 = 256;
@@ -38,87 +39,6 @@ impl BagReduce {
     }
 }
 
-/// A table with its mapping and weights, checked against each other on the host.
-#[derive(Debug, Clone)]
-pub struct CheckedTable {
-    /// Table rows.
-    pub rows: usize,
-    /// Row width D.
-    pub dim: usize,
-    /// Token ids the table answers: the mapping's length, else the table's rows.
-    pub vocab: usize,
-    pub mapping: Option<Vec<i32>>,
-    pub weights: Option<Vec<f32>>,
-}
-
-impl CheckedTable {
-    /// `table [rows, D]` (f32/f16/bf16/i8); `mapping [vocab]` (i32/i64, each in `0..rows`);
-    /// `weights [vocab]` (any float dtype).
-    pub fn new(table: &Tensor, mapping: Option<&Tensor>, weights: Option<&Tensor>) -> Result<Self> {
-        table.expect_dtype(
-            "embedding table",
-            &[DType::F32, DType::F16, DType::BF16, DType::I8],
-        )?;
-        let dims = table.expect_rank("embedding table [rows, D]", 2)?;
-        let (rows, dim) = (dims[0], dims[1]);
-        if dim > i32::MAX as usize {
-            return Err(Error::shape(
-                "embedding table",
-                format!("D of at most {}", i32::MAX),
-                dims,
-            ));
-        }
-        let mapping = match mapping {
-            None => None,
-            Some(m) => {
-                m.expect_dtype("token mapping", &[DType::I32, DType::I64])?;
-                m.expect_rank("token mapping [vocab]", 1)?;
-                let values = m.to_i64_vec()?;
-                if let Some((pos, &v)) = values
-                    .iter()
-                    .enumerate()
-                    .find(|(_, &v)| v < 0 || v as u64 >= rows as u64)
-                {
-                    return Err(Error::invalid(format!(
-                        "token mapping entry {pos} is {v}, outside the embedding table's {rows} rows"
-                    )));
-                }
-                // Each value is in 0..rows, and rows of a table that fits in memory... but a
-                // row index must also fit the kernel's i32: check it rather than assume.
-                if rows > i32::MAX as usize && values.iter().any(|&v| v > i32::MAX as i64) {
-                    return Err(Error::Unsupported(
-                        "table rows beyond 2^31 behind a mapping".into(),
-                        "cuda".into(),
-                    ));
-                }
-                Some(values.into_iter().map(|v| v as i32).collect::<Vec<_>>())
-            }
-        };
-        let vocab = mapping.as_ref().map_or(rows, Vec::len);
-        let weights = match weights {
-            None => None,
-            Some(w) => {
-                w.expect_dtype("token weights", &[DType::F32, DType::F16, DType::BF16])?;
-                if w.dims() != [vocab] {
-                    return Err(Error::shape(
-                        "token weights",
-                        format!("[{vocab}] (one per token id)"),
-                        w.dims(),
-                    ));
-                }
-                Some(w.to_f32_vec()?)
-            }
-        };
-        Ok(CheckedTable {
-            rows,
-            dim,
-            vocab,
-            mapping,
-            weights,
-        })
-    }
-}
-
 /// An embedding table resident on the device, with its optional mapping and weights.
 #[derive(Debug)]
 pub struct DeviceEmbeddingTable {
@@ -131,20 +51,22 @@ pub struct DeviceEmbeddingTable {
 }
 
 impl DeviceEmbeddingTable {
-    /// Check (see [`CheckedTable::new`]) and copy to the device once; reuse for every batch.
+    /// Check (see [`validate::EmbeddingTable::check`]) and copy to the device once; reuse for every batch.
     pub fn new(
         dev: &CudaDevice,
         table: &Tensor,
         mapping: Option<&Tensor>,
         weights: Option<&Tensor>,
     ) -> Result<Self> {
-        let checked = CheckedTable::new(table, mapping, weights)?;
+        // The checks every backend shares (the CPU EmbeddingBag makes the same call).
+        let checked = validate::EmbeddingTable::check(table, mapping, weights)?;
         Ok(DeviceEmbeddingTable {
             table: dev.upload(table)?,
+            // Every entry is below rows < 2^31 (checked), so it fits the kernel's i32.
             mapping: checked
                 .mapping
                 .as_deref()
-                .map(|m| dev.htod(m))
+                .map(|m| dev.htod(&m.iter().map(|&r| r as i32).collect::<Vec<_>>()))
                 .transpose()?,
             weights: checked
                 .weights
@@ -211,16 +133,16 @@ fn pack_for(dim: usize, dtype: DType) -> usize {
     }
 }
 
-/// The shape and scalar arguments of one embedding-bag launch. The kernel's arguments are, in
-/// order: table, `dim`, mapping (or null), weights (or null), ids (or null when there are
-/// none), offsets (i64), `num_bags, divide_by, normalize, norm.add, norm.floor,
-/// lanes_per_row`, output.
+/// One embedding-bag launch. The kernel's arguments are, in order: table, `dim`, mapping (or
+/// null), weights (or null), ids (or null when there are none), offsets (i64), `num_ids,
+/// vocab, num_bags, divide_by, normalize, norm.add, norm.floor, lanes_per_row`, output
+/// ([`BagLaunch::args`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BagLaunch {
-    pub kernel: &'static str,
-    pub grid: u32,
-    pub threads: u32,
+    pub shape: LaunchShape,
     pub dim: i32,
+    pub num_ids: i64,
+    pub vocab: i64,
     pub num_bags: i64,
     pub divide_by: i32,
     pub normalize: i32,
@@ -228,31 +150,78 @@ pub struct BagLaunch {
     pub lanes_per_row: i32,
 }
 
-/// The launch computing `num_bags` bags over a `[rows, dim]` table of `dtype` (`None` when
-/// there is nothing to compute).
-pub fn embedding_bag_launch(
-    dim: usize,
-    dtype: DType,
-    num_bags: usize,
-    reduce: BagReduce,
-    normalize: Option<NormRule>,
-) -> Result<Option<BagLaunch>> {
-    if num_bags == 0 || dim == 0 {
+/// The buffers of one embedding-bag launch.
+#[derive(Debug, Clone)]
+pub struct BagBuffers<B> {
+    pub table: B,
+    pub mapping: Option<B>,
+    pub weights: Option<B>,
+    pub ids: Option<B>,
+    pub offsets: B,
+    pub out: B,
+}
+
+impl BagLaunch {
+    pub fn args<B>(&self, b: BagBuffers<B>) -> Vec<Arg<B>> {
+        vec![
+            Arg::Buf(b.table),
+            Arg::I32(self.dim),
+            Arg::opt(b.mapping),
+            Arg::opt(b.weights),
+            Arg::opt(b.ids),
+            Arg::Buf(b.offsets),
+            Arg::I64(self.num_ids),
+            Arg::I64(self.vocab),
+            Arg::I64(self.num_bags),
+            Arg::I32(self.divide_by),
+            Arg::I32(self.normalize),
+            Arg::F32(self.norm.add),
+            Arg::F32(self.norm.floor),
+            Arg::I32(self.lanes_per_row),
+            Arg::Buf(b.out),
+        ]
+    }
+}
+
+/// What a bag launch computes: the table's shape, the bags, the reduction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BagProblem {
+    pub dim: usize,
+    pub dtype: DType,
+    /// Ids the table answers (the mapping's length, else its rows).
+    pub vocab: usize,
+    pub num_ids: usize,
+    pub num_bags: usize,
+    pub reduce: BagReduce,
+    pub normalize: Option<NormRule>,
+}
+
+/// The launch computing `p.num_bags` bags (`None` when there is nothing to compute). The
+/// table is a whole allocation ([`DeviceEmbeddingTable`]), so 16-byte loads only need D to be
+/// a multiple of the pack.
+pub fn embedding_bag_launch(p: &BagProblem) -> Result<Option<BagLaunch>> {
+    if p.num_bags == 0 || p.dim == 0 {
         return Ok(None);
     }
     let warps_per_block = (BAG_THREADS / 32) as usize;
-    let grid = u32::try_from(num_bags.div_ceil(warps_per_block))
-        .map_err(|_| Error::invalid(format!("{num_bags} bags exceed one launch")))?;
+    let grid = u32::try_from(p.num_bags.div_ceil(warps_per_block))
+        .map_err(|_| Error::invalid(format!("{} bags exceed one launch", p.num_bags)))?;
+    let dim = p.dim;
     Ok(Some(BagLaunch {
-        kernel: ptx::embedding_bag_kernel(dtype, pack_for(dim, dtype) > 1)?,
-        grid,
-        threads: BAG_THREADS,
+        shape: LaunchShape {
+            kernel: ptx::select("embedding_bag", p.dtype, pack_for(dim, p.dtype) > 1)?,
+            grid,
+            threads: BAG_THREADS,
+            shared_bytes: 0,
+        },
         dim: i32::try_from(dim).map_err(|_| Error::invalid(format!("D = {dim} exceeds 2^31")))?,
-        num_bags: num_bags as i64,
-        divide_by: reduce.code(),
-        normalize: i32::from(normalize.is_some()),
-        norm: normalize.unwrap_or(NormRule::SENTENCE_TRANSFORMERS),
-        lanes_per_row: lanes_per_row(dim, dtype) as i32,
+        num_ids: p.num_ids as i64,
+        vocab: p.vocab as i64,
+        num_bags: p.num_bags as i64,
+        divide_by: p.reduce.code(),
+        normalize: i32::from(p.normalize.is_some()),
+        norm: p.normalize.unwrap_or(NormRule::SENTENCE_TRANSFORMERS),
+        lanes_per_row: lanes_per_row(dim, p.dtype) as i32,
     }))
 }
 
@@ -292,7 +261,8 @@ impl CudaDevice {
         self.download(&out)
     }
 
-    /// The kernel on device buffers; `out` is `[bags, D]` f32.
+    /// The kernel on device buffers, on this handle's stream; `out` is `[bags, D]` f32.
+    #[allow(unsafe_code)]
     pub fn embedding_bag_device(
         &self,
         table: &DeviceEmbeddingTable,
@@ -309,34 +279,127 @@ impl CudaDevice {
                 out.dims(),
             ));
         }
-        let Some(l) =
-            embedding_bag_launch(table.dim, table.dtype(), bags.num_bags, reduce, normalize)?
-        else {
+        let stream = self.stream();
+        let ids = bags.ids.as_ref().map(|i| i.device_ptr(stream));
+        let offsets = bags.offsets.device_ptr(stream);
+        let (out_ptr, _o) = out.ptr_mut(stream);
+        // SAFETY: offsets has bags + 1 entries ending at the ids' count (TokenBags), every id
+        // < bags.vocab <= table.vocab (checked), and the table's buffers passed the shared
+        // table check (mapping entries < rows); out is [bags, D] f32 (checked). The guards
+        // keep every buffer alive past the enqueue.
+        unsafe {
+            self.embedding_bag_raw(
+                stream.cu_stream(),
+                table,
+                ids.as_ref().map(|(p, _)| *p),
+                offsets.0,
+                bags.num_ids,
+                bags.num_bags,
+                reduce,
+                normalize,
+                out_ptr,
+            )
+        }
+    }
+
+    /// Embedding bags of a caller's device buffers on the caller's `stream` (a stream of this
+    /// device's context): `ids` (u32) and `offsets` (i64, `bags + 1` CSR offsets into `ids`)
+    /// against a table put on the device once ([`DeviceEmbeddingTable`]), into `out`
+    /// (`[bags, D]` f32). No copy, allocation or synchronization: graph-capturable. The ids
+    /// and offsets are not read on the host: an id outside the table adds nothing and offsets
+    /// are clamped into the ids, so bad values give wrong rows, never a read out of bounds.
+    #[allow(unsafe_code)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn embedding_bag_views(
+        &self,
+        stream: &CudaStream,
+        table: &DeviceEmbeddingTable,
+        ids: &CudaView<'_, u32>,
+        offsets: &CudaView<'_, i64>,
+        reduce: BagReduce,
+        normalize: Option<NormRule>,
+        out: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        self.check_stream(stream)?;
+        let Some(num_bags) = offsets.len().checked_sub(1) else {
+            return Err(Error::shape("bag offsets", "[bags + 1]", &[0]));
+        };
+        if out.len() != num_bags * table.dim {
+            return Err(Error::shape(
+                "embedding bag output",
+                format!("[{num_bags}, {}] f32", table.dim),
+                &[out.len()],
+            ));
+        }
+        let ids_ptr = (!ids.is_empty()).then(|| ids.device_ptr(stream));
+        let (offsets_ptr, _f) = offsets.device_ptr(stream);
+        let (out_ptr, _o) = out.device_ptr_mut(stream);
+        // SAFETY: the table was checked and uploaded by this device; ids holds ids.len()
+        // values (passed as num_ids, so the clamped offsets stay inside), offsets num_bags + 1,
+        // out num_bags * D (checked); the borrows outlive the enqueue.
+        unsafe {
+            self.embedding_bag_raw(
+                stream.cu_stream(),
+                table,
+                ids_ptr.as_ref().map(|(p, _)| *p),
+                offsets_ptr,
+                ids.len(),
+                num_bags,
+                reduce,
+                normalize,
+                out_ptr,
+            )
+        }
+    }
+
+    /// [`CudaDevice::embedding_bag_views`] on raw device pointers, for foreign callers.
+    ///
+    /// # Safety
+    /// `stream` is a live stream of this device's context; `ids` (or null when `num_ids` is
+    /// 0) is a device address of `num_ids` u32 values, `offsets` of `num_bags + 1` i64 values,
+    /// `out` of `num_bags * table.dim()` f32 values not overlapping the others; all stay
+    /// allocated until the launch has run on `stream`.
+    #[allow(unsafe_code)]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn embedding_bag_raw(
+        &self,
+        stream: cudarc::driver::sys::CUstream,
+        table: &DeviceEmbeddingTable,
+        ids: Option<u64>,
+        offsets: u64,
+        num_ids: usize,
+        num_bags: usize,
+        reduce: BagReduce,
+        normalize: Option<NormRule>,
+        out: u64,
+    ) -> Result<()> {
+        let problem = BagProblem {
+            dim: table.dim,
+            dtype: table.dtype(),
+            vocab: table.vocab,
+            num_ids,
+            num_bags,
+            reduce,
+            normalize,
+        };
+        let Some(l) = embedding_bag_launch(&problem)? else {
             return Ok(());
         };
-        let cfg = LaunchConfig {
-            grid_dim: (l.grid, 1, 1),
-            block_dim: (l.threads, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // In bounds: offsets has bags + 1 entries ending at the ids' count (TokenBags), every
-        // id < bags.vocab <= table.vocab = mapping/weights length, every mapping entry < rows
-        // (CheckedTable), so each row read is table[0..rows * D]; out is [bags, D].
-        self.launch(l.kernel)?
-            .tensor(&table.table)
-            .i32(&l.dim)
-            .opt_buf(table.mapping.as_ref())
-            .opt_buf(table.weights.as_ref())
-            .opt_buf(bags.ids.as_ref())
-            .buf(&bags.offsets)
-            .i64(&l.num_bags)
-            .i32(&l.divide_by)
-            .i32(&l.normalize)
-            .f32(&l.norm.add)
-            .f32(&l.norm.floor)
-            .i32(&l.lanes_per_row)
-            .tensor_mut(out)
-            .run(cfg)
+        let (table_ptr, _t) = table.table.ptr(self.stream());
+        let mapping = table.mapping.as_ref().map(|m| m.device_ptr(self.stream()));
+        let weights = table.weights.as_ref().map(|w| w.device_ptr(self.stream()));
+        let args = l.args(BagBuffers {
+            table: table_ptr,
+            mapping: mapping.as_ref().map(|(p, _)| *p),
+            weights: weights.as_ref().map(|(p, _)| *p),
+            ids,
+            offsets,
+            out,
+        });
+        // SAFETY: the table's buffers are this device's, checked by the shared table check
+        // (mapping entries < rows, mapping and weights of vocab entries); the kernel skips
+        // ids >= vocab and clamps offsets into num_ids; the rest is the caller's contract.
+        unsafe { self.launch(&l.shape, stream, &args) }
     }
 }
 

@@ -2,118 +2,67 @@
 //! `layer_start..` of a model's hidden states.
 
 use crate::device::{CudaDevice, DeviceData, DeviceTensor};
+use crate::launch::{Arg, LaunchShape};
 use crate::ptx;
-use cudarc::driver::LaunchConfig;
+use crate::views::{aligned16, FloatElement};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
+use stk_core::validate::LayerPooling;
 use stk_core::{bf16, f16, DType, Element, Error, Result, Shape, Tensor};
 
 /// Threads per block (`LAYER_POOL_THREADS` in `kernels/layer_pool.cu`).
 pub const LAYER_POOL_THREADS: u32 = 256;
 /// Enough blocks to fill any current GPU several times over; the kernel loops over the rest.
 const MAX_BLOCKS: usize = 1 << 16;
-const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
-/// The checked description of one weighted layer pooling.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerPoolPlan {
-    /// Shape of one layer (`[B, T, D]`), which is also the output's shape.
-    pub layer_shape: Vec<usize>,
-    /// Index of the first kept layer in the stacked input.
-    pub layer_start: usize,
-    /// Weights of the kept layers, in order.
-    pub weights: Vec<f32>,
-    /// `Σ w`, summed in f32 in layer order.
-    pub weight_sum: f32,
-    /// The layers' dtype when the weights have the same one, else f32 (torch's promotion).
-    pub out_dtype: DType,
-}
-
-impl LayerPoolPlan {
-    /// `all_layers`: the `num_hidden_layers + 1` hidden states stacked, `[L + 1, B, T, D]`;
-    /// `layer_weights`: one weight per kept layer (`L + 1 − layer_start` of them), with a
-    /// finite, non-zero sum.
-    pub fn new(all_layers: &Tensor, layer_start: usize, layer_weights: &Tensor) -> Result<Self> {
-        let layers_dtype = all_layers.expect_dtype("all_layer_embeddings", &FLOATS)?;
-        let weights_dtype = layer_weights.expect_dtype("layer_weights", &FLOATS)?;
-        let dims = all_layers.expect_rank("all_layer_embeddings [L+1, B, T, D]", 4)?;
-        let total = dims[0];
-        if layer_start >= total {
-            return Err(Error::invalid(format!(
-                "layer_start {layer_start} leaves no layer of the {total} in all_layer_embeddings"
-            )));
-        }
-        let kept = total - layer_start;
-        if layer_weights.dims() != [kept] {
-            return Err(Error::shape(
-                "layer_weights",
-                format!(
-                    "[{kept}] (one weight per layer from layer_start {layer_start} to {})",
-                    total - 1
-                ),
-                layer_weights.dims(),
-            ));
-        }
-        if kept > i32::MAX as usize {
-            return Err(Error::shape(
-                "all_layer_embeddings",
-                "fewer than 2^31 layers",
-                dims,
-            ));
-        }
-        let weights = layer_weights.to_f32_vec()?;
-        let weight_sum: f32 = weights.iter().sum();
-        if weight_sum == 0.0 || !weight_sum.is_finite() {
-            return Err(Error::invalid(format!(
-                "layer_weights sum to {weight_sum}; the average needs a finite, non-zero sum"
-            )));
-        }
-        Ok(LayerPoolPlan {
-            layer_shape: dims[1..].to_vec(),
-            layer_start,
-            weights,
-            weight_sum,
-            out_dtype: if layers_dtype == weights_dtype {
-                layers_dtype
-            } else {
-                DType::F32
-            },
-        })
-    }
-
-    /// Elements of one layer.
-    pub fn layer_len(&self) -> usize {
-        self.layer_shape.iter().product()
-    }
-}
-
-/// The shape and scalar arguments of one weighted-layer-pooling launch. The kernel's arguments
-/// are, in order: kept layers, weights, `num_layers, n, weight_sum`, output.
+/// One weighted-layer-pooling launch. The kernel's arguments are, in order: kept layers,
+/// weights, `num_layers, n, weight_sum`, output ([`LayerPoolLaunch::args`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerPoolLaunch {
-    pub kernel: &'static str,
-    pub grid: u32,
-    pub threads: u32,
+    pub shape: LaunchShape,
     pub num_layers: i32,
     pub n: i64,
     pub weight_sum: f32,
 }
 
-/// The launch averaging `kept` layers of `n` elements (`None` when a layer is empty).
+impl LayerPoolLaunch {
+    /// The argument list with the kept layers, the weights (f32) and the output.
+    pub fn args<B>(&self, layers: B, weights: B, out: B) -> Vec<Arg<B>> {
+        vec![
+            Arg::Buf(layers),
+            Arg::Buf(weights),
+            Arg::I32(self.num_layers),
+            Arg::I64(self.n),
+            Arg::F32(self.weight_sum),
+            Arg::Buf(out),
+        ]
+    }
+}
+
+/// The launch averaging `kept` layers of `n` elements (`None` when a layer is empty); 16-byte
+/// loads only when the buffers are `aligned` to 16 bytes.
 pub fn layer_pool_launch(
     kept: usize,
     n: usize,
     dtype: DType,
     weight_sum: f32,
+    aligned: bool,
 ) -> Result<Option<LayerPoolLaunch>> {
     if n == 0 {
         return Ok(None);
     }
+    if kept == 0 {
+        return Err(Error::invalid("weighted layer pooling of no layer"));
+    }
     let v = ptx::pack_width(dtype);
-    let packed = n % v == 0;
+    let packed = aligned && n % v == 0;
     let packs = if packed { n / v } else { n };
     Ok(Some(LayerPoolLaunch {
-        kernel: ptx::layer_pool_kernel(dtype, packed)?,
-        grid: packs.div_ceil(LAYER_POOL_THREADS as usize).min(MAX_BLOCKS) as u32,
-        threads: LAYER_POOL_THREADS,
+        shape: LaunchShape {
+            kernel: ptx::select("layer_pool", dtype, packed)?,
+            grid: packs.div_ceil(LAYER_POOL_THREADS as usize).min(MAX_BLOCKS) as u32,
+            threads: LAYER_POOL_THREADS,
+            shared_bytes: 0,
+        },
         num_layers: i32::try_from(kept).map_err(|_| Error::invalid("more than 2^31 layers"))?,
         n: n as i64,
         weight_sum,
@@ -123,8 +72,8 @@ pub fn layer_pool_launch(
 fn kept_layers<T: Element + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
     dev: &CudaDevice,
     all: &Tensor,
-    plan: &LayerPoolPlan,
-) -> Result<cudarc::driver::CudaSlice<T>> {
+    plan: &LayerPooling,
+) -> Result<CudaSlice<T>> {
     let n = plan.layer_len();
     dev.htod(&all.as_slice::<T>()?[plan.layer_start * n..])
 }
@@ -139,7 +88,8 @@ impl CudaDevice {
         layer_start: usize,
         layer_weights: &Tensor,
     ) -> Result<Tensor> {
-        let plan = LayerPoolPlan::new(all_layers, layer_start, layer_weights)?;
+        // The checks every backend shares (the CPU makes the same call).
+        let plan = LayerPooling::check(all_layers, layer_start, layer_weights)?;
         if plan.layer_len() == 0 {
             return Tensor::zeros(plan.layer_shape.clone(), plan.out_dtype);
         }
@@ -162,19 +112,17 @@ impl CudaDevice {
         self.download(&out)
     }
 
-    /// The kernel on device buffers: `kept_layers [K, ...]`, `weights` (K values), output of
-    /// one layer's shape and the same dtype.
+    /// The kernel on device buffers, on this handle's stream: `kept_layers [K, ...]`,
+    /// `weights` (K values), output of one layer's shape and the same dtype.
+    #[allow(unsafe_code)]
     pub fn weighted_layer_pool_device(
         &self,
         kept_layers: &DeviceTensor,
-        weights: &cudarc::driver::CudaSlice<f32>,
+        weights: &CudaSlice<f32>,
         weight_sum: f32,
         out: &mut DeviceTensor,
     ) -> Result<()> {
         let dtype = kept_layers.dtype();
-        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
-            return Err(Error::dtype("kept layers", "f32, f16 or bf16", dtype));
-        }
         let Some((&kept, layer_shape)) = kept_layers.dims().split_first() else {
             return Err(Error::shape(
                 "kept layers",
@@ -189,29 +137,97 @@ impl CudaDevice {
                 out.dims(),
             ));
         }
-        if weights.len() < kept || kept == 0 || kept > i32::MAX as usize {
+        if weights.len() < kept {
             return Err(Error::invalid(format!(
                 "{} layer weights for {kept} kept layers",
                 weights.len()
             )));
         }
-        let Some(l) = layer_pool_launch(kept, out.numel(), dtype, weight_sum)? else {
+        let Some(l) = layer_pool_launch(kept, out.numel(), dtype, weight_sum, true)? else {
             return Ok(());
         };
-        let cfg = LaunchConfig {
-            grid_dim: (l.grid, 1, 1),
-            block_dim: (l.threads, 1, 1),
-            shared_mem_bytes: 0,
+        let stream = self.stream();
+        let (layers_ptr, _l) = kept_layers.ptr(stream);
+        let (weights_ptr, _w) = weights.device_ptr(stream);
+        let (out_ptr, _o) = out.ptr_mut(stream);
+        // SAFETY: whole allocations of this device: kept_layers holds kept * n elements,
+        // weights at least kept, out n (checked above); the kernel reads layers[l * n + e] for
+        // l < kept, e < n and writes out[e]. The guards keep them alive past the enqueue.
+        unsafe {
+            self.launch(
+                &l.shape,
+                stream.cu_stream(),
+                &l.args(layers_ptr, weights_ptr, out_ptr),
+            )
+        }
+    }
+
+    /// Weighted layer pooling on the caller's `stream` (a stream of this device's context):
+    /// `kept_layers` holds `K` layers of `out.len()` elements each, `weights` `K` values and
+    /// `weight_sum` their sum. No copy, allocation or synchronization: graph-capturable.
+    #[allow(unsafe_code)]
+    pub fn weighted_layer_pool_views<T: FloatElement>(
+        &self,
+        stream: &CudaStream,
+        kept_layers: &CudaView<'_, T>,
+        weights: &CudaView<'_, f32>,
+        weight_sum: f32,
+        out: &mut CudaViewMut<'_, T>,
+    ) -> Result<()> {
+        self.check_stream(stream)?;
+        let n = out.len();
+        let kept = weights.len();
+        if kept == 0 || kept_layers.len() != kept * n {
+            return Err(Error::shape(
+                "kept layers",
+                format!("{kept} layers (one per weight) of {n} elements (the output's)"),
+                &[kept_layers.len()],
+            ));
+        }
+        let (layers_ptr, _l) = kept_layers.device_ptr(stream);
+        let (weights_ptr, _w) = weights.device_ptr(stream);
+        let (out_ptr, _o) = out.device_ptr_mut(stream);
+        // SAFETY: views of this context's allocations with the lengths checked above; out is
+        // borrowed mutably, so it overlaps neither input; the borrows outlive the enqueue.
+        unsafe {
+            self.weighted_layer_pool_raw(
+                stream.cu_stream(),
+                layers_ptr,
+                weights_ptr,
+                kept,
+                n,
+                T::DTYPE,
+                weight_sum,
+                out_ptr,
+            )
+        }
+    }
+
+    /// [`CudaDevice::weighted_layer_pool_views`] on raw device pointers, for foreign callers.
+    ///
+    /// # Safety
+    /// `stream` is a live stream of this device's context; `kept_layers` is a device address
+    /// in that context of `kept * n` elements of `dtype`, `weights` of `kept` f32 values, `out`
+    /// of `n` elements of `dtype` not overlapping the inputs; all stay allocated until the
+    /// launch has run on `stream`.
+    #[allow(unsafe_code)]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn weighted_layer_pool_raw(
+        &self,
+        stream: cudarc::driver::sys::CUstream,
+        kept_layers: u64,
+        weights: u64,
+        kept: usize,
+        n: usize,
+        dtype: DType,
+        weight_sum: f32,
+        out: u64,
+    ) -> Result<()> {
+        let aligned = aligned16(&[kept_layers, out]);
+        let Some(l) = layer_pool_launch(kept, n, dtype, weight_sum, aligned)? else {
+            return Ok(());
         };
-        // In bounds: kept_layers holds kept * n elements, weights at least kept, out n; the
-        // kernel reads layers[l * n + e] for l < kept, e < n (packs only when v divides n).
-        self.launch(l.kernel)?
-            .tensor(kept_layers)
-            .buf(weights)
-            .i32(&l.num_layers)
-            .i64(&l.n)
-            .f32(&l.weight_sum)
-            .tensor_mut(out)
-            .run(cfg)
+        // SAFETY: the caller's contract above is the launch's.
+        unsafe { self.launch(&l.shape, stream, &l.args(kept_layers, weights, out)) }
     }
 }

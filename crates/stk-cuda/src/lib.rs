@@ -3,31 +3,42 @@
 //! Layers, bottom up:
 //! * `kernels/*.cu` → committed `kernels/ptx/*.ptx` (`cargo xtask ptx`), embedded by [`ptx`],
 //!   which also names every kernel entry point once.
-//! * `sys`: the only module with `unsafe` (driver presence, driver version, the launch call).
-//! * [`CudaDevice`] / [`DeviceTensor`]: context, stream, loaded kernels, typed device buffers;
-//!   every launch's argument list is checked against the kernel's PTX signature.
-//! * The ops, each with a host-side plan checked before any launch: [`pool`] (fused masked
-//!   pooling), [`embedding_bag`] (StaticEmbedding / model2vec), [`normalize`], [`layer_pool`]
-//!   (WeightedLayerPooling), and [`bench`] (CUDA-event timing against the copy bandwidth).
+//! * `sys`: driver presence and version, and the one raw launch (`unsafe fn`).
+//! * [`launch`]: each kernel's argument list, written once and shared with the simulator;
+//!   every launch is checked against the kernel's PTX signature ([`ptx::KERNELS`]).
+//! * [`CudaDevice`] / [`DeviceTensor`]: context, own stream, loaded kernels, typed buffers.
+//! * The ops, three ways each: host tensors in and out (checked by the validation every
+//!   backend shares, `stk_core::validate`), `*_device` on [`DeviceTensor`]s, and the
+//!   device-buffer API for backends (`*_views` on the caller's cudarc views and stream,
+//!   `unsafe *_raw` on raw pointers): [`pool`] / [`pool_device`] (fused pooling, all modes,
+//!   padded, varlen and spans), [`embedding_bag`] (StaticEmbedding / model2vec),
+//!   [`normalize`], [`layer_pool`] (WeightedLayerPooling), and [`bench`] (CUDA-event timing
+//!   against the copy bandwidth).
 //!
 //! Without a CUDA driver, [`CudaDevice::new`] returns [`stk_core::Error::NoCudaDriver`]; with a
-//! driver but no such device, [`stk_core::Error::NoCudaDevice`]. Nothing panics.
+//! driver older than the PTX needs, [`stk_core::Error::DriverTooOld`]; with a driver but no
+//! such device, [`stk_core::Error::NoCudaDevice`]. Nothing panics.
 #![deny(unsafe_code)]
 
 pub mod bench;
 mod device;
 pub mod embedding_bag;
+pub mod launch;
 pub mod layer_pool;
 pub mod normalize;
 pub mod pool;
+pub mod pool_device;
 pub mod ptx;
 mod sys;
+pub mod views;
 
 pub use device::{shared_device, CudaDevice, DeviceData, DeviceTensor};
-pub use embedding_bag::{BagReduce, CheckedTable, DeviceEmbeddingTable, DeviceTokenBags};
-pub use layer_pool::LayerPoolPlan;
+pub use embedding_bag::{BagReduce, DeviceEmbeddingTable, DeviceTokenBags};
 pub use normalize::NormRule;
-pub use pool::{DevicePoolPlan, PoolExtras, PoolInput, PoolPlan};
+pub use pool::{DevicePoolPlan, PoolInput, PoolPlan};
+pub use pool_device::{DeviceRows, RawPool, RawRows};
+pub use stk_core::validate::{EmbeddingTable, LayerPooling, PoolExtras};
+pub use views::{FloatElement, MaskElement};
 
 /// Whether a CUDA driver library can be loaded in this process (no device is opened).
 pub fn driver_present() -> bool {

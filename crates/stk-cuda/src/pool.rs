@@ -8,10 +8,15 @@
 //! outside the token buffer: every row number in the plan is below the batch's row count.
 
 use crate::device::{CudaDevice, DeviceTensor};
+use crate::launch::{Arg, LaunchShape};
 use crate::normalize::NormRule;
 use crate::ptx;
-use cudarc::driver::{CudaSlice, LaunchConfig};
-use stk_core::{DType, Error, PaddedBatch, PoolingMode, PoolingSpec, Result, Tensor, VarlenBatch};
+use cudarc::driver::{CudaSlice, DevicePtr};
+use std::ops::Range;
+use stk_core::validate::{self, PoolExtras};
+use stk_core::{
+    DType, Error, PaddedBatch, PoolingMode, PoolingSpec, Result, SpanBatch, Tensor, VarlenBatch,
+};
 
 /// Threads per block of `pool_sum_*` (`POOL_SUM_THREADS` in `kernels/pool.cu`).
 pub const POOL_SUM_THREADS: u32 = 512;
@@ -32,11 +37,13 @@ fn mode_code(m: PoolingMode) -> u64 {
     }
 }
 
-/// The token embeddings to pool, in either layout.
+/// The token embeddings to pool, in any layout.
 #[derive(Debug, Clone, Copy)]
 pub enum PoolInput<'a> {
     Padded(&'a PaddedBatch),
     Varlen(&'a VarlenBatch),
+    /// Late chunking: one output row per span.
+    Spans(&'a SpanBatch),
 }
 
 impl<'a> From<&'a PaddedBatch> for PoolInput<'a> {
@@ -49,24 +56,20 @@ impl<'a> From<&'a VarlenBatch> for PoolInput<'a> {
         PoolInput::Varlen(b)
     }
 }
+impl<'a> From<&'a SpanBatch> for PoolInput<'a> {
+    fn from(b: &'a SpanBatch) -> Self {
+        PoolInput::Spans(b)
+    }
+}
 
 impl PoolInput<'_> {
     fn tokens(&self) -> &Tensor {
         match self {
             PoolInput::Padded(b) => b.tokens(),
             PoolInput::Varlen(b) => b.tokens(),
+            PoolInput::Spans(b) => b.tokens(),
         }
     }
-}
-
-/// Optional pooling inputs besides the token embeddings.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PoolExtras<'a> {
-    /// `token_weights_sum [B]` (set by WordWeights): replaces the token count as the divisor of
-    /// mean, mean_sqrt_len_tokens and weightedmean; the output is then f32.
-    pub token_weights_sum: Option<&'a [f32]>,
-    /// `cls_token_embeddings [B, D]`: what `cls` returns instead of a token row.
-    pub cls_token_embeddings: Option<&'a Tensor>,
 }
 
 /// Everything a pooling launch needs besides the buffers, checked against the batch.
@@ -98,70 +101,20 @@ struct RowFacts {
 impl PoolPlan {
     /// Check `input`, `spec` and `extras` against each other and build the launch description.
     pub fn new(input: PoolInput<'_>, spec: &PoolingSpec, extras: &PoolExtras<'_>) -> Result<Self> {
-        if spec.modes.is_empty() {
-            return Err(Error::invalid("a pooling layer needs at least one mode"));
-        }
-        if spec.modes.len() > MAX_POOL_SLOTS {
-            return Err(Error::Unsupported(
-                format!(
-                    "{} pooling modes in one layer (at most {MAX_POOL_SLOTS})",
-                    spec.modes.len()
-                ),
-                "cuda".into(),
-            ));
-        }
         let tokens = input.tokens();
-        let dtype = tokens.dtype();
         let (batch, dim, token_rows) = match input {
             PoolInput::Padded(b) => (b.batch(), b.dim(), b.batch() * b.seq_len()),
             PoolInput::Varlen(b) => (b.num_seqs(), b.dim(), b.tokens().dims()[0]),
+            PoolInput::Spans(b) => (b.num_spans(), b.dim(), b.tokens().dims()[0]),
         };
-        if dim > i32::MAX as usize {
-            return Err(Error::shape(
-                "token_embeddings",
-                format!("D of at most {}", i32::MAX),
-                tokens.dims(),
-            ));
-        }
-        if batch > i32::MAX as usize {
-            return Err(Error::shape(
-                "token_embeddings",
-                format!("at most {} sequences", i32::MAX),
-                tokens.dims(),
-            ));
-        }
-        if let Some(w) = extras.token_weights_sum {
-            if w.len() != batch {
-                return Err(Error::shape(
-                    "token_weights_sum",
-                    format!("[{batch}] (one per sequence)"),
-                    &[w.len()],
-                ));
-            }
-        }
-        if let Some(c) = extras.cls_token_embeddings {
-            c.expect_dtype(
-                "cls_token_embeddings",
-                &[DType::F32, DType::F16, DType::BF16],
-            )?;
-            if c.dims() != [batch, dim] {
-                return Err(Error::shape(
-                    "cls_token_embeddings",
-                    format!("[{batch}, {dim}]"),
-                    c.dims(),
-                ));
-            }
-        }
+        // The checks and the output dtype every backend shares (the CPU makes the same call).
+        let out_dtype = validate::pool_inputs(batch, dim, tokens.dtype(), spec, extras)?;
+        check_launch_limits(spec, batch, dim, tokens.dims())?;
+        let dtype = tokens.dtype();
         // cls embeddings matter only to a `cls` slot.
         let cls = extras
             .cls_token_embeddings
             .filter(|_| spec.modes.contains(&PoolingMode::Cls));
-        let out_dtype = output_dtype(
-            dtype,
-            spec,
-            extras.token_weights_sum.is_some(),
-            cls.map(Tensor::dtype),
-        );
         // The kernel reads one element type for tokens and cls embeddings: when cls
         // embeddings of another dtype promote the output to f32, both are read as f32
         // (exact widening), so nothing is rounded that the reference keeps.
@@ -184,7 +137,13 @@ impl PoolPlan {
             }
             PoolInput::Varlen(b) => {
                 for i in 0..batch {
-                    facts.push(varlen_row(b, i, prompt, &mut segments));
+                    facts.push(run_row(b.seq(i), prompt, &mut segments));
+                    row_segments.push((segments.len() / 2) as i64);
+                }
+            }
+            PoolInput::Spans(b) => {
+                for span in b.spans() {
+                    facts.push(run_row(span.clone(), prompt, &mut segments));
                     row_segments.push((segments.len() / 2) as i64);
                 }
             }
@@ -269,66 +228,56 @@ impl PoolPlan {
     }
     /// The modes packed 4 bits per slot, as the kernel reads them.
     pub fn slot_codes(&self) -> u64 {
-        self.modes
-            .iter()
-            .enumerate()
-            .fold(0u64, |acc, (k, &m)| acc | (mode_code(m) << (4 * k)))
+        slot_codes(&self.modes)
     }
     /// Whether the kernel must keep weighted sums and maxima (`pool_full_*`).
     pub fn needs_full_kernel(&self) -> bool {
-        self.modes
-            .iter()
-            .any(|m| matches!(m, PoolingMode::Max | PoolingMode::WeightedMean))
-    }
-    /// Whether rows are read as 16-byte packs (D a multiple of the pack width).
-    pub fn packed(&self) -> bool {
-        self.dim % ptx::pack_width(self.dtype) == 0
-    }
-    pub fn kernel(&self) -> Result<&'static str> {
-        ptx::pool_kernel(self.dtype, self.needs_full_kernel(), self.packed())
-    }
-    /// Threads per block, threads per group (`lanes`) and dynamic shared memory bytes.
-    pub fn block_shape(&self) -> (u32, u32, u32) {
-        let threads = if self.needs_full_kernel() {
-            POOL_FULL_THREADS
-        } else {
-            POOL_SUM_THREADS
-        };
-        let v = if self.packed() {
-            ptx::pack_width(self.dtype)
-        } else {
-            1
-        };
-        let packs = (self.dim / v).max(1);
-        // A group spans the row's packs, in whole warps, at most the whole block.
-        let lanes = (packs.div_ceil(32) * 32).min(threads as usize) as u32;
-        let shared = (threads as usize * v + 32) * 4;
-        (threads, lanes, shared as u32)
+        needs_full_kernel(&self.modes)
     }
 }
 
-/// torch's promotion as the reference applies it: any two different float dtypes give f32.
-fn output_dtype(
-    input: DType,
-    spec: &PoolingSpec,
-    token_weights_sum: bool,
-    cls: Option<DType>,
-) -> DType {
-    let divides = spec.modes.iter().any(|m| {
-        matches!(
-            m,
-            PoolingMode::Mean | PoolingMode::MeanSqrtLenTokens | PoolingMode::WeightedMean
-        )
-    });
-    let promoted_by = |d: DType, out: DType| if d != out { DType::F32 } else { out };
-    let mut out = input;
-    if token_weights_sum && divides {
-        out = promoted_by(DType::F32, out);
+/// The modes packed 4 bits per slot, as the kernel reads them.
+pub fn slot_codes(modes: &[PoolingMode]) -> u64 {
+    modes
+        .iter()
+        .enumerate()
+        .fold(0u64, |acc, (k, &m)| acc | (mode_code(m) << (4 * k)))
+}
+
+/// Whether the kernel must keep weighted sums and maxima (`pool_full_*`).
+pub fn needs_full_kernel(modes: &[PoolingMode]) -> bool {
+    modes
+        .iter()
+        .any(|m| matches!(m, PoolingMode::Max | PoolingMode::WeightedMean))
+}
+
+/// What one launch can express: at most [`MAX_POOL_SLOTS`] modes, and B and D that fit the
+/// kernel's 32-bit arguments.
+fn check_launch_limits(spec: &PoolingSpec, batch: usize, dim: usize, dims: &[usize]) -> Result<()> {
+    if spec.modes.len() > MAX_POOL_SLOTS {
+        return Err(Error::Unsupported(
+            format!(
+                "{} pooling modes in one layer (at most {MAX_POOL_SLOTS})",
+                spec.modes.len()
+            ),
+            "cuda".into(),
+        ));
     }
-    if let Some(c) = cls {
-        out = promoted_by(c, out);
+    if dim > i32::MAX as usize {
+        return Err(Error::shape(
+            "token_embeddings",
+            format!("D of at most {}", i32::MAX),
+            dims,
+        ));
     }
-    out
+    if batch > i32::MAX as usize {
+        return Err(Error::shape(
+            "token_embeddings",
+            format!("at most {} sequences", i32::MAX),
+            dims,
+        ));
+    }
+    Ok(())
 }
 
 /// Row `i` of a padded batch: its runs of counted positions and facts.
@@ -375,9 +324,9 @@ fn padded_row(b: &PaddedBatch, i: usize, prompt: usize, segments: &mut Vec<i64>)
     }
 }
 
-/// Sequence `i` of a varlen batch: one run (the tokens after the prompt).
-fn varlen_row(b: &VarlenBatch, i: usize, prompt: usize, segments: &mut Vec<i64>) -> RowFacts {
-    let range = b.seq(i);
+/// A run of token rows that all count (a varlen sequence or a span): one segment (the rows
+/// after the prompt).
+fn run_row(range: Range<usize>, prompt: usize, segments: &mut Vec<i64>) -> RowFacts {
     let len = range.len();
     let skip = prompt.min(len);
     let (start, end) = (range.start + skip, range.end);
@@ -401,16 +350,65 @@ fn varlen_row(b: &VarlenBatch, i: usize, prompt: usize, segments: &mut Vec<i64>)
     }
 }
 
-/// The shape and scalar arguments of one pooling launch. The kernel's arguments are, in order:
-/// tokens, cls embeddings (or null), the plan's `row_segments`, `segments`, `row_rows`,
-/// `row_divisors`, the output, then `out_f32, dim, lanes, slots, num_slots, normalize,
-/// norm.add, norm.floor`.
+/// Where a launch finds each output row's token rows (`SOURCE_*` in `kernels/pool.cu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowSource {
+    /// A host [`PoolPlan`]'s tables (any mask, cls embeddings).
+    Plan,
+    /// `cu_seq_lens [B + 1]` (i32) over `token_rows` varlen rows.
+    CuSeqLens { token_rows: usize },
+    /// `spans [B, 2]` (i64 start, end) over `token_rows` rows.
+    Spans { token_rows: usize },
+    /// A padded batch's mask `[B, seq_len]` of `mask_bytes`-wide integers (nonzero counts).
+    Mask { seq_len: usize, mask_bytes: i32 },
+}
+
+impl RowSource {
+    fn code(self) -> i32 {
+        match self {
+            RowSource::Plan => 0,
+            RowSource::CuSeqLens { .. } => 1,
+            RowSource::Spans { .. } => 2,
+            RowSource::Mask { .. } => 3,
+        }
+    }
+    /// The kernel's `seq_len` argument: T of a mask, the token rows of cu_seq_lens and spans.
+    fn extent(self) -> usize {
+        match self {
+            RowSource::Plan => 0,
+            RowSource::CuSeqLens { token_rows } | RowSource::Spans { token_rows } => token_rows,
+            RowSource::Mask { seq_len, .. } => seq_len,
+        }
+    }
+}
+
+/// What one pooling launch computes, whatever its row source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolProblem<'a> {
+    /// The element type the kernel reads.
+    pub dtype: DType,
+    pub out_dtype: DType,
+    /// Output rows (sequences or spans).
+    pub batch: usize,
+    pub dim: usize,
+    pub modes: &'a [PoolingMode],
+    pub source: RowSource,
+    /// Positions left out at the start of each row (device sources; a plan has applied it).
+    pub prompt: usize,
+    pub normalize: bool,
+    /// Whether the tokens (and cls embeddings) are 16-byte aligned: whole allocations are;
+    /// a caller's view may not be, and then gets the element-wise kernel.
+    pub aligned: bool,
+}
+
+/// One pooling launch: its shape and scalar arguments ([`PoolLaunch::args`] gives the order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolLaunch {
-    pub kernel: &'static str,
-    pub grid: u32,
-    pub threads: u32,
-    pub shared_bytes: u32,
+    pub shape: LaunchShape,
+    pub source: i32,
+    pub seq_len: i64,
+    pub mask_bytes: i32,
+    pub prompt: i64,
     pub out_f32: i32,
     pub dim: i32,
     pub lanes: i32,
@@ -420,27 +418,124 @@ pub struct PoolLaunch {
     pub norm: NormRule,
 }
 
+/// The buffers of one pooling launch. `ranges` is the plan's `row_segments` or the device
+/// source's buffer; the plan's other tables are given exactly with [`RowSource::Plan`].
+#[derive(Debug, Clone)]
+pub struct PoolBuffers<B> {
+    pub tokens: B,
+    pub cls: Option<B>,
+    pub ranges: B,
+    pub segments: Option<B>,
+    pub row_rows: Option<B>,
+    pub row_divisors: Option<B>,
+    pub token_weights_sum: Option<B>,
+    pub out: B,
+}
+
+impl PoolLaunch {
+    /// The kernel's argument list, in the order of `POOL_KERNEL` in `kernels/pool.cu`.
+    pub fn args<B>(&self, b: PoolBuffers<B>) -> Vec<Arg<B>> {
+        vec![
+            Arg::Buf(b.tokens),
+            Arg::opt(b.cls),
+            Arg::I32(self.source),
+            Arg::Buf(b.ranges),
+            Arg::opt(b.segments),
+            Arg::opt(b.row_rows),
+            Arg::opt(b.row_divisors),
+            Arg::opt(b.token_weights_sum),
+            Arg::I64(self.seq_len),
+            Arg::I32(self.mask_bytes),
+            Arg::I64(self.prompt),
+            Arg::Buf(b.out),
+            Arg::I32(self.out_f32),
+            Arg::I32(self.dim),
+            Arg::I32(self.lanes),
+            Arg::U64(self.slots),
+            Arg::I32(self.num_slots),
+            Arg::I32(self.normalize),
+            Arg::F32(self.norm.add),
+            Arg::F32(self.norm.floor),
+        ]
+    }
+}
+
+/// Threads per block, threads per group (`lanes`) and dynamic shared memory bytes of a
+/// pooling kernel reading `dim` columns in packs of `v`.
+pub fn block_shape(full: bool, dim: usize, v: usize) -> (u32, u32, u32) {
+    let threads = if full {
+        POOL_FULL_THREADS
+    } else {
+        POOL_SUM_THREADS
+    };
+    let packs = (dim / v).max(1);
+    // A group spans the row's packs, in whole warps, at most the whole block.
+    let lanes = (packs.div_ceil(32) * 32).min(threads as usize) as u32;
+    // The groups' partials (or the mask reductions' int64s), block_sum's 32 floats, and the
+    // row's epilogue facts (8 int64), as `pool_body` lays them out.
+    let shared = (threads as usize * v.max(2) + 32 + 16) * 4;
+    (threads, lanes, shared as u32)
+}
+
+/// The launch carrying out `p` (`None` when there is nothing to compute: no row or D = 0).
+pub fn pool_launch(p: &PoolProblem<'_>) -> Result<Option<PoolLaunch>> {
+    if p.modes.is_empty() || p.modes.len() > MAX_POOL_SLOTS {
+        return Err(Error::invalid(format!(
+            "{} pooling modes in one launch (1 to {MAX_POOL_SLOTS})",
+            p.modes.len()
+        )));
+    }
+    if p.batch == 0 || p.dim == 0 {
+        return Ok(None);
+    }
+    let dim =
+        i32::try_from(p.dim).map_err(|_| Error::invalid(format!("D = {} exceeds 2^31", p.dim)))?;
+    let grid = u32::try_from(p.batch)
+        .map_err(|_| Error::invalid(format!("{} rows exceed one launch", p.batch)))?;
+    let full = needs_full_kernel(p.modes);
+    let packed = p.aligned && p.dim % ptx::pack_width(p.dtype) == 0;
+    let v = if packed { ptx::pack_width(p.dtype) } else { 1 };
+    let (threads, lanes, shared_bytes) = block_shape(full, p.dim, v);
+    let op = if full { "pool_full" } else { "pool_sum" };
+    Ok(Some(PoolLaunch {
+        shape: LaunchShape {
+            kernel: ptx::select(op, p.dtype, packed)?,
+            grid,
+            threads,
+            shared_bytes,
+        },
+        source: p.source.code(),
+        seq_len: p.source.extent() as i64,
+        mask_bytes: match p.source {
+            RowSource::Mask { mask_bytes, .. } => mask_bytes,
+            _ => 0,
+        },
+        prompt: p.prompt as i64,
+        out_f32: i32::from(p.out_dtype == DType::F32 && p.dtype != DType::F32),
+        dim,
+        lanes: lanes as i32,
+        slots: slot_codes(p.modes),
+        num_slots: p.modes.len() as i32,
+        normalize: i32::from(p.normalize),
+        norm: NormRule::SENTENCE_TRANSFORMERS,
+    }))
+}
+
 impl PoolPlan {
     /// The launch that carries out this plan (`None` when there is nothing to compute: no
     /// sequence or D = 0).
     pub fn launch(&self, normalize: bool) -> Result<Option<PoolLaunch>> {
-        if self.batch == 0 || self.dim == 0 {
-            return Ok(None);
-        }
-        let (threads, lanes, shared_bytes) = self.block_shape();
-        Ok(Some(PoolLaunch {
-            kernel: self.kernel()?,
-            grid: self.batch as u32,
-            threads,
-            shared_bytes,
-            out_f32: i32::from(self.out_dtype == DType::F32 && self.dtype != DType::F32),
-            dim: self.dim as i32,
-            lanes: lanes as i32,
-            slots: self.slot_codes(),
-            num_slots: self.modes.len() as i32,
-            normalize: i32::from(normalize),
-            norm: NormRule::SENTENCE_TRANSFORMERS,
-        }))
+        pool_launch(&PoolProblem {
+            dtype: self.dtype,
+            out_dtype: self.out_dtype,
+            batch: self.batch,
+            dim: self.dim,
+            modes: &self.modes,
+            source: RowSource::Plan,
+            prompt: 0,
+            normalize,
+            aligned: true,
+        })
     }
 }
 
@@ -501,6 +596,7 @@ impl CudaDevice {
     /// The pooling kernel on device buffers: `tokens` holds the plan's token rows × D elements
     /// of its dtype, `cls` is given exactly when the plan uses cls embeddings (`[B, D]`, same
     /// dtype), `out` is `[B, modes × D]` of the plan's output dtype.
+    #[allow(unsafe_code)]
     pub fn pool_device(
         &self,
         tokens: &DeviceTensor,
@@ -558,31 +654,31 @@ impl CudaDevice {
         let Some(l) = p.launch(normalize)? else {
             return Ok(());
         };
-        let cfg = LaunchConfig {
-            grid_dim: (l.grid, 1, 1),
-            block_dim: (l.threads, 1, 1),
-            shared_mem_bytes: l.shared_bytes,
-        };
-        // In bounds: every row number in the plan is below token_rows (built from the
-        // validated batch), tokens holds token_rows * D elements, cls [B, D], out [B, slots * D];
-        // the tables hold B + 1, 2 * segments, 3 * B and 3 * B entries; shared memory is
-        // threads * V + 32 floats as the kernel uses.
-        self.launch(l.kernel)?
-            .tensor(tokens)
-            .opt_tensor(cls)
-            .buf(&plan.row_segments)
-            .buf(&plan.segments)
-            .buf(&plan.row_rows)
-            .buf(&plan.row_divisors)
-            .tensor_mut(out)
-            .i32(&l.out_f32)
-            .i32(&l.dim)
-            .i32(&l.lanes)
-            .u64(&l.slots)
-            .i32(&l.num_slots)
-            .i32(&l.normalize)
-            .f32(&l.norm.add)
-            .f32(&l.norm.floor)
-            .run(cfg)
+        let stream = self.stream();
+        let (tokens_ptr, _t) = tokens.ptr(stream);
+        let cls_ptr = cls.map(|c| c.ptr(stream));
+        let tables = [
+            plan.row_segments.device_ptr(stream),
+            plan.segments.device_ptr(stream),
+            plan.row_rows.device_ptr(stream),
+        ];
+        let (divisors_ptr, _d) = plan.row_divisors.device_ptr(stream);
+        let (out_ptr, _o) = out.ptr_mut(stream);
+        let args = l.args(PoolBuffers {
+            tokens: tokens_ptr,
+            cls: cls_ptr.as_ref().map(|(p, _)| *p),
+            ranges: tables[0].0,
+            segments: Some(tables[1].0),
+            row_rows: Some(tables[2].0),
+            row_divisors: Some(divisors_ptr),
+            token_weights_sum: None,
+            out: out_ptr,
+        });
+        // SAFETY: whole allocations of this device. Every row number in the plan is below
+        // token_rows (built from the validated batch); tokens holds token_rows * D elements,
+        // cls [B, D], out [B, slots * D] (checked above); the tables hold B + 1, 2 * segments,
+        // 3 * B and 3 * B entries; shared memory is what `block_shape` sizes for the kernel.
+        // The guards keep every buffer alive past the enqueue.
+        unsafe { self.launch(&l.shape, stream.cu_stream(), &args) }
     }
 }

@@ -1,10 +1,42 @@
 //! The kernels' PTX (built by `cargo xtask ptx` from `kernels/*.cu`, committed under
-//! `kernels/ptx/`) embedded at compile time, and the names of their entry points.
+//! `kernels/ptx/`) embedded at compile time, and the table of its entry points that the same
+//! command generates from the PTX (`kernels/ptx/kernels.rs`): names, parameter kinds, launch
+//! bounds. `cargo xtask ptx --check` (CI) fails when either is stale, so nothing here is kept
+//! in line by hand.
 //!
-//! Every kernel name the launchers use is spelled once, in the `match` of its family below;
-//! [`all_kernels`] lists them so a test can check each one is an entry of its PTX.
+//! Launchers pick a kernel by its naming convention, `{op}_{dtype}_v{pack}` ([`select`]); the
+//! dtypes an op supports are the ones the table has a kernel for.
 
 use stk_core::{DType, Error, Result};
+
+/// The kind of one kernel parameter as PTX declares it: pointers and 64-bit integers (`U64`),
+/// 32-bit integers (`U32`), floats (`F32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    U64,
+    U32,
+    F32,
+}
+
+/// One kernel entry of the embedded PTX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kernel {
+    /// The `kernels/<family>.cu` it comes from.
+    pub family: &'static str,
+    pub name: &'static str,
+    pub params: &'static [ParamKind],
+    /// `.maxntid`: the largest block it was compiled for.
+    pub max_threads: Option<u32>,
+}
+
+mod generated {
+    use super::{Kernel, ParamKind as P};
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../kernels/ptx/kernels.rs"
+    ));
+}
+pub use generated::{KERNELS, PTX_ISA};
 
 /// One `kernels/<name>.cu` file: its PTX text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,13 +59,66 @@ macro_rules! family {
     };
 }
 
-pub const POOL: Family = family!("pool");
-pub const EMBEDDING_BAG: Family = family!("embedding_bag");
-pub const NORMALIZE: Family = family!("normalize");
-pub const LAYER_POOL: Family = family!("layer_pool");
-
 /// Every family, in the order the device loads them.
-pub const FAMILIES: [Family; 4] = [POOL, EMBEDDING_BAG, NORMALIZE, LAYER_POOL];
+pub const FAMILIES: [Family; 4] = [
+    family!("embedding_bag"),
+    family!("layer_pool"),
+    family!("normalize"),
+    family!("pool"),
+];
+
+/// The driver version (`cuDriverGetVersion`: `major * 1000 + minor * 10`) that JIT-compiles
+/// PTX ISA `isa`, with its Linux driver branch. From the PTX ISA release history: ISA 7.x is
+/// CUDA 11.x, 8.0 to 8.5 are CUDA 12.0 to 12.5 (12.6 also emits 8.5), 8.6 to 8.8 are CUDA 12.7
+/// to 12.9, 9.0 is CUDA 13.0.
+pub fn required_driver(isa: (u32, u32)) -> Option<(i32, u32)> {
+    const TABLE: [((u32, u32), i32, u32); 19] = [
+        ((7, 0), 11000, 450),
+        ((7, 1), 11010, 455),
+        ((7, 2), 11020, 460),
+        ((7, 3), 11030, 465),
+        ((7, 4), 11040, 470),
+        ((7, 5), 11050, 495),
+        ((7, 6), 11060, 510),
+        ((7, 7), 11070, 515),
+        ((7, 8), 11080, 520),
+        ((8, 0), 12000, 525),
+        ((8, 1), 12010, 530),
+        ((8, 2), 12020, 535),
+        ((8, 3), 12030, 545),
+        ((8, 4), 12040, 550),
+        ((8, 5), 12050, 555),
+        ((8, 6), 12070, 565),
+        ((8, 7), 12080, 570),
+        ((8, 8), 12090, 575),
+        ((9, 0), 13000, 580),
+    ];
+    TABLE
+        .iter()
+        .find(|(i, _, _)| *i == isa)
+        .map(|&(_, version, branch)| (version, branch))
+}
+
+/// `Ok` when a driver reporting `driver_version` can load the embedded PTX; otherwise the
+/// error names the driver needed.
+pub fn check_driver(driver_version: i32) -> Result<()> {
+    let isa = format!("{}.{}", PTX_ISA.0, PTX_ISA.1);
+    let (needed, branch) = required_driver(PTX_ISA).ok_or_else(|| {
+        Error::Cuda(format!(
+            "the embedded PTX declares ISA {isa}, which stk does not know"
+        ))
+    })?;
+    if driver_version >= needed {
+        return Ok(());
+    }
+    let cuda = |v: i32| format!("{}.{}", v / 1000, (v % 1000) / 10);
+    Err(Error::DriverTooOld {
+        found: cuda(driver_version),
+        needed: cuda(needed),
+        ptx_isa: isa,
+        min_branch: branch,
+    })
+}
 
 /// Elements per 16-byte pack of a dtype: the `N` of the `_vN` kernels, which the launchers
 /// select when a row's length is a multiple of it.
@@ -41,149 +126,79 @@ pub fn pack_width(dtype: DType) -> usize {
     16 / dtype.size_in_bytes()
 }
 
-fn unsupported(what: &str, dtype: DType, expected: &str) -> Error {
-    Error::dtype(format!("{what} on cuda"), expected, dtype)
+/// The kernel `{op}_{dtype}_v{pack}` (`pack`: [`pack_width`] when `packed`, else 1), or a
+/// dtype error listing the dtypes `op` has kernels for.
+pub fn select(op: &str, dtype: DType, packed: bool) -> Result<&'static Kernel> {
+    let v = if packed { pack_width(dtype) } else { 1 };
+    let name = format!("{op}_{}_v{v}", dtype.as_str());
+    if let Some(k) = find(&name) {
+        return Ok(k);
+    }
+    let prefix = format!("{op}_");
+    let mut supported: Vec<&str> = KERNELS
+        .iter()
+        .filter_map(|k| k.name.strip_prefix(&prefix)?.split("_v").next())
+        .collect();
+    supported.dedup();
+    Err(Error::dtype(
+        format!("{op} on cuda"),
+        if supported.is_empty() {
+            "(no kernel of that name in the embedded PTX)".to_string()
+        } else {
+            supported.join(", ")
+        },
+        dtype,
+    ))
 }
 
-/// Pooling kernel: `full` keeps weighted sums and maxima besides the plain sum; `packed`
-/// selects the 16-byte loads (the row length is a multiple of [`pack_width`]).
-pub fn pool_kernel(dtype: DType, full: bool, packed: bool) -> Result<&'static str> {
-    use DType::*;
-    Ok(match (full, dtype, packed) {
-        (false, F32, true) => "pool_sum_f32_v4",
-        (false, F32, false) => "pool_sum_f32_v1",
-        (false, F16, true) => "pool_sum_f16_v8",
-        (false, F16, false) => "pool_sum_f16_v1",
-        (false, BF16, true) => "pool_sum_bf16_v8",
-        (false, BF16, false) => "pool_sum_bf16_v1",
-        (true, F32, true) => "pool_full_f32_v4",
-        (true, F32, false) => "pool_full_f32_v1",
-        (true, F16, true) => "pool_full_f16_v8",
-        (true, F16, false) => "pool_full_f16_v1",
-        (true, BF16, true) => "pool_full_bf16_v8",
-        (true, BF16, false) => "pool_full_bf16_v1",
-        (_, d, _) => return Err(unsupported("pooling", d, "f32, f16 or bf16")),
-    })
+/// The kernel named `name`.
+pub fn find(name: &str) -> Option<&'static Kernel> {
+    KERNELS.iter().find(|k| k.name == name)
 }
 
-pub fn embedding_bag_kernel(dtype: DType, packed: bool) -> Result<&'static str> {
-    use DType::*;
-    Ok(match (dtype, packed) {
-        (F32, true) => "embedding_bag_f32_v4",
-        (F32, false) => "embedding_bag_f32_v1",
-        (F16, true) => "embedding_bag_f16_v8",
-        (F16, false) => "embedding_bag_f16_v1",
-        (BF16, true) => "embedding_bag_bf16_v8",
-        (BF16, false) => "embedding_bag_bf16_v1",
-        (I8, true) => "embedding_bag_i8_v16",
-        (I8, false) => "embedding_bag_i8_v1",
-        (d, _) => return Err(unsupported("embedding table", d, "f32, f16, bf16 or i8")),
-    })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub fn normalize_kernel(dtype: DType, packed: bool) -> Result<&'static str> {
-    use DType::*;
-    Ok(match (dtype, packed) {
-        (F32, true) => "normalize_f32_v4",
-        (F32, false) => "normalize_f32_v1",
-        (F16, true) => "normalize_f16_v8",
-        (F16, false) => "normalize_f16_v1",
-        (BF16, true) => "normalize_bf16_v8",
-        (BF16, false) => "normalize_bf16_v1",
-        (d, _) => return Err(unsupported("normalize", d, "f32, f16 or bf16")),
-    })
-}
-
-pub fn layer_pool_kernel(dtype: DType, packed: bool) -> Result<&'static str> {
-    use DType::*;
-    Ok(match (dtype, packed) {
-        (F32, true) => "layer_pool_f32_v4",
-        (F32, false) => "layer_pool_f32_v1",
-        (F16, true) => "layer_pool_f16_v8",
-        (F16, false) => "layer_pool_f16_v1",
-        (BF16, true) => "layer_pool_bf16_v8",
-        (BF16, false) => "layer_pool_bf16_v1",
-        (d, _) => return Err(unsupported("weighted layer pooling", d, "f32, f16 or bf16")),
-    })
-}
-
-/// Every kernel a launcher can select, with its family.
-pub fn all_kernels() -> Vec<(Family, &'static str)> {
-    const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
-    let mut out = Vec::new();
-    for packed in [true, false] {
-        for d in FLOATS {
-            for full in [false, true] {
-                out.extend(pool_kernel(d, full, packed).map(|k| (POOL, k)));
-            }
-            out.extend(normalize_kernel(d, packed).map(|k| (NORMALIZE, k)));
-            out.extend(layer_pool_kernel(d, packed).map(|k| (LAYER_POOL, k)));
-        }
-        for d in [DType::F32, DType::F16, DType::BF16, DType::I8] {
-            out.extend(embedding_bag_kernel(d, packed).map(|k| (EMBEDDING_BAG, k)));
+    #[test]
+    fn every_kernel_names_an_entry_of_its_family() {
+        for k in KERNELS {
+            let family = FAMILIES.iter().find(|f| f.name == k.family).unwrap();
+            assert!(
+                family.ptx.contains(&format!(".visible .entry {}(", k.name)),
+                "{}",
+                k.name
+            );
         }
     }
-    out
-}
 
-/// The `.entry` names a PTX text defines, in order.
-pub fn ptx_entries(ptx: &str) -> Vec<&str> {
-    ptx.lines()
-        .filter_map(|l| {
-            let rest = l.trim_start().strip_prefix(".visible .entry ")?;
-            Some(rest.split('(').next().unwrap_or(rest).trim())
-        })
-        .collect()
-}
+    #[test]
+    fn selection_follows_the_naming_convention() {
+        assert_eq!(
+            select("normalize", DType::F16, true).unwrap().name,
+            "normalize_f16_v8"
+        );
+        assert_eq!(
+            select("embedding_bag", DType::I8, false).unwrap().name,
+            "embedding_bag_i8_v1"
+        );
+        let e = select("normalize", DType::I8, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("f32") && e.contains("i8"), "{e}");
+    }
 
-/// The kind of one kernel parameter as PTX declares it: pointers, 64-bit integers (`.u64`),
-/// 32-bit integers (`.u32`), floats (`.f32`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParamKind {
-    U64,
-    U32,
-    F32,
-}
-
-/// The parameter kinds of entry `name` in `ptx`, in order.
-pub fn entry_params(ptx: &str, name: &str) -> Result<Vec<ParamKind>> {
-    let bad = |why: String| Error::Cuda(format!("embedded PTX, kernel {name}: {why}"));
-    let header = format!(".visible .entry {name}(");
-    let start = ptx
-        .find(&header)
-        .ok_or_else(|| bad("no such entry".into()))?;
-    let body = &ptx[start + header.len()..];
-    let end = body
-        .find(')')
-        .ok_or_else(|| bad("unterminated parameter list".into()))?;
-    body[..end]
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let ty = p
-                .strip_prefix(".param")
-                .map(str::trim_start)
-                .and_then(|rest| rest.split_whitespace().next())
-                .ok_or_else(|| bad(format!("unreadable parameter `{p}`")))?;
-            match ty {
-                ".u64" | ".s64" | ".b64" => Ok(ParamKind::U64),
-                ".u32" | ".s32" | ".b32" => Ok(ParamKind::U32),
-                ".f32" => Ok(ParamKind::F32),
-                other => Err(bad(format!(
-                    "parameter type {other} has no launcher counterpart"
-                ))),
-            }
-        })
-        .collect()
-}
-
-/// The `.maxntid` (largest block the kernel was compiled for, from `__launch_bounds__`) of
-/// entry `name`, if the PTX declares one.
-pub fn entry_max_threads(ptx: &str, name: &str) -> Option<u32> {
-    let header = format!(".visible .entry {name}(");
-    let body = &ptx[ptx.find(&header)? + header.len()..];
-    let body = &body[..body.find('{')?];
-    let rest = body.split(".maxntid").nth(1)?;
-    rest.split(',').next()?.trim().parse().ok()
+    #[test]
+    fn driver_requirement() {
+        assert_eq!(required_driver((8, 2)), Some((12020, 535)));
+        assert!(check_driver(12020).is_ok() && check_driver(13000).is_ok());
+        let e = check_driver(12000).unwrap_err();
+        assert!(matches!(e, Error::DriverTooOld { .. }), "{e}");
+        assert!(e.to_string().contains("R535"), "{e}");
+        assert_eq!(
+            PTX_ISA,
+            (8, 2),
+            "the committed PTX must load on CUDA 12.2 drivers"
+        );
+    }
 }

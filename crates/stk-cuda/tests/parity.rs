@@ -7,7 +7,7 @@
 mod common;
 
 use common::checks::{self, strategies::*};
-use common::strategies::{padded_problem, varlen_problem};
+use common::strategies::{padded_problem, span_problem, varlen_problem};
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::io::Write;
@@ -119,6 +119,39 @@ fn varlen_pooling_matches_cpu() {
 }
 
 #[test]
+fn device_mask_pooling_matches_cpu() {
+    random(
+        "device_mask_pooling_matches_cpu",
+        padded_problem(),
+        |d, p| checks::device_padded(d, p),
+    );
+}
+
+#[test]
+fn device_varlen_pooling_matches_cpu() {
+    random(
+        "device_varlen_pooling_matches_cpu",
+        varlen_problem(),
+        |d, p| checks::device_varlen(d, p),
+    );
+}
+
+#[test]
+fn span_pooling_matches_cpu() {
+    random("span_pooling_matches_cpu", span_problem(), |d, p| {
+        checks::spans(d, p)
+    });
+}
+
+#[test]
+fn long_sequence_on_gpu() {
+    let Some(dev) = gpu("long_sequence_on_gpu") else {
+        return;
+    };
+    ok(checks::long_sequence(dev));
+}
+
+#[test]
 fn normalize_matches_cpu() {
     random("normalize_matches_cpu", normalize_problem(), |d, p| {
         checks::normalize(d, p)
@@ -184,6 +217,16 @@ fn device_ops_refuse_mismatched_buffers() {
     let table =
         DeviceEmbeddingTable::new(dev, &Tensor::zeros([4, 8], DType::F16).unwrap(), None, None)
             .unwrap();
+    // The table check every backend shares: bf16 tables are refused, as on the CPU.
+    assert!(matches!(
+        DeviceEmbeddingTable::new(
+            dev,
+            &Tensor::zeros([4, 8], DType::BF16).unwrap(),
+            None,
+            None
+        ),
+        Err(Error::DType { .. })
+    ));
     let bags = TokenBags::from_bags(&[vec![5u32]], 6).unwrap();
     assert!(matches!(
         dev.embedding_bag(&table, &bags, BagReduce::MeanByCount, None),

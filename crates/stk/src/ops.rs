@@ -5,14 +5,16 @@
 use std::path::Path;
 use stk_core::{
     write_safetensors, DType, Device, Error, PaddedBatch, PoolingSpec, Result, SafetensorsFile,
-    Tensor, VarlenBatch,
+    SpanBatch, Tensor, VarlenBatch,
 };
 use stk_cpu::pooling::{self, PoolExtras};
 
-/// A pooling input: token embeddings in one of the two layouts, plus the optional extras.
+/// A pooling input: token embeddings in one of the three layouts.
 pub enum PoolInput {
     Padded(PaddedBatch),
     Varlen(VarlenBatch),
+    /// Late chunking: `[N, D]` tokens and `[S, 2]` spans, one output row per span.
+    Spans(SpanBatch),
 }
 
 /// Everything [`pool_tensors`] reads from a file, validated.
@@ -23,28 +25,40 @@ pub struct PoolInputs {
 }
 
 impl PoolInputs {
-    /// Read `token_embeddings` and either `attention_mask` (padded, `[B, T, D]`) or
-    /// `cu_seq_lens_q` (varlen, `[1, N, D]`), plus `token_weights_sum` and
-    /// `cls_token_embeddings` when present.
+    /// Read `token_embeddings` and either `attention_mask` (padded, `[B, T, D]`),
+    /// `cu_seq_lens_q` (varlen, `[1, N, D]`) or `spans` (int `[S, 2]` start and end rows of
+    /// `[N, D]` or `[1, N, D]` tokens), plus `token_weights_sum` and `cls_token_embeddings`
+    /// when present.
     pub fn read(file: &SafetensorsFile) -> Result<Self> {
         let tokens = file.get("token_embeddings")?;
         let mask = file.get_opt("attention_mask")?;
         let cu = file.get_opt("cu_seq_lens_q")?;
-        let batch = match (mask, cu) {
-            (Some(_), Some(_)) => {
-                return Err(Error::invalid(format!(
-                    "{} has both attention_mask (padded layout) and cu_seq_lens_q (varlen layout); keep one",
-                    file.path().display()
-                )))
-            }
-            (_, Some(cu)) => {
+        let spans = file.get_opt("spans")?;
+        let given: Vec<&str> = [
+            ("attention_mask", mask.is_some()),
+            ("cu_seq_lens_q", cu.is_some()),
+            ("spans", spans.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect();
+        if given.len() > 1 {
+            return Err(Error::invalid(format!(
+                "{} has {}: each names a layout (padded, varlen, spans); keep one",
+                file.path().display(),
+                given.join(" and ")
+            )));
+        }
+        let batch = match (mask, cu, spans) {
+            (_, _, Some(spans)) => PoolInput::Spans(SpanBatch::from_tensor(tokens, &spans)?),
+            (_, Some(cu), _) => {
                 cu.expect_rank("cu_seq_lens_q [B + 1]", 1)?;
                 let cu = cu
                     .to_i64_vec()
                     .map_err(|_| Error::dtype("cu_seq_lens_q", "i32 or i64", cu.dtype()))?;
                 PoolInput::Varlen(VarlenBatch::new(tokens, &cu)?)
             }
-            (mask, None) => PoolInput::Padded(PaddedBatch::new(tokens, mask.as_ref())?),
+            (mask, None, None) => PoolInput::Padded(PaddedBatch::new(tokens, mask.as_ref())?),
         };
         let token_weights_sum = match file.get_opt("token_weights_sum")? {
             None => None,
@@ -65,6 +79,7 @@ impl PoolInputs {
         match &self.batch {
             PoolInput::Padded(b) => b.batch(),
             PoolInput::Varlen(v) => v.num_seqs(),
+            PoolInput::Spans(s) => s.num_spans(),
         }
     }
 
@@ -73,6 +88,7 @@ impl PoolInputs {
         match &self.batch {
             PoolInput::Padded(b) => b.seq_len(),
             PoolInput::Varlen(v) => (0..v.num_seqs()).map(|i| v.seq(i).len()).max().unwrap_or(0),
+            PoolInput::Spans(s) => s.spans().iter().map(|r| r.len()).max().unwrap_or(0),
         }
     }
 }
@@ -87,16 +103,14 @@ pub fn pool_tensors(inputs: &PoolInputs, spec: &PoolingSpec, device: Device) -> 
         Device::Cpu => match &inputs.batch {
             PoolInput::Padded(b) => pooling::pool_padded(b, spec, &extras),
             PoolInput::Varlen(v) => pooling::pool_varlen(v, spec, &extras),
+            PoolInput::Spans(s) => pooling::pool_spans(s, spec, &extras),
         },
         Device::Cuda(n) => {
             let dev = stk_cuda::shared_device(n)?;
-            let extras = stk_cuda::PoolExtras {
-                token_weights_sum: extras.token_weights_sum,
-                cls_token_embeddings: extras.cls_token_embeddings,
-            };
             match &inputs.batch {
                 PoolInput::Padded(b) => dev.pool(b, spec, &extras, false),
                 PoolInput::Varlen(v) => dev.pool(v, spec, &extras, false),
+                PoolInput::Spans(s) => dev.pool(s, spec, &extras, false),
             }
         }
     }

@@ -6,12 +6,13 @@ use stk::{Device, Error, PoolingMode, PoolingSpec, Result};
 
 #[derive(Args)]
 pub struct PoolArgs {
-    /// safetensors file with `token_embeddings` and either `attention_mask` (padded, [B, T, D])
-    /// or `cu_seq_lens_q` (varlen, [1, N, D]); `token_weights_sum` and `cls_token_embeddings`
-    /// are used when present
+    /// safetensors file with `token_embeddings` and one of `attention_mask` (padded, [B, T, D]),
+    /// `cu_seq_lens_q` (varlen, [1, N, D]) or `spans` (int64 [S, 2] start/end rows of [N, D] or
+    /// [1, N, D] tokens: late chunking, one output row per span); `token_weights_sum` and
+    /// `cls_token_embeddings` are used when present
     #[arg(long)]
     input: PathBuf,
-    /// safetensors file to write, holding `sentence_embedding` [B, modes × D]
+    /// safetensors file to write, holding `sentence_embedding` [B (or S), modes × D]
     #[arg(long)]
     output: PathBuf,
     /// Pooling modes, comma-separated, concatenated in this order: cls, max, mean,

@@ -16,7 +16,8 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 use std::ops::Range;
 use stk_core::{
-    DType, Element, Error, PaddedBatch, PoolingMode, PoolingSpec, Result, Tensor, VarlenBatch,
+    DType, Element, Error, PaddedBatch, PoolingMode, PoolingSpec, Result, SpanBatch, Tensor,
+    VarlenBatch,
 };
 
 /// Below this many accumulated values (counted tokens × D) the batch is pooled on the calling
@@ -39,6 +40,13 @@ pub fn pool_padded(batch: &PaddedBatch, spec: &PoolingSpec, extras: &PoolExtras)
 pub fn pool_varlen(batch: &VarlenBatch, spec: &PoolingSpec, extras: &PoolExtras) -> Result<Tensor> {
     check_inputs(batch.num_seqs(), batch.dim(), spec, extras)?;
     let plans = plan_varlen(batch, spec.excluded_prompt());
+    pool_planned(batch.tokens(), batch.dim(), &plans, spec, extras)
+}
+
+/// Pool each span of a span batch (see [`super::pool_spans`]).
+pub fn pool_spans(batch: &SpanBatch, spec: &PoolingSpec, extras: &PoolExtras) -> Result<Tensor> {
+    check_inputs(batch.num_spans(), batch.dim(), spec, extras)?;
+    let plans = plan_ranges(batch.spans().iter().cloned(), spec.excluded_prompt());
     pool_planned(batch.tokens(), batch.dim(), &plans, spec, extras)
 }
 
@@ -132,9 +140,13 @@ fn plan_padded(batch: &PaddedBatch, prompt: usize) -> Vec<RowPlan<'_>> {
 /// Varlen sequences: the first `p` tokens of each are the prompt; weights are the in-sequence
 /// position + 1; `cls` falls back to the first token, `lasttoken` is always the last.
 fn plan_varlen(batch: &VarlenBatch, prompt: usize) -> Vec<RowPlan<'static>> {
-    (0..batch.num_seqs())
-        .map(|i| {
-            let seq = batch.seq(i);
+    plan_ranges((0..batch.num_seqs()).map(|i| batch.seq(i)), prompt)
+}
+
+/// One plan per run of token rows that all count (a varlen sequence or a span).
+fn plan_ranges(ranges: impl Iterator<Item = Range<usize>>, prompt: usize) -> Vec<RowPlan<'static>> {
+    ranges
+        .map(|seq| {
             let len = seq.len();
             let skipped = prompt.min(len);
             let cls = if len > prompt {

@@ -13,17 +13,12 @@ pub mod reference;
 
 pub use module::Pooling;
 
-use stk_core::{DType, Error, PaddedBatch, PoolingMode, PoolingSpec, Result, Tensor, VarlenBatch};
+use stk_core::{
+    validate, DType, Error, PaddedBatch, PoolingSpec, Result, SpanBatch, Tensor, VarlenBatch,
+};
 
-/// Optional inputs of a pooling layer besides the token embeddings.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PoolExtras<'a> {
-    /// `B` values (set by WordWeights): the divisor of `mean`, `mean_sqrt_len_tokens` and
-    /// `weightedmean` instead of the token count / weight sum.
-    pub token_weights_sum: Option<&'a [f32]>,
-    /// `[B, D]` vectors that `cls` returns instead of a token of the sequence.
-    pub cls_token_embeddings: Option<&'a Tensor>,
-}
+/// Optional inputs of a pooling layer besides the token embeddings (shared with the GPU).
+pub use stk_core::validate::PoolExtras;
 
 /// Pool a padded batch (`[B, T, D]` + mask) into `[B, modes × D]`.
 pub fn pool_padded(batch: &PaddedBatch, spec: &PoolingSpec, extras: &PoolExtras) -> Result<Tensor> {
@@ -35,70 +30,31 @@ pub fn pool_varlen(batch: &VarlenBatch, spec: &PoolingSpec, extras: &PoolExtras)
     fast::pool_varlen(batch, spec, extras)
 }
 
-/// Modes whose divisor `token_weights_sum` replaces.
-fn uses_token_weights(mode: PoolingMode) -> bool {
-    matches!(
-        mode,
-        PoolingMode::Mean | PoolingMode::MeanSqrtLenTokens | PoolingMode::WeightedMean
+/// Pool token spans (late chunking: `[N, D]` + `S` spans `[start, end)`) into `[S, modes × D]`:
+/// row `s` is what the reference's Pooling gives for span `s`'s slice with an all-ones mask.
+pub fn pool_spans(batch: &SpanBatch, spec: &PoolingSpec, extras: &PoolExtras) -> Result<Tensor> {
+    fast::pool_spans(batch, spec, extras)
+}
+
+/// The dtype of the pooled output ([`validate::pool_output_dtype`], the rule every backend uses).
+pub fn output_dtype(input: DType, spec: &PoolingSpec, extras: &PoolExtras) -> DType {
+    validate::pool_output_dtype(
+        input,
+        spec,
+        extras.token_weights_sum.is_some(),
+        extras.cls_token_embeddings.map(Tensor::dtype),
     )
 }
 
-/// The dtype of the pooled output. The reference computes each mode in the input dtype and
-/// concatenates; torch promotes mixed dtypes, and every promotion among f32/f16/bf16 that
-/// involves two different types gives f32. So the output is the input dtype unless an f32
-/// `token_weights_sum` divides a mode, or `cls` takes `cls_token_embeddings` of another dtype.
-pub fn output_dtype(input: DType, spec: &PoolingSpec, extras: &PoolExtras) -> DType {
-    let mut out = input;
-    let mut promote = |d: DType| {
-        if d != out {
-            out = DType::F32;
-        }
-    };
-    if extras.token_weights_sum.is_some() && spec.modes.iter().any(|&m| uses_token_weights(m)) {
-        promote(DType::F32);
-    }
-    if let Some(cls) = extras.cls_token_embeddings {
-        if spec.modes.contains(&PoolingMode::Cls) {
-            promote(cls.dtype());
-        }
-    }
-    out
-}
-
-/// Checks shared by the fast path and the reference: a non-empty mode list and extras that
-/// match the batch (`b` sequences of width `d`).
+/// Checks shared by the fast path, the reference and the GPU ([`validate::pool_inputs`]): a
+/// non-empty mode list and extras that match the batch (`b` sequences of width `d`).
 pub(crate) fn check_inputs(
     b: usize,
     d: usize,
     spec: &PoolingSpec,
     extras: &PoolExtras,
 ) -> Result<()> {
-    if spec.modes.is_empty() {
-        return Err(Error::invalid("a pooling layer needs at least one mode"));
-    }
-    if let Some(w) = extras.token_weights_sum {
-        if w.len() != b {
-            return Err(Error::shape(
-                "token_weights_sum",
-                format!("[{b}] (one value per sequence)"),
-                &[w.len()],
-            ));
-        }
-    }
-    if let Some(cls) = extras.cls_token_embeddings {
-        cls.expect_dtype(
-            "cls_token_embeddings",
-            &[DType::F32, DType::F16, DType::BF16],
-        )?;
-        if cls.dims() != [b, d] {
-            return Err(Error::shape(
-                "cls_token_embeddings",
-                format!("[{b}, {d}]"),
-                cls.dims(),
-            ));
-        }
-    }
-    Ok(())
+    validate::pool_extras(b, d, spec, extras)
 }
 
 /// Narrow f32 values to a float dtype (round to nearest).
@@ -123,84 +79,74 @@ pub(crate) fn f32_tensor_to(dims: [usize; 2], values: &[f32], dtype: DType) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stk_core::PoolingMode;
 
-    fn spec(modes: &[PoolingMode]) -> PoolingSpec {
-        PoolingSpec::new(modes.to_vec()).unwrap()
+    /// Span pooling against its definition: the reference Pooling applied to each span's slice
+    /// as a one-sequence padded batch with an all-ones mask.
+    #[test]
+    fn spans_pool_like_each_slice_alone() {
+        let (n, d) = (9usize, 5usize);
+        let values: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 4.0)
+            .collect();
+        // Overlapping, gapped, single-token and whole-array spans.
+        let spans = [[0i64, 9], [2, 3], [1, 6], [4, 9], [8, 9], [0, 1]];
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let tokens = Tensor::from_vec([1, n, d], values.clone())
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            for prompt in [None, Some(2)] {
+                let spec = PoolingSpec::new(PoolingMode::ALL.to_vec())
+                    .unwrap()
+                    .with_prompt_length(prompt);
+                let batch = SpanBatch::new(tokens.clone(), &spans).unwrap();
+                let got = pool_spans(&batch, &spec, &PoolExtras::default()).unwrap();
+                assert_eq!(got.dims(), &[spans.len(), 6 * d]);
+                assert_eq!(got.dtype(), dtype);
+                let got = got.to_f32_vec().unwrap();
+                let rows = batch.tokens();
+                let row_bytes = d * dtype.size_in_bytes();
+                for (s, &[start, end]) in spans.iter().enumerate() {
+                    let (start, end) = (start as usize, end as usize);
+                    let len = end - start;
+                    let slice = Tensor::from_bytes(
+                        [1, len, d],
+                        dtype,
+                        &rows.bytes()[start * row_bytes..end * row_bytes],
+                    )
+                    .unwrap();
+                    let ones = Tensor::from_vec([1, len], vec![1i64; len]).unwrap();
+                    let alone = PaddedBatch::new(slice, Some(&ones)).unwrap();
+                    let want = reference::pool_padded(&alone, &spec, &PoolExtras::default())
+                        .unwrap()
+                        .to_f32_vec()
+                        .unwrap();
+                    let row = &got[s * 6 * d..(s + 1) * 6 * d];
+                    for (k, (&g, &w)) in row.iter().zip(&want).enumerate() {
+                        let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+                        assert!(
+                            (g - w).abs() <= tol * w.abs().max(1.0),
+                            "{dtype} prompt {prompt:?} span {s} value {k}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
-    fn output_dtype_promotes_only_when_needed() {
-        let w = [1.0f32];
-        let tws = PoolExtras {
-            token_weights_sum: Some(&w),
-            cls_token_embeddings: None,
-        };
-        let none = PoolExtras::default();
-        assert_eq!(
-            output_dtype(DType::F16, &spec(&[PoolingMode::Mean]), &none),
-            DType::F16
-        );
-        assert_eq!(
-            output_dtype(DType::F16, &spec(&[PoolingMode::Mean]), &tws),
-            DType::F32
-        );
-        assert_eq!(
-            output_dtype(DType::BF16, &spec(&[PoolingMode::Max]), &tws),
-            DType::BF16
-        );
-        let cls = Tensor::zeros([1, 4], DType::F16).unwrap();
-        let with_cls = PoolExtras {
-            token_weights_sum: None,
-            cls_token_embeddings: Some(&cls),
-        };
-        assert_eq!(
-            output_dtype(DType::F16, &spec(&[PoolingMode::Cls]), &with_cls),
-            DType::F16
-        );
-        assert_eq!(
-            output_dtype(DType::BF16, &spec(&[PoolingMode::Cls]), &with_cls),
-            DType::F32
-        );
-        assert_eq!(
-            output_dtype(DType::BF16, &spec(&[PoolingMode::Max]), &with_cls),
-            DType::BF16
-        );
-    }
-
-    #[test]
-    fn extras_are_checked() {
-        let w = [1.0f32, 2.0];
-        let e = PoolExtras {
-            token_weights_sum: Some(&w),
+    fn spans_checks_extras_like_other_layouts() {
+        let tokens = Tensor::zeros([4, 2], DType::F32).unwrap();
+        let batch = SpanBatch::new(tokens, &[[0, 2], [1, 4]]).unwrap();
+        let spec = PoolingSpec::new(vec![PoolingMode::Mean]).unwrap();
+        let bad = PoolExtras {
+            token_weights_sum: Some(&[1.0]),
             cls_token_embeddings: None,
         };
         assert!(matches!(
-            check_inputs(3, 4, &spec(&[PoolingMode::Mean]), &e),
+            pool_spans(&batch, &spec, &bad),
             Err(Error::Shape { .. })
         ));
-        assert!(check_inputs(2, 4, &spec(&[PoolingMode::Mean]), &e).is_ok());
-        let cls = Tensor::zeros([2, 5], DType::F32).unwrap();
-        let e = PoolExtras {
-            token_weights_sum: None,
-            cls_token_embeddings: Some(&cls),
-        };
-        assert!(matches!(
-            check_inputs(2, 4, &spec(&[PoolingMode::Cls]), &e),
-            Err(Error::Shape { .. })
-        ));
-        let ints = Tensor::zeros([2, 4], DType::I32).unwrap();
-        let e = PoolExtras {
-            token_weights_sum: None,
-            cls_token_embeddings: Some(&ints),
-        };
-        assert!(matches!(
-            check_inputs(2, 4, &spec(&[PoolingMode::Cls]), &e),
-            Err(Error::DType { .. })
-        ));
-        let empty = PoolingSpec {
-            modes: vec![],
-            prompt_length: None,
-        };
-        assert!(check_inputs(2, 4, &empty, &PoolExtras::default()).is_err());
     }
 }

@@ -5,7 +5,7 @@
 use super::{
     golden, golden_cases, normalize_reference, pool_reference_f64, pooling_case, round_to, tensors,
 };
-use super::{Layout, PaddedProblem, VarlenProblem};
+use super::{Layout, PaddedProblem, SpanProblem, VarlenProblem};
 use proptest::prelude::*;
 use stk_core::{DType, PoolingSpec, Result, Tensor, TokenBags};
 use stk_cuda::{BagReduce, CudaDevice, DeviceEmbeddingTable, NormRule, PoolExtras, PoolInput};
@@ -36,6 +36,115 @@ pub trait Kernels {
         reduce: BagReduce,
         normalize: Option<NormRule>,
     ) -> Result<Tensor>;
+    /// Pooling through the device-buffer path: `tokens` (`[rows, D]` or `[B, T, D]`) and the
+    /// layout's index buffer on the device, each row's token rows found by the kernel.
+    fn pool_device_rows(
+        &self,
+        tokens: &Tensor,
+        rows: &HostRows,
+        spec: &PoolingSpec,
+        token_weights_sum: Option<&[f32]>,
+        normalize: bool,
+    ) -> Result<Tensor>;
+}
+
+/// The index buffer of a device layout, as the host builds it for a test.
+#[derive(Debug, Clone)]
+pub enum HostRows {
+    CuSeqLens(Vec<i32>),
+    Spans(Vec<i64>),
+    Mask { mask: Vec<i64>, seq_len: usize },
+}
+
+impl HostRows {
+    pub fn batch(&self) -> usize {
+        match self {
+            HostRows::CuSeqLens(cu) => cu.len().saturating_sub(1),
+            HostRows::Spans(s) => s.len() / 2,
+            HostRows::Mask { mask, seq_len } => mask.len() / (*seq_len).max(1),
+        }
+    }
+}
+
+/// A host slice on the device (one element for an empty slice: a zero-byte allocation is an
+/// error for the driver; views keep the real length).
+fn upload<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+    stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    v: &[T],
+) -> Result<cudarc::driver::CudaSlice<T>> {
+    let r = if v.is_empty() {
+        stream.alloc_zeros::<T>(1)
+    } else {
+        stream.clone_htod(v)
+    };
+    r.map_err(|e| stk_core::Error::Cuda(e.to_string()))
+}
+
+/// [`Kernels::pool_device_rows`] on a GPU: the caller-owned-buffer API, on a stream of the
+/// caller's (not the device handle's).
+fn pool_views_on<T, O>(
+    dev: &CudaDevice,
+    tokens: &Tensor,
+    rows: &HostRows,
+    spec: &PoolingSpec,
+    tws: Option<&[f32]>,
+    normalize: bool,
+) -> Result<Tensor>
+where
+    T: stk_cuda::FloatElement + stk_core::Element + cudarc::driver::ValidAsZeroBits,
+    O: stk_cuda::FloatElement + stk_core::Element + cudarc::driver::ValidAsZeroBits,
+{
+    use stk_cuda::DeviceRows;
+    let stream = dev
+        .context()
+        .new_stream()
+        .map_err(|e| stk_core::Error::Cuda(e.to_string()))?;
+    let dim = *tokens.dims().last().unwrap();
+    let values = tokens.as_slice::<T>()?;
+    let tokens_dev = upload(&stream, values)?;
+    let batch = rows.batch();
+    let out_len = batch * spec.modes.len() * dim;
+    let mut out = upload(&stream, &vec![<O as bytemuck::Zeroable>::zeroed(); out_len])?;
+    let tws_dev = tws.map(|w| upload(&stream, w)).transpose()?;
+    {
+        let tokens_v = tokens_dev.slice(0..values.len());
+        let tws_v = tws_dev.as_ref().map(|w| w.slice(0..batch));
+        let mut out_v = out.slice_mut(0..out_len);
+        let tws_v = tws_v.as_ref();
+        match rows {
+            HostRows::CuSeqLens(cu) => {
+                let cu_dev = upload(&stream, cu)?;
+                let cu_v = cu_dev.slice(0..cu.len());
+                let layout = DeviceRows::varlen(&cu_v);
+                dev.pool_views(
+                    &stream, &tokens_v, dim, layout, spec, tws_v, normalize, &mut out_v,
+                )?;
+            }
+            HostRows::Spans(sp) => {
+                let sp_dev = upload(&stream, sp)?;
+                let sp_v = sp_dev.slice(0..sp.len());
+                let layout = DeviceRows::spans(&sp_v);
+                dev.pool_views(
+                    &stream, &tokens_v, dim, layout, spec, tws_v, normalize, &mut out_v,
+                )?;
+            }
+            HostRows::Mask { mask, seq_len } => {
+                let m_dev = upload(&stream, mask)?;
+                let m_v = m_dev.slice(0..mask.len());
+                let layout = DeviceRows::Padded {
+                    seq_len: *seq_len,
+                    mask: &m_v,
+                };
+                dev.pool_views(
+                    &stream, &tokens_v, dim, layout, spec, tws_v, normalize, &mut out_v,
+                )?;
+            }
+        }
+    }
+    let host = stream
+        .clone_dtoh(&out)
+        .map_err(|e| stk_core::Error::Cuda(e.to_string()))?;
+    Tensor::from_slice([batch, spec.modes.len() * dim], &host[..out_len])
 }
 
 impl Kernels for CudaDevice {
@@ -70,6 +179,25 @@ impl Kernels for CudaDevice {
     ) -> Result<Tensor> {
         let t = DeviceEmbeddingTable::new(self, table, mapping, weights)?;
         CudaDevice::embedding_bag(self, &t, bags, reduce, normalize)
+    }
+    fn pool_device_rows(
+        &self,
+        tokens: &Tensor,
+        rows: &HostRows,
+        spec: &PoolingSpec,
+        tws: Option<&[f32]>,
+        normalize: bool,
+    ) -> Result<Tensor> {
+        use stk_core::{bf16, f16};
+        let out = stk_core::validate::pool_output_dtype(tokens.dtype(), spec, tws.is_some(), None);
+        let f = match (tokens.dtype(), out) {
+            (DType::F32, _) => pool_views_on::<f32, f32>,
+            (DType::F16, DType::F16) => pool_views_on::<f16, f16>,
+            (DType::F16, _) => pool_views_on::<f16, f32>,
+            (DType::BF16, DType::BF16) => pool_views_on::<bf16, bf16>,
+            _ => pool_views_on::<bf16, f32>,
+        };
+        f(self, tokens, rows, spec, tws, normalize)
     }
 }
 
@@ -225,6 +353,141 @@ pub fn varlen(k: &dyn Kernels, p: &VarlenProblem) -> Check {
     let reference = round_to(&pool_reference_f64(&layout, &spec, None, None), p.dtype);
     let want = expected_pool(&reference, spec.modes.len() * p.dim, p.dtype, p.normalize);
     golden::compare(&f32s(&got), &want, tol(p.dtype))
+}
+
+/// The pooled reference for `layout`, rounded and (optionally) normalized, against `got`.
+fn against_reference(
+    got: &Tensor,
+    layout: &Layout,
+    spec: &PoolingSpec,
+    tws: Option<&[f32]>,
+    dtype: DType,
+    normalize: bool,
+) -> Check {
+    let out_dtype = stk_core::validate::pool_output_dtype(dtype, spec, tws.is_some(), None);
+    if got.dtype() != out_dtype {
+        return Err(format!("dtype {} instead of {out_dtype}", got.dtype()));
+    }
+    let reference = round_to(&pool_reference_f64(layout, spec, tws, None), out_dtype);
+    let cols = got.dims()[1];
+    let want = expected_pool(&reference, cols, out_dtype, normalize);
+    golden::compare(&f32s(got), &want, tol(dtype))
+}
+
+/// A padded batch through the device path: the kernel finds each row's tokens in the mask
+/// (right, left, holes, all-zero rows; no mask = all ones), with prompt exclusion and
+/// token_weights_sum.
+pub fn device_padded(k: &dyn Kernels, p: &PaddedProblem) -> Check {
+    let [b, t, _] = p.dims;
+    let batch = p.batch();
+    let mask: Vec<i64> = match &p.mask {
+        Some(m) => m.iter().map(|&v| v as i64).collect(),
+        None => vec![1; b * t],
+    };
+    if t == 0 {
+        return Ok(()); // a [B, 0] mask has no row width to state; the host plan covers T = 0
+    }
+    let spec = p.spec();
+    let rows = HostRows::Mask { mask, seq_len: t };
+    let got = k
+        .pool_device_rows(batch.tokens(), &rows, &spec, p.tws.as_deref(), p.normalize)
+        .map_err(|e| e.to_string())?;
+    let layout = Layout::Padded(batch);
+    against_reference(&got, &layout, &spec, p.tws.as_deref(), p.dtype, p.normalize)
+}
+
+/// A varlen batch through the device path (`cu_seq_lens` read by the kernel).
+pub fn device_varlen(k: &dyn Kernels, p: &VarlenProblem) -> Check {
+    let batch = p.batch();
+    let cu: Vec<i32> = batch.cu_seq_lens().iter().map(|&c| c as i32).collect();
+    let spec = p.spec();
+    let got = k
+        .pool_device_rows(
+            batch.tokens(),
+            &HostRows::CuSeqLens(cu),
+            &spec,
+            None,
+            p.normalize,
+        )
+        .map_err(|e| e.to_string())?;
+    against_reference(
+        &got,
+        &Layout::Varlen(batch),
+        &spec,
+        None,
+        p.dtype,
+        p.normalize,
+    )
+}
+
+/// Span pooling (late chunking), through the host plan and through the device path, against
+/// the reference applied to each span's slice as its own sequence; the CPU's `pool_spans`
+/// gives the same dtype and shape.
+pub fn spans(k: &dyn Kernels, p: &SpanProblem) -> Check {
+    let spec = p.spec();
+    let batch = p.batch();
+    let sequences = Layout::Varlen(p.as_sequences());
+    let cpu = stk_cpu::pool_spans(&batch, &spec, &stk_cpu::PoolExtras::default())
+        .map_err(|e| e.to_string())?;
+    against_reference(&cpu, &sequences, &spec, None, p.dtype, false)
+        .map_err(|e| format!("CPU pool_spans: {e}"))?;
+    let planned = k
+        .pool((&batch).into(), &spec, &PoolExtras::default(), p.normalize)
+        .map_err(|e| e.to_string())?;
+    against_reference(&planned, &sequences, &spec, None, p.dtype, p.normalize)
+        .map_err(|e| format!("host plan: {e}"))?;
+    let flat: Vec<i64> = p.spans.iter().flatten().copied().collect();
+    let device = k
+        .pool_device_rows(
+            batch.tokens(),
+            &HostRows::Spans(flat),
+            &spec,
+            None,
+            p.normalize,
+        )
+        .map_err(|e| e.to_string())?;
+    against_reference(&device, &sequences, &spec, None, p.dtype, p.normalize)
+        .map_err(|e| format!("device spans: {e}"))
+}
+
+/// One sequence of 32768 tokens (B = 1, the shape a small batch of long documents gives):
+/// every mode, through the mask, cu_seq_lens and a whole-array span, in f32 and bf16, against
+/// the f64 reference.
+pub fn long_sequence(k: &dyn Kernels) -> Check {
+    use stk_core::{PoolingMode, VarlenBatch};
+    const T: usize = 32768;
+    const D: usize = 8;
+    let spec = PoolingSpec::new(PoolingMode::ALL.to_vec()).unwrap();
+    // Values with a nonzero mean, so the sums are large and rounding would show.
+    let values: Vec<f32> = (0..T * D)
+        .map(|i| 1.0 + ((i * 7919 % 1000) as f32) / 1000.0)
+        .collect();
+    for dtype in [DType::F32, DType::BF16] {
+        let tokens = Tensor::from_vec([T, D], values.clone())
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let layout = Layout::Varlen(VarlenBatch::new(tokens.clone(), &[0, T as i64]).unwrap());
+        for rows in [
+            HostRows::Mask {
+                mask: vec![1; T],
+                seq_len: T,
+            },
+            HostRows::CuSeqLens(vec![0, T as i32]),
+            HostRows::Spans(vec![0, T as i64]),
+        ] {
+            let got = k
+                .pool_device_rows(&tokens, &rows, &spec, None, true)
+                .map_err(|e| e.to_string())?;
+            against_reference(&got, &layout, &spec, None, dtype, true).map_err(|e| {
+                format!(
+                    "{dtype} {rows:?}: {e}",
+                    rows = std::mem::discriminant(&rows)
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// NaN and infinities propagate as stk-cpu (and torch) propagate them: max keeps a NaN,
@@ -543,12 +806,8 @@ pub mod strategies {
                 Just(512)
             ],
         );
-        let dtype = prop_oneof![
-            Just(DType::F32),
-            Just(DType::F16),
-            Just(DType::BF16),
-            Just(DType::I8)
-        ];
+        // The table dtypes every backend reads (stk_core::validate::TABLE_DTYPES).
+        let dtype = prop_oneof![Just(DType::F32), Just(DType::F16), Just(DType::I8)];
         let reduce = prop_oneof![
             Just(BagReduce::MeanByCount),
             Just(BagReduce::Sum),

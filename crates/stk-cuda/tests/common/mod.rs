@@ -9,7 +9,7 @@ pub mod checks;
 
 use golden::GoldenCase;
 use stk_core::{
-    DType, PaddedBatch, PoolingMode, PoolingSpec, SafetensorsFile, Tensor, VarlenBatch,
+    DType, PaddedBatch, PoolingMode, PoolingSpec, SafetensorsFile, SpanBatch, Tensor, VarlenBatch,
 };
 
 // `golden::repo_root` honours `STK_REPO_ROOT`, so binaries copied to the GPU machine (see
@@ -200,6 +200,51 @@ impl VarlenProblem {
     }
 }
 
+/// A random span-pooling problem (late chunking): `n` token rows, spans over them.
+#[derive(Debug, Clone)]
+pub struct SpanProblem {
+    pub n: usize,
+    pub dim: usize,
+    pub dtype: DType,
+    pub values: Vec<f32>,
+    pub spans: Vec<[i64; 2]>,
+    pub modes: Vec<PoolingMode>,
+    pub prompt: Option<usize>,
+    pub normalize: bool,
+}
+
+impl SpanProblem {
+    pub fn tokens(&self) -> Tensor {
+        Tensor::from_vec([self.n, self.dim], self.values.clone())
+            .unwrap()
+            .to_dtype(self.dtype)
+            .unwrap()
+    }
+    pub fn batch(&self) -> SpanBatch {
+        SpanBatch::new(self.tokens(), &self.spans).unwrap()
+    }
+    /// The reference's view of the spans: each span's rows copied out as one sequence of a
+    /// varlen batch (sentence-transformers Pooling on each slice with an all-ones mask).
+    pub fn as_sequences(&self) -> VarlenBatch {
+        let rows = self.tokens();
+        let row_bytes = self.dim * self.dtype.size_in_bytes();
+        let mut bytes = Vec::new();
+        let mut cu = vec![0i64];
+        for &[s, e] in &self.spans {
+            bytes.extend_from_slice(&rows.bytes()[s as usize * row_bytes..e as usize * row_bytes]);
+            cu.push(cu.last().unwrap() + e - s);
+        }
+        let total = *cu.last().unwrap() as usize;
+        let t = Tensor::from_bytes([total, self.dim], self.dtype, &bytes).unwrap();
+        VarlenBatch::new(t, &cu).unwrap()
+    }
+    pub fn spec(&self) -> PoolingSpec {
+        PoolingSpec::new(self.modes.clone())
+            .unwrap()
+            .with_prompt_length(self.prompt)
+    }
+}
+
 pub mod strategies {
     use super::*;
     use proptest::prelude::*;
@@ -307,6 +352,39 @@ pub mod strategies {
                     dim: d,
                     dtype,
                     values,
+                    modes: modes.clone(),
+                    prompt,
+                    normalize,
+                })
+            })
+    }
+
+    /// Spans over `n` rows: single tokens, the whole array, overlapping and gapped ones.
+    pub fn span_problem() -> impl Strategy<Value = SpanProblem> {
+        (
+            1usize..40,
+            pool_dim(),
+            float_dtype(),
+            modes(),
+            prop::option::of(0usize..3),
+            any::<bool>(),
+        )
+            .prop_flat_map(|(n, d, dtype, modes, prompt, normalize)| {
+                let n = n.min(seq_cap(d).max(1));
+                let span = (0..n).prop_flat_map(move |s| (Just(s), s + 1..=n));
+                let spans = prop::collection::vec(span, 1..6).prop_map(move |mut v| {
+                    // Always one whole-array span, so the longest case is covered.
+                    v.push((0, n));
+                    v.into_iter()
+                        .map(|(s, e)| [s as i64, e as i64])
+                        .collect::<Vec<_>>()
+                });
+                (values(n * d), spans).prop_map(move |(values, spans)| SpanProblem {
+                    n,
+                    dim: d,
+                    dtype,
+                    values,
+                    spans,
                     modes: modes.clone(),
                     prompt,
                     normalize,
