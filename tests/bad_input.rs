@@ -202,8 +202,7 @@ fn safetensors_shape_disagrees_with_offsets() {
 #[test]
 fn safetensors_unsupported_dtype_names_the_tensor() {
     // F64 is read (as f32); U16 is a dtype no module uses.
-    let mut bytes =
-        safetensors_header(r#"{"t":{"dtype":"U16","shape":[2],"data_offsets":[0,4]}}"#);
+    let mut bytes = safetensors_header(r#"{"t":{"dtype":"U16","shape":[2],"data_offsets":[0,4]}}"#);
     bytes.extend_from_slice(&[0u8; 4]);
     let e = open_bytes(&bytes);
     assert!(matches!(e, Error::Safetensors { .. }), "{e}");
