@@ -204,13 +204,12 @@ impl FolderKind {
         let has_modules = dir.join("modules.json").is_file();
         let model2vec = match Model2VecLayout::find(dir) {
             None => None,
-            Some(layout) => match layout.read_config() {
-                Ok(config) => Some((layout, config)),
-                // In a sentence-transformers folder the config may belong to another library
-                // (a transformer's config.json); elsewhere it must be model2vec's.
-                Err(_) if has_modules => None,
-                Err(e) => return Err(e),
-            },
+            // Beside a static table the config must be readable (a transformer's config.json
+            // parses too: only its model_type differs).
+            Some(layout) => {
+                let config = layout.read_config()?;
+                Some((layout, config))
+            }
         };
         Ok(FolderKind {
             has_table: dir.join("model.safetensors").is_file(),
