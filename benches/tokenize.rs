@@ -1,6 +1,6 @@
 //! stk's tokenizer against the `tokenizers` crate on the bench corpus
 //! (`../shared/bench/sentences.txt`, falling back to the golden texts when it is absent),
-//! for the committed WordPiece (potion) and Unigram (tokenlearn) tokenizers.
+//! for the committed WordPiece (potion) and Unigram (stk-unigram) tokenizers.
 //! Throughput is in sentences per second (criterion's `elem/s`); compare within one run.
 //!
 //! `cargo bench -p stk-benches --bench tokenize`
@@ -111,7 +111,7 @@ fn benches(c: &mut Criterion) {
     // Every 4th sentence: the corpus mixes languages by section, so a strided subset keeps
     // the mix while keeping the crate's side of the run short.
     let texts: Vec<String> = corpus().into_iter().step_by(4).collect();
-    for model in ["potion-base-8M-f16", "tokenlearn-static-10k-64d-int8"] {
+    for model in ["potion-base-8M-f16", "stk-unigram-8k-64d-int8"] {
         bench_tokenizer(c, model, &texts);
     }
 }

@@ -33,7 +33,7 @@ fn options(case: &GoldenCase) -> LoadOptions {
         // model2vec reads `normalize` from config.json: leave it to the folder (checked below).
         Semantics::Model2Vec => LoadOptions {
             semantics: Some(semantics),
-            max_length: case.case["max_length"].as_u64().map(|m| m as usize),
+            max_length: case.case["max_length"].as_u64().map(|m| m as usize).into(),
             ..LoadOptions::default()
         },
     }
@@ -125,7 +125,7 @@ fn folder_defaults() {
     let m = Model::load_with(&dir, &st).unwrap();
     assert!(m.normalizes());
     // No modules.json: the StaticEmbedding module alone.
-    let dir = resolve_model("models/tokenlearn-static-10k-64d-int8").unwrap();
+    let dir = resolve_model("models/stk-unigram-8k-64d-int8").unwrap();
     assert!(!Model::load_with(&dir, &st).unwrap().normalizes());
     assert_eq!(Model::load(&dir).unwrap().semantics(), Semantics::Model2Vec);
     let empty = Model::load(&dir).unwrap().encode(&[]).unwrap();

@@ -1,6 +1,6 @@
-//! `unsafe` is allowed in exactly two places: the mmap of a safetensors file and the CUDA launch
-//! module. This test fails if the keyword appears in code anywhere else in the repository, or if
-//! a library or binary crate root lacks `#![deny(unsafe_code)]` (which makes the compiler refuse
+//! `unsafe` is allowed in exactly four places: the mmap of a safetensors file, the CUDA launch
+//! module, the CPU's runtime-dispatched SIMD module and the Python binding's numpy borrow. This
+//! test fails if the keyword appears in code anywhere else in the repository, or if a library or binary crate root lacks `#![deny(unsafe_code)]` (which makes the compiler refuse
 //! `unsafe` in every module of that crate that does not opt out with `allow`).
 
 use std::path::{Path, PathBuf};
@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use stk_tests::repo_root;
 
 /// The only files where `unsafe` (and `allow(unsafe_code)`) may appear, relative to the root.
-const ALLOWED: [&str; 2] = [
+const ALLOWED: [&str; 4] = [
     "crates/stk-core/src/st.rs",  // the read-only mmap of safetensors files
     "crates/stk-cuda/src/sys.rs", // the CUDA launch module (cudarc kernel launches)
+    "crates/stk-cpu/src/simd.rs", // calls of AVX2/F16C functions behind a runtime CPU check
+    "crates/stk-python/src/arrays.rs", // numpy buffers borrowed as tensors
 ];
 
 /// Folders never scanned: build outputs, fetched toolchains, fuzzing scratch space.
@@ -130,7 +132,7 @@ fn relative(path: &Path) -> String {
 }
 
 #[test]
-fn unsafe_appears_only_in_the_mmap_and_the_cuda_launch_module() {
+fn unsafe_appears_only_in_the_allowed_modules() {
     let mut files = Vec::new();
     rust_files(&repo_root(), &mut files);
     assert!(files.len() > 10, "found only {} Rust files", files.len());

@@ -12,6 +12,8 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use stk_core::{validate, DType, Error, Result, Tensor, TokenBags};
 
+use crate::simd::{self, Element, Isa, Kind};
+
 /// A `[rows, dim]` table with an optional id → row `mapping` and per-id `weights`, averaged over
 /// bags of ids.
 #[derive(Debug, Clone)]
@@ -25,9 +27,12 @@ pub struct EmbeddingBag {
     weights: Option<Vec<f32>>,
     /// Number of ids the bag accepts: the length of `mapping`/`weights`, else `rows`.
     vocab: usize,
+    /// The row-sum kernels this CPU runs.
+    isa: Isa,
 }
 
 /// The table's elements in their stored type.
+#[derive(Clone, Copy)]
 enum Rows<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
@@ -49,6 +54,7 @@ impl EmbeddingBag {
             mapping: checked.mapping,
             weights: checked.weights,
             vocab: checked.vocab,
+            isa: Isa::detect(),
         })
     }
 
@@ -116,7 +122,7 @@ impl EmbeddingBag {
         match self.rows_view()? {
             Rows::F32(t) => self.accumulate(t, ids, out),
             Rows::I8(t) => self.accumulate(t, ids, out),
-            Rows::F16(t) => self.accumulate_f16(t, ids, out),
+            Rows::F16(t) => self.accumulate(t, ids, out),
         }
         let n = ids.len() as f32;
         for v in out.iter_mut() {
@@ -125,29 +131,84 @@ impl EmbeddingBag {
         Ok(())
     }
 
-    /// `acc += Σ w(id) · row(id)` in id order (ids already checked `< vocab`), with the loop
-    /// specialized for the presence of a mapping and of weights.
-    #[inline(always)]
-    fn accumulate<T: Widen>(&self, table: &[T], ids: &[u32], acc: &mut [f32]) {
-        let d = self.dim;
-        match (self.mapping.as_deref(), self.weights.as_deref()) {
-            (None, None) => sum_rows::<T, false, false>(table, d, ids, &[], &[], acc),
-            (None, Some(w)) => sum_rows::<T, false, true>(table, d, ids, &[], w, acc),
-            (Some(m), None) => sum_rows::<T, true, false>(table, d, ids, m, &[], acc),
-            (Some(m), Some(w)) => sum_rows::<T, true, true>(table, d, ids, m, w, acc),
+    /// The means of consecutive bags of one flat id list: bag `i` is `ids[ends[i - 1]..ends[i]]`
+    /// (from 0 for the first), written to row `i` of `out` (`ends.len() × dim` values). The
+    /// same values as [`EmbeddingBag::mean_into`] per bag; while one bag is summed, the rows of
+    /// the next are prefetched (the ids are known before any row is read, so the table's cache
+    /// misses overlap the additions instead of stalling them).
+    pub fn mean_bags_into(&self, ids: &[u32], ends: &[usize], out: &mut [f32]) -> Result<()> {
+        if out.len() != ends.len() * self.dim {
+            return Err(Error::shape(
+                "bag outputs",
+                format!("[{}, {}]", ends.len(), self.dim),
+                &[out.len()],
+            ));
+        }
+        if ends.windows(2).any(|w| w[0] > w[1]) || ends.last().is_some_and(|&e| e > ids.len()) {
+            return Err(Error::invalid(format!(
+                "bag ends must rise and stay within the {} ids",
+                ids.len()
+            )));
+        }
+        if let Some((position, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= self.vocab)
+        {
+            return Err(Error::IdOutOfRange {
+                id: id as i64,
+                position,
+                vocab: self.vocab,
+            });
+        }
+        let rows = self.rows_view()?;
+        let bag = |i: usize| &ids[if i == 0 { 0 } else { ends[i - 1] }..ends[i]];
+        for (i, row) in out.chunks_exact_mut(self.dim).enumerate() {
+            if i + 1 < ends.len() {
+                self.prefetch_rows(&rows, bag(i + 1));
+            }
+            row.fill(0.0);
+            let ids = bag(i);
+            if ids.is_empty() {
+                continue;
+            }
+            match rows {
+                Rows::F32(t) => self.accumulate(t, ids, row),
+                Rows::I8(t) => self.accumulate(t, ids, row),
+                Rows::F16(t) => self.accumulate(t, ids, row),
+            }
+            let n = ids.len() as f32;
+            row.iter_mut().for_each(|v| *v /= n);
+        }
+        Ok(())
+    }
+
+    /// Start loading the table rows of `ids` (checked `< vocab`) into the cache.
+    fn prefetch_rows(&self, rows: &Rows<'_>, ids: &[u32]) {
+        fn each<T>(table: &[T], d: usize, mapping: Option<&[u32]>, ids: &[u32]) {
+            for &id in ids {
+                let r = mapping.map_or(id as usize, |m| m[id as usize] as usize);
+                simd::prefetch(&table[r * d..r * d + d]);
+            }
+        }
+        let mapping = self.mapping.as_deref();
+        match *rows {
+            Rows::F32(t) => each(t, self.dim, mapping, ids),
+            Rows::F16(t) => each(t, self.dim, mapping, ids),
+            Rows::I8(t) => each(t, self.dim, mapping, ids),
         }
     }
 
-    /// [`EmbeddingBag::accumulate`] for f16 tables: the rows are widened 64 columns at a time
-    /// with `half`'s slice conversion (F16C / NEON where the CPU has it) into stack buffers,
-    /// then added like f32 rows, in the same order.
-    fn accumulate_f16(&self, table: &[f16], ids: &[u32], acc: &mut [f32]) {
-        let d = self.dim;
+    /// `acc += Σ w(id) · row(id)` in id order (ids already checked `< vocab`), with the loop
+    /// specialized for the presence of a mapping and of weights.
+    #[inline(always)]
+    fn accumulate<T: Element>(&self, table: &[T], ids: &[u32], acc: &mut [f32]) {
+        let (d, isa) = (self.dim, self.isa);
         match (self.mapping.as_deref(), self.weights.as_deref()) {
-            (None, None) => sum_rows_f16::<false, false>(table, d, ids, &[], &[], acc),
-            (None, Some(w)) => sum_rows_f16::<false, true>(table, d, ids, &[], w, acc),
-            (Some(m), None) => sum_rows_f16::<true, false>(table, d, ids, m, &[], acc),
-            (Some(m), Some(w)) => sum_rows_f16::<true, true>(table, d, ids, m, w, acc),
+            (None, None) => sum::<T, false, false>(isa, table, d, ids, &[], &[], acc),
+            (None, Some(w)) => sum::<T, false, true>(isa, table, d, ids, &[], w, acc),
+            (Some(m), None) => sum::<T, true, false>(isa, table, d, ids, m, &[], acc),
+            (Some(m), Some(w)) => sum::<T, true, true>(isa, table, d, ids, m, w, acc),
         }
     }
 
@@ -177,22 +238,35 @@ impl EmbeddingBag {
     }
 }
 
-/// Table element types widened to f32 exactly (int8 values are used as they are).
-trait Widen: Copy {
-    fn widen(self) -> f32;
-}
-
-impl Widen for f32 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self
+/// `acc += Σ w[id] · table[row(id)]` over `ids`, in order: with the CPU's SIMD kernels when
+/// [`simd::sum_rows`] has them, else with the portable loops below (the same bits).
+#[inline(always)]
+fn sum<T: Element, const MAPPED: bool, const WEIGHTED: bool>(
+    isa: Isa,
+    table: &[T],
+    d: usize,
+    ids: &[u32],
+    mapping: &[u32],
+    weights: &[f32],
+    acc: &mut [f32],
+) {
+    let row = |id: u32| table_row::<T, MAPPED>(table, d, mapping, id);
+    let weight = |id: u32| token_weight::<WEIGHTED>(weights, id);
+    if simd::sum_rows::<T, WEIGHTED>(isa, acc, ids, row, weight) {
+        return;
     }
-}
-
-impl Widen for i8 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self as f32
+    match T::KIND {
+        Kind::F16 => sum_rows_f16::<MAPPED, WEIGHTED>(
+            bytemuck::cast_slice(table),
+            d,
+            ids,
+            mapping,
+            weights,
+            acc,
+        ),
+        Kind::F32 | Kind::I8 => {
+            sum_rows::<T, MAPPED, WEIGHTED>(table, d, ids, mapping, weights, acc)
+        }
     }
 }
 
@@ -227,7 +301,7 @@ fn token_weight<const WEIGHTED: bool>(weights: &[f32], id: u32) -> f32 {
 /// a time) while `acc` is loaded and stored a quarter as often and four table rows are read at
 /// once, which keeps more cache misses in flight.
 #[inline(always)]
-fn sum_rows<T: Widen, const MAPPED: bool, const WEIGHTED: bool>(
+fn sum_rows<T: Element, const MAPPED: bool, const WEIGHTED: bool>(
     table: &[T],
     d: usize,
     ids: &[u32],
@@ -292,7 +366,7 @@ fn sum_rows_f16<const MAPPED: bool, const WEIGHTED: bool>(
 // multiply-add), as the reference scales the gathered rows first and sums them after.
 
 #[inline(always)]
-fn add_four<T: Widen, const WEIGHTED: bool>(
+fn add_four<T: Element, const WEIGHTED: bool>(
     acc: &mut [f32],
     [r0, r1, r2, r3]: [&[T]; 4],
     [w0, w1, w2, w3]: [f32; 4],
@@ -310,7 +384,7 @@ fn add_four<T: Widen, const WEIGHTED: bool>(
 }
 
 #[inline(always)]
-fn add_one<T: Widen, const WEIGHTED: bool>(acc: &mut [f32], row: &[T], w: f32) {
+fn add_one<T: Element, const WEIGHTED: bool>(acc: &mut [f32], row: &[T], w: f32) {
     if WEIGHTED {
         acc.iter_mut()
             .zip(row)
@@ -467,6 +541,15 @@ mod tests {
             })
         ));
         assert!(bag.mean_into(&[0], &mut [0f32; 3]).is_err());
+        let mut two = vec![0f32; 4];
+        for (ids, ends, why) in [
+            (&[0u32, 1][..], &[1usize, 0][..], "falling ends"),
+            (&[0, 1], &[1, 3], "ends beyond the ids"),
+            (&[0, 1], &[1], "one bag for two rows"),
+            (&[0, 2], &[1, 2], "id out of range"),
+        ] {
+            assert!(bag.mean_bags_into(ids, ends, &mut two).is_err(), "{why}");
+        }
         let wide = TokenBags::from_bags(&[vec![5u32]], 10).unwrap();
         assert!(matches!(
             bag.bag_mean(&wide),
@@ -494,14 +577,37 @@ mod tests {
             let map: Vec<u32> = (0..vocab).map(|_| rng.gen_range(0..rows as u32)).collect();
             let w: Vec<f32> = (0..vocab).map(|_| rng.gen_range(-1.5f32..1.5)).collect();
             let ids: Vec<u32> = (0..n).map(|_| rng.gen_range(0..vocab as u32)).collect();
-            let t = Tensor::from_slice([rows, dim], &table).unwrap();
+            let f32t = Tensor::from_slice([rows, dim], &table).unwrap();
+            let i8v: Vec<i8> = table.iter().map(|&v| (v * 60.0) as i8).collect();
+            let tables = [
+                f32t.clone(),
+                f32t.to_dtype(DType::F16).unwrap(),
+                Tensor::from_slice([rows, dim], &i8v).unwrap(),
+            ];
             let mt = Tensor::from_slice([vocab], &map.iter().map(|&v| v as i64).collect::<Vec<_>>()).unwrap();
             let wt = Tensor::from_slice([vocab], &w).unwrap();
-            let bag = EmbeddingBag::new(t, mapped.then_some(&mt), weighted.then_some(&wt)).unwrap();
-            let mut out = vec![0f32; dim];
-            bag.mean_into(&ids, &mut out).unwrap();
-            let want = naive(&table, dim, mapped.then_some(&map[..]), weighted.then_some(&w[..]), &ids);
-            proptest::prop_assert_eq!(out, want);
+            for t in tables {
+                let values = t.to_f32_vec().unwrap();
+                let want = naive(&values, dim, mapped.then_some(&map[..]), weighted.then_some(&w[..]), &ids);
+                let mut bag = EmbeddingBag::new(t, mapped.then_some(&mt), weighted.then_some(&wt)).unwrap();
+                // The SIMD kernels this CPU has and the portable loops: the same bits.
+                for isa in [Isa::detect(), Isa::Portable] {
+                    bag.isa = isa;
+                    let mut out = vec![0f32; dim];
+                    bag.mean_into(&ids, &mut out).unwrap();
+                    proptest::prop_assert_eq!(&out, &want, "{:?} {:?}", bag.dtype(), isa);
+                    // Split into bags at two points: each row the mean of its bag.
+                    let cut = [n / 3, n / 3 + n / 2, n];
+                    let mut rows_out = vec![1f32; 3 * dim];
+                    bag.mean_bags_into(&ids, &cut, &mut rows_out).unwrap();
+                    for (i, row) in rows_out.chunks(dim).enumerate() {
+                        let lo = if i == 0 { 0 } else { cut[i - 1] };
+                        let mut one = vec![0f32; dim];
+                        bag.mean_into(&ids[lo..cut[i]], &mut one).unwrap();
+                        proptest::prop_assert_eq!(row, &one[..]);
+                    }
+                }
+            }
         }
     }
 }

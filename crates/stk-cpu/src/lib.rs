@@ -14,6 +14,7 @@ pub mod module_files;
 pub mod normalize;
 pub mod phrase_tokenizer;
 pub mod pooling;
+mod simd;
 pub mod static_embedding;
 pub mod tokenize;
 pub mod weighted_layer_pooling;

@@ -95,6 +95,17 @@ impl FileTruncation {
     }
 }
 
+/// Per-task buffers of [`StaticEmbedding::embed_rows_with`], reused across its tasks.
+#[derive(Default)]
+struct BagScratch {
+    /// One text's ids.
+    text_ids: Vec<u32>,
+    /// The ids of all texts of a task, one after the other.
+    ids: Vec<u32>,
+    /// Where each text's ids end in `ids`.
+    ends: Vec<usize>,
+}
+
 /// A tokenizer and an embedding bag (mean mode).
 pub struct StaticEmbedding {
     tokenizer: Tokenizer,
@@ -266,13 +277,23 @@ impl StaticEmbedding {
             .clamp(1, MAX_TEXTS_PER_TASK);
         out.par_chunks_mut(per_task * dim)
             .zip(texts.par_chunks(per_task))
-            .try_for_each(|(rows, texts)| {
-                let mut ids = Vec::with_capacity(128);
-                for (row, text) in rows.chunks_exact_mut(dim).zip(texts) {
-                    ids_of(text, &mut ids)?;
-                    self.bag.mean_into(&ids, row)?;
-                    finish(row);
+            .try_for_each_init(BagScratch::default, |scratch, (rows, texts)| {
+                // All ids of the task's texts first, then every mean: the gather knows the
+                // next bag's rows while it sums the current one and prefetches them.
+                let BagScratch {
+                    text_ids,
+                    ids,
+                    ends,
+                } = scratch;
+                ids.clear();
+                ends.clear();
+                for text in texts {
+                    ids_of(text, text_ids)?;
+                    ids.extend_from_slice(text_ids);
+                    ends.push(ids.len());
                 }
+                self.bag.mean_bags_into(ids, ends, rows)?;
+                rows.chunks_exact_mut(dim).for_each(&finish);
                 Ok(())
             })
     }
@@ -362,6 +383,20 @@ mod tests {
             .join(name)
     }
 
+    /// A copy of the model folder `src` whose tokenizer.json says `"truncation": null`.
+    fn without_truncation(src: &Path) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+        }
+        let text = std::fs::read_to_string(src.join("tokenizer.json")).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(!json["truncation"].is_null(), "{}: already untruncated", src.display());
+        json["truncation"] = serde_json::Value::Null;
+        std::fs::write(dir.path().join("tokenizer.json"), json.to_string()).unwrap();
+        dir
+    }
+
     /// The f16 potion folder's tokenizer.json asks for truncation to 512 tokens, which the
     /// reference's tokenizer applies: a longer text averages its first 512 ids only.
     #[test]
@@ -386,8 +421,9 @@ mod tests {
         e.bag().mean_into(&all[..512], &mut want).unwrap();
         assert_eq!(got.as_slice::<f32>().unwrap(), &want[..]);
 
-        // The tokenlearn folder has no truncation: nothing is cut.
-        let t = StaticEmbedding::from_dir(committed("tokenlearn-static-10k-64d-int8")).unwrap();
+        // A folder whose tokenizer.json has no truncation: nothing is cut.
+        let untruncated = without_truncation(&committed("stk-unigram-8k-64d-int8"));
+        let t = StaticEmbedding::from_dir(untruncated.path()).unwrap();
         assert_eq!(t.truncation(), None);
         t.token_ids_into(&long, &mut ids).unwrap();
         assert_eq!(ids, t.tokenizer().encode(&long).unwrap());

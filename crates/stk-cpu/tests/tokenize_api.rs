@@ -12,7 +12,7 @@ use tokenize_util::*;
 const MODELS: [&str; 3] = [
     "potion-base-8M-f16",
     "potion-base-8M-int8-vq2048-d128",
-    "tokenlearn-static-10k-64d-int8",
+    "stk-unigram-8k-64d-int8",
 ];
 
 #[test]
@@ -77,7 +77,7 @@ fn the_tokenizer_json_truncation_setting_is_ignored() {
 
 #[test]
 fn batch_equals_one_by_one() {
-    let ours = Tokenizer::from_file(&model_tokenizer("tokenlearn-static-10k-64d-int8")).unwrap();
+    let ours = Tokenizer::from_file(&model_tokenizer("stk-unigram-8k-64d-int8")).unwrap();
     let texts = golden_texts();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let batch = ours.encode_batch(&refs).unwrap();
@@ -106,9 +106,9 @@ fn unk_and_vocab() {
     // A character outside the vocabulary becomes the unknown token.
     assert_eq!(potion.encode("\u{2603}").unwrap(), vec![1]);
 
-    let unigram = Tokenizer::from_file(&model_tokenizer("tokenlearn-static-10k-64d-int8")).unwrap();
+    let unigram = Tokenizer::from_file(&model_tokenizer("stk-unigram-8k-64d-int8")).unwrap();
     let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(model_tokenizer("tokenlearn-static-10k-64d-int8")).unwrap(),
+        &std::fs::read_to_string(model_tokenizer("stk-unigram-8k-64d-int8")).unwrap(),
     )
     .unwrap();
     assert_eq!(

@@ -11,10 +11,10 @@ use stk_cpu::Tokenizer;
 use tokenize_util::*;
 
 /// Loaded once per test binary (the crate takes seconds to load a large vocabulary in debug).
-fn tokenlearn() -> &'static (Tokenizer, tokenizers::Tokenizer) {
+fn stk_unigram() -> &'static (Tokenizer, tokenizers::Tokenizer) {
     static PAIR: OnceLock<(Tokenizer, tokenizers::Tokenizer)> = OnceLock::new();
     PAIR.get_or_init(|| {
-        let path = model_tokenizer("tokenlearn-static-10k-64d-int8");
+        let path = model_tokenizer("stk-unigram-8k-64d-int8");
         let ours = Tokenizer::from_file(&path).unwrap();
         assert_eq!(ours.backend(), "metaspace-unigram");
         (ours, reference(&path))
@@ -23,7 +23,7 @@ fn tokenlearn() -> &'static (Tokenizer, tokenizers::Tokenizer) {
 
 #[test]
 fn golden_texts_match() {
-    let (ours, reference) = tokenlearn();
+    let (ours, reference) = stk_unigram();
     let texts = golden_texts();
     let fast = assert_identical(ours, reference, &texts);
     assert_eq!(
@@ -38,7 +38,7 @@ fn bench_corpus_matches() {
     let Some(texts) = bench_sentences() else {
         return;
     };
-    let (ours, reference) = tokenlearn();
+    let (ours, reference) = stk_unigram();
     let fast = assert_identical(ours, reference, &texts);
     eprintln!(
         "bench corpus: {} lines, {fast} on the fast path",
@@ -53,7 +53,7 @@ fn bench_corpus_matches() {
 
 #[test]
 fn corner_cases() {
-    let (ours, reference) = tokenlearn();
+    let (ours, reference) = stk_unigram();
     let cases: Vec<String> = [
         "",
         " ",
@@ -88,7 +88,7 @@ fn corner_cases() {
 
 #[test]
 fn truncated_fast_path_equals_prefix() {
-    let (ours, reference) = tokenlearn();
+    let (ours, reference) = stk_unigram();
     for text in golden_texts().iter().take(40) {
         let full = reference_ids(reference, text);
         for max in [1usize, 2, 5, 17] {
@@ -147,7 +147,7 @@ proptest! {
 
     #[test]
     fn random_unicode_matches_the_crate(text in interesting_text()) {
-        let (ours, reference) = tokenlearn();
+        let (ours, reference) = stk_unigram();
         let expected = reference_ids(reference, &text);
         prop_assert_eq!(ours.encode(&text).unwrap(), expected.clone());
         if let Some(ids) = ours.encode_fast_only(&text) {

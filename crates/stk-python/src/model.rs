@@ -41,7 +41,7 @@ fn load(py: Python<'_>, source: Source) -> PyResult<StaticModel> {
     let options = LoadOptions {
         semantics,
         normalize: source.normalize,
-        max_length: source.max_length,
+        max_length: source.max_length.into(),
         ..LoadOptions::default()
     };
     threads::pool(source.threads)?; // refuses `threads=0` before loading

@@ -46,7 +46,8 @@ def assert_close(got, expected, tol: float, what: str) -> None:
     special = ~np.isfinite(expected) | ~np.isfinite(got)
     same_special = (got == expected) | (np.isnan(got) & np.isnan(expected))
     bad_special = special & ~same_special
-    diff = np.abs(np.where(special, 0, got - expected))
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(np.where(special, 0, got - expected))
     bound = tol * np.maximum(1.0, np.abs(np.where(special, 0, expected)))
     bad = bad_special | (diff > bound)
     if bad.any():

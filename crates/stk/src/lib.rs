@@ -12,4 +12,5 @@ pub mod pipeline;
 pub mod text_io;
 
 pub use model::{Embeddings, LoadOptions, Model, Semantics};
+pub use model2vec::MaxLength;
 pub use pipeline::Pipeline;

@@ -1,11 +1,13 @@
 //! Reading texts and writing embeddings as streams, so that `stk encode` keeps its memory
-//! bounded by one batch whatever the size of the input.
+//! bounded by a few batches whatever the size of the input; reading, encoding and writing
+//! overlap (see [`encode_stream`]).
 //!
 //! * Input ([`TextSource`]): a `.json` file holding one JSON array of strings, any other file as
 //!   one text per line (`\n` or `\r\n`; a final newline does not start another text), or stdin
 //!   as lines. A line that is not UTF-8 is an error naming its number.
 //! * Output ([`OutputFormat`], by extension): `.safetensors` (tensor `embeddings`, f32
-//!   `[N, D]`), `.npy` (NPY 1.0, `<f4`, C order) or `.jsonl` (one JSON array per line).
+//!   `[N, D]`), `.npy` (NPY 1.0, `<f4`, C order) or `.jsonl` (one JSON array per line); f16
+//!   (`F16`, `<f2`, values rounded to f16) when asked ([`StreamOptions::output_dtype`]).
 //!   The safetensors and NPY headers hold `N`, unknown until the input ends: they are written
 //!   at a fixed, space-padded size first and rewritten in place at the end. Every output goes
 //!   through [`write_file_atomic`]: on any error, no file (partial or not) is left behind.
@@ -14,8 +16,12 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, sync_channel};
+
+use rayon::prelude::*;
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
-use stk_core::{write_file_atomic, Error, Result};
+use stk_core::{write_file_atomic, DType, Error, Result};
 
 use crate::model::Model;
 
@@ -283,34 +289,59 @@ const NPY_HEADER_BYTES: usize = 128;
 /// aligned for readers that map the file).
 const SAFETENSORS_HEADER_BYTES: usize = 192;
 
-/// Writes `[N, D]` f32 rows as they come; the header is fixed up by [`EmbeddingWriter::finish`].
+/// The element types embeddings can be written in: f32 (what stk computes) or f16 (the size
+/// model2vec's `encode` answers in for an f16 table).
+pub fn check_output_dtype(dtype: DType) -> Result<DType> {
+    match dtype {
+        DType::F32 | DType::F16 => Ok(dtype),
+        other => Err(Error::invalid(format!(
+            "output dtype {other} is not written (expected f32 or f16)"
+        ))),
+    }
+}
+
+/// Writes `[N, D]` rows as they come; the header is fixed up by [`EmbeddingWriter::finish`].
 pub struct EmbeddingWriter<W: Write + Seek> {
     out: W,
     format: OutputFormat,
+    /// f32 or f16 ([`check_output_dtype`]).
+    dtype: DType,
     dim: usize,
     rows: u64,
-    /// Scratch for JSON lines.
-    line: Vec<u8>,
 }
 
 impl<W: Write + Seek> EmbeddingWriter<W> {
-    /// Start a file: reserves the header.
-    pub fn new(mut out: W, format: OutputFormat, dim: usize, path: &Path) -> Result<Self> {
+    /// Start an f32 file: reserves the header.
+    pub fn new(out: W, format: OutputFormat, dim: usize, path: &Path) -> Result<Self> {
+        Self::with_dtype(out, format, DType::F32, dim, path)
+    }
+
+    /// Start a file whose values are written as `dtype` (f32 or f16).
+    pub fn with_dtype(
+        mut out: W,
+        format: OutputFormat,
+        dtype: DType,
+        dim: usize,
+        path: &Path,
+    ) -> Result<Self> {
         if dim == 0 {
             return Err(Error::invalid("cannot write embeddings of width 0"));
         }
+        let dtype = check_output_dtype(dtype)?;
         let io = |e| Error::io(path, e);
         match format {
-            OutputFormat::Npy => out.write_all(&npy_header(0, dim)?).map_err(io)?,
-            OutputFormat::Safetensors => out.write_all(&safetensors_header(0, dim)?).map_err(io)?,
+            OutputFormat::Npy => out.write_all(&npy_header(0, dim, dtype)?).map_err(io)?,
+            OutputFormat::Safetensors => out
+                .write_all(&safetensors_header(0, dim, dtype)?)
+                .map_err(io)?,
             OutputFormat::Jsonl => {}
         }
         Ok(EmbeddingWriter {
             out,
             format,
+            dtype,
             dim,
             rows: 0,
-            line: Vec::new(),
         })
     }
 
@@ -325,16 +356,28 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
         }
         let io = |e| Error::io(path, e);
         match self.format {
-            OutputFormat::Npy | OutputFormat::Safetensors => {
-                write_f32_le(&mut self.out, data).map_err(io)?
-            }
+            OutputFormat::Npy | OutputFormat::Safetensors => match self.dtype {
+                DType::F16 => write_f16_le(&mut self.out, data).map_err(io)?,
+                _ => write_f32_le(&mut self.out, data).map_err(io)?,
+            },
             OutputFormat::Jsonl => {
-                for row in data.chunks_exact(self.dim) {
-                    self.line.clear();
-                    serde_json::to_writer(&mut self.line, row)
-                        .map_err(|e| Error::invalid(format!("writing JSON: {e}")))?;
-                    self.line.push(b'\n');
-                    self.out.write_all(&self.line).map_err(io)?;
+                // f16 output: values rounded to f16 first, so the text holds what .npy would.
+                let rounded: Vec<f32>;
+                let data = match self.dtype {
+                    DType::F16 => {
+                        rounded = data.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+                        &rounded[..]
+                    }
+                    _ => data,
+                };
+                // Rows are formatted in parallel, a block at a time, and written in order.
+                let block = self.dim * JSONL_ROWS_PER_TASK;
+                let mut texts: Vec<Vec<u8>> = Vec::new();
+                data.par_chunks(block)
+                    .map(|rows| jsonl_rows(rows, self.dim))
+                    .collect_into_vec(&mut texts);
+                for text in &texts {
+                    self.out.write_all(text).map_err(io)?;
                 }
             }
         }
@@ -346,8 +389,8 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
     pub fn finish(mut self, path: &Path) -> Result<u64> {
         let io = |e| Error::io(path, e);
         let header = match self.format {
-            OutputFormat::Npy => Some(npy_header(self.rows, self.dim)?),
-            OutputFormat::Safetensors => Some(safetensors_header(self.rows, self.dim)?),
+            OutputFormat::Npy => Some(npy_header(self.rows, self.dim, self.dtype)?),
+            OutputFormat::Safetensors => Some(safetensors_header(self.rows, self.dim, self.dtype)?),
             OutputFormat::Jsonl => None,
         };
         if let Some(h) = header {
@@ -358,6 +401,32 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
         self.out.flush().map_err(io)?;
         Ok(self.rows)
     }
+}
+
+/// Rows of a `.jsonl` output formatted by one task.
+const JSONL_ROWS_PER_TASK: usize = 256;
+
+/// `rows` (`k × dim` values) as JSON lines: `[v0,v1,...]\n` per row, each value in the
+/// shortest form that reads back as the same f32 (what `serde_json` writes: `ryu`, and `null`
+/// for NaN and infinities).
+fn jsonl_rows(rows: &[f32], dim: usize) -> Vec<u8> {
+    let mut text = Vec::with_capacity(rows.len() * 12);
+    let mut number = ryu::Buffer::new();
+    for row in rows.chunks_exact(dim) {
+        text.push(b'[');
+        for (i, &v) in row.iter().enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            if v.is_finite() {
+                text.extend_from_slice(number.format_finite(v).as_bytes());
+            } else {
+                text.extend_from_slice(b"null");
+            }
+        }
+        text.extend_from_slice(b"]\n");
+    }
+    text
 }
 
 fn write_f32_le(out: &mut impl Write, data: &[f32]) -> std::io::Result<()> {
@@ -371,9 +440,21 @@ fn write_f32_le(out: &mut impl Write, data: &[f32]) -> std::io::Result<()> {
     }
 }
 
-/// NPY 1.0 preamble + header for `(rows, dim)` `<f4`, padded to [`NPY_HEADER_BYTES`].
-fn npy_header(rows: u64, dim: usize) -> Result<Vec<u8>> {
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+/// `data` rounded to f16, little-endian.
+fn write_f16_le(out: &mut impl Write, data: &[f32]) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(data.len() * 2);
+    bytes.extend(
+        data.iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes()),
+    );
+    out.write_all(&bytes)
+}
+
+/// NPY 1.0 preamble + header for `(rows, dim)` `<f4` or `<f2`, padded to [`NPY_HEADER_BYTES`].
+fn npy_header(rows: u64, dim: usize, dtype: DType) -> Result<Vec<u8>> {
+    let descr = if dtype == DType::F16 { "<f2" } else { "<f4" };
+    let dict =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
     // magic (6) + version (2) + header length (2) + dict + spaces + '\n'
     let header_len = NPY_HEADER_BYTES - 10;
     if dict.len() + 1 > header_len {
@@ -390,15 +471,18 @@ fn npy_header(rows: u64, dim: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// safetensors length prefix + JSON header for one f32 `[rows, dim]` tensor, padded with spaces
-/// to [`SAFETENSORS_HEADER_BYTES`].
-fn safetensors_header(rows: u64, dim: usize) -> Result<Vec<u8>> {
+/// safetensors length prefix + JSON header for one f32 or f16 `[rows, dim]` tensor, padded with
+/// spaces to [`SAFETENSORS_HEADER_BYTES`].
+fn safetensors_header(rows: u64, dim: usize, dtype: DType) -> Result<Vec<u8>> {
     let bytes = rows
         .checked_mul(dim as u64)
-        .and_then(|n| n.checked_mul(4))
-        .ok_or_else(|| Error::invalid(format!("[{rows}, {dim}] f32 is too large for a file")))?;
+        .and_then(|n| n.checked_mul(dtype.size_in_bytes() as u64))
+        .ok_or_else(|| {
+            Error::invalid(format!("[{rows}, {dim}] {dtype} is too large for a file"))
+        })?;
+    let name = dtype.as_str().to_ascii_uppercase();
     let json = format!(
-        "{{\"{SAFETENSORS_NAME}\":{{\"dtype\":\"F32\",\"shape\":[{rows},{dim}],\"data_offsets\":[0,{bytes}]}}}}"
+        "{{\"{SAFETENSORS_NAME}\":{{\"dtype\":\"{name}\",\"shape\":[{rows},{dim}],\"data_offsets\":[0,{bytes}]}}}}"
     );
     let n = SAFETENSORS_HEADER_BYTES - 8;
     if json.len() > n {
@@ -436,10 +520,16 @@ pub struct StreamOptions<'a> {
     pub batch_size: usize,
     /// Called after each batch with (texts done, input bytes consumed or 0 when unknown).
     pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    /// Element type of the file: f32 (what stk computes) or f16.
+    pub output_dtype: DType,
 }
 
 /// Encode every text of `source` with `model` into `output` (format by extension), one batch at
 /// a time. Returns the number of rows written. On error nothing is left at `output`.
+///
+/// Three threads overlap: one reads and splits the input a batch ahead, the caller's thread
+/// encodes (on rayon's pool), one writes the previous batch. Each hand-over holds at most one
+/// batch, so memory stays bounded by a few batches.
 pub fn encode_stream(
     model: &Model,
     source: &TextSource,
@@ -448,23 +538,71 @@ pub fn encode_stream(
 ) -> Result<u64> {
     let format = OutputFormat::from_path(output)?;
     let dim = model.dim();
+    let batch_size = options.batch_size;
     let mut rows = 0u64;
     write_file_atomic(output, |w| {
-        let mut writer = EmbeddingWriter::new(w, format, dim, output)?;
-        let mut buf: Vec<f32> = Vec::new();
-        source.for_each_batch(options.batch_size, |texts, consumed| {
-            buf.resize(texts.len() * dim, 0.0);
-            model.encode_into(texts, &mut buf)?;
-            writer.write_rows(&buf, output)?;
-            if let Some(p) = options.progress.as_mut() {
-                p(writer.rows, consumed);
+        let writer = EmbeddingWriter::with_dtype(w, format, options.output_dtype, dim, output)?;
+        // Set when the encoder stopped taking batches (it failed, or the writer did): the
+        // reader then stops too, and the failure that stopped it is the one reported.
+        let abandoned = &AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let (batch_tx, batch_rx) = sync_channel::<(Vec<String>, u64)>(1);
+            let reader = scope.spawn(move || {
+                source.for_each_batch(batch_size, |texts, consumed| {
+                    let owned = texts.iter().map(|t| t.to_string()).collect();
+                    if batch_tx.send((owned, consumed)).is_err() {
+                        abandoned.store(true, Ordering::Relaxed);
+                        return Err(Error::invalid("the encoder stopped"));
+                    }
+                    Ok(())
+                })
+            });
+            let (rows_tx, rows_rx) = sync_channel::<Vec<f32>>(1);
+            let (spare_tx, spare_rx) = channel::<Vec<f32>>();
+            let writing = scope.spawn(move || -> Result<u64> {
+                let mut writer = writer;
+                for data in rows_rx {
+                    writer.write_rows(&data, output)?;
+                    let _ = spare_tx.send(data);
+                }
+                writer.finish(output)
+            });
+            let encoded = (|| -> Result<()> {
+                for (texts, consumed) in batch_rx {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    let mut data = spare_rx.try_recv().unwrap_or_default();
+                    data.resize(refs.len() * dim, 0.0);
+                    model.encode_into(&refs, &mut data)?;
+                    rows += refs.len() as u64;
+                    if rows_tx.send(data).is_err() {
+                        break; // the writer failed: its error is returned below
+                    }
+                    if let Some(p) = options.progress.as_mut() {
+                        p(rows, consumed);
+                    }
+                }
+                Ok(())
+            })();
+            drop(rows_tx);
+            let written = join(writing);
+            let read = join(reader);
+            // The first failure in pipeline order: the input, the encoding, the output.
+            if !abandoned.load(Ordering::Relaxed) {
+                read?;
             }
+            encoded?;
+            rows = written?;
             Ok(())
-        })?;
-        rows = writer.finish(output)?;
-        Ok(())
+        })
     })?;
     Ok(rows)
+}
+
+/// A scoped thread's result; its panic (a bug) becomes an error instead of a crash.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(Error::invalid("an encoding thread panicked")))
 }
 
 #[cfg(test)]
@@ -530,6 +668,30 @@ mod tests {
             Err(Error::invalid("boom"))
         });
         assert!(matches!(e, Err(Error::InvalidArgument(m)) if m == "boom"));
+    }
+
+    /// The `.jsonl` formatter writes what `serde_json` writes, value for value.
+    #[test]
+    fn jsonl_rows_match_serde_json() {
+        let values = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.5,
+            0.1,
+            1e-45,
+            f32::MIN_POSITIVE,
+            f32::MAX,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            123456.79,
+        ];
+        let want: String = values
+            .chunks(3)
+            .map(|row| serde_json::to_string(row).unwrap() + "\n")
+            .collect();
+        assert_eq!(String::from_utf8(jsonl_rows(&values, 3)).unwrap(), want);
     }
 
     #[test]

@@ -63,12 +63,14 @@ pub fn run(args: Args) -> Result<()> {
             "sentences_per_s": rate,
             "mb_per_s": (input_bytes as f64 * args.repeat as f64) / seconds / 1e6,
             "threads": threads,
+            "sentences_per_s_per_thread": rate / threads as f64,
             "load_seconds": load_seconds,
         });
         println!("{line}");
     } else {
         println!(
-            "{sentences} sentences in {seconds:.3} s: {rate:.0} sentences/s ({} semantics, dim {}, {threads} threads, load {load_seconds:.3} s)",
+            "{sentences} sentences in {seconds:.3} s: {rate:.0} sentences/s on {threads} threads, {:.0} per thread ({} semantics, dim {}, load {load_seconds:.3} s)",
+            rate / threads as f64,
             model.semantics(),
             model.dim()
         );

@@ -8,7 +8,7 @@
 //!   unknown token is in the vocabulary (potion / BERT vocabularies);
 //! * `metaspace-unigram`: `Precompiled` charsmap (or no normalizer) +
 //!   `Sequence[WhitespaceSplit, Metaspace(prepend_scheme always, split)]` + `Unigram` with an
-//!   unknown id and no byte fallback (tokenlearn / SentencePiece vocabularies);
+//!   unknown id and no byte fallback (SentencePiece vocabularies such as stk-unigram);
 //!
 //! in both cases with a post-processor that adds nothing without special tokens. A fast path
 //! gives the same ids as the crate's `encode(text, false)` with truncation and padding

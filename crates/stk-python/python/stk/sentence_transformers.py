@@ -29,27 +29,29 @@ __all__ = ["accelerate"]
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
-class _Accelerated:
-    """Mixin: pose as the parent class (for saving) and pickle as it."""
+def _plain_module(parent: type, state: dict[str, Any]) -> Any:
+    module = parent.__new__(parent)
+    module.__setstate__(state)
+    return module
 
-    _parent: type
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        parent = cls.__mro__[2]
-        cls._parent = parent
-        cls.__name__ = parent.__name__
-        cls.__qualname__ = parent.__qualname__
-        cls.__module__ = parent.__module__
+def _reduce_as_parent(self: Any, protocol: Any) -> Any:
+    """Pickle (and deep-copy) an accelerated module as its plain sentence-transformers class."""
+    # The cached stk model reads a removed temporary folder: it is rebuilt on demand instead.
+    state = {k: v for k, v in self.__dict__.items() if k != "_stk_cache"}
+    return (_plain_module, (type(self)._stk_parent, state))
 
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        self.__dict__.pop("_stk_cache", None)  # a model over a removed temporary folder
-        accelerated = self.__class__
-        self.__class__ = accelerated._parent
-        try:
-            return self.__reduce_ex__(protocol)
-        finally:
-            self.__class__ = accelerated
+
+def _accelerated(cls: type) -> type:
+    """Make ``cls`` (a direct subclass) pose as its parent: the same name and module, so that
+    ``SentenceTransformer.save`` writes the parent's type, and pickling gives the parent."""
+    parent = cls.__bases__[0]
+    cls._stk_parent = parent
+    cls.__name__ = parent.__name__
+    cls.__qualname__ = parent.__qualname__
+    cls.__module__ = parent.__module__
+    cls.__reduce_ex__ = _reduce_as_parent
+    return cls
 
 
 def _stk_can_read(x: Any) -> bool:
@@ -61,7 +63,8 @@ def _stk_can_read(x: Any) -> bool:
     )
 
 
-class StkStaticEmbedding(_Accelerated, StaticEmbedding):
+@_accelerated
+class StkStaticEmbedding(StaticEmbedding):
     """``StaticEmbedding`` whose inference tokenizes and embeds in stk (texts in, vectors out)."""
 
     def _stk_model(self) -> stk.StaticModel:
@@ -105,7 +108,8 @@ class StkStaticEmbedding(_Accelerated, StaticEmbedding):
         return features
 
 
-class StkPooling(_Accelerated, Pooling):
+@_accelerated
+class StkPooling(Pooling):
     """``Pooling`` computed by ``stk.pool``."""
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -135,7 +139,8 @@ class StkPooling(_Accelerated, Pooling):
         return features
 
 
-class StkNormalize(_Accelerated, Normalize):
+@_accelerated
+class StkNormalize(Normalize):
     """``Normalize`` computed by ``stk.normalize``."""
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -161,4 +166,4 @@ def accelerate(model: Any) -> Any:
 
 def accelerated_modules(model: Any) -> list[str]:
     """Names of ``model``'s modules that run on stk (for checks and logs)."""
-    return [name for name, m in model.named_children() if isinstance(m, _Accelerated)]
+    return [name for name, m in model.named_children() if hasattr(type(m), "_stk_parent")]
