@@ -285,7 +285,8 @@ fn output_dtype_f16_through_the_binary() {
             assert_eq!(dtype, DType::F16, "{format}");
         }
         assert!(
-            got.iter().all(|&v| stk_core::f16::from_f32(v).to_f32() == v),
+            got.iter()
+                .all(|&v| stk_core::f16::from_f32(v).to_f32() == v),
             "{format}: not f16 values"
         );
         golden::compare(&got, &want, F16_TOL).unwrap_or_else(|e| panic!("{format}: {e}"));
