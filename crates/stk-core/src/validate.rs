@@ -108,6 +108,19 @@ pub fn pool_extras(
     Ok(())
 }
 
+/// Span pooling takes no prompt exclusion: a span is a chunk of a longer text, not a
+/// sequence that starts with the prompt (and for a span shorter than the prompt the reference's
+/// `lasttoken` differs between the padded and varlen readings).
+pub fn span_spec(spec: &PoolingSpec) -> Result<()> {
+    if spec.excluded_prompt() > 0 {
+        return Err(Error::invalid(format!(
+            "prompt length {} with spans: span pooling excludes no prompt",
+            spec.excluded_prompt()
+        )));
+    }
+    Ok(())
+}
+
 /// An embedding-bag table (`[rows, D]`) with its optional id → row `mapping` and per-id
 /// `weights`, checked against each other.
 #[derive(Debug, Clone, PartialEq)]

@@ -110,6 +110,9 @@ impl PoolPlan {
         // The checks and the output dtype every backend shares (the CPU makes the same call).
         let out_dtype = validate::pool_inputs(batch, dim, tokens.dtype(), spec, extras)?;
         check_launch_limits(spec, batch, dim, tokens.dims())?;
+        if let PoolInput::Spans(_) = input {
+            validate::span_spec(spec)?;
+        }
         let dtype = tokens.dtype();
         // cls embeddings matter only to a `cls` slot.
         let cls = extras

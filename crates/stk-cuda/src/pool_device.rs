@@ -256,6 +256,9 @@ impl CudaDevice {
     #[allow(unsafe_code)]
     pub unsafe fn pool_raw(&self, stream: CUstream, p: &RawPool<'_>) -> Result<()> {
         let batch = p.rows.batch();
+        if let RawRows::Spans { .. } = p.rows {
+            validate::span_spec(p.spec)?;
+        }
         // The checks every backend shares: modes, dtype (no extras on this path).
         let out_dtype =
             validate::pool_inputs(batch, p.dim, p.dtype, p.spec, &PoolExtras::default())

@@ -365,7 +365,10 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
                 let rounded: Vec<f32>;
                 let data = match self.dtype {
                     DType::F16 => {
-                        rounded = data.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+                        rounded = data
+                            .iter()
+                            .map(|&v| half::f16::from_f32(v).to_f32())
+                            .collect();
                         &rounded[..]
                     }
                     _ => data,

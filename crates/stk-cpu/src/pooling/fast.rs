@@ -46,6 +46,7 @@ pub fn pool_varlen(batch: &VarlenBatch, spec: &PoolingSpec, extras: &PoolExtras)
 /// Pool each span of a span batch (see [`super::pool_spans`]).
 pub fn pool_spans(batch: &SpanBatch, spec: &PoolingSpec, extras: &PoolExtras) -> Result<Tensor> {
     check_inputs(batch.num_spans(), batch.dim(), spec, extras)?;
+    stk_core::validate::span_spec(spec)?;
     let plans = plan_ranges(batch.spans().iter().cloned(), spec.excluded_prompt());
     pool_planned(batch.tokens(), batch.dim(), &plans, spec, extras)
 }
