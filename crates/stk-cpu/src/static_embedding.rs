@@ -370,7 +370,11 @@ mod tests {
         }
         let text = std::fs::read_to_string(src.join("tokenizer.json")).unwrap();
         let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert!(!json["truncation"].is_null(), "{}: already untruncated", src.display());
+        assert!(
+            !json["truncation"].is_null(),
+            "{}: already untruncated",
+            src.display()
+        );
         json["truncation"] = serde_json::Value::Null;
         std::fs::write(dir.path().join("tokenizer.json"), json.to_string()).unwrap();
         dir

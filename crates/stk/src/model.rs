@@ -258,6 +258,7 @@ impl Model {
         if !dir.is_dir() {
             return Err(Error::config(&dir, "is a file, not a model folder"));
         }
+        crate::folder::check_links_stay_inside(&dir)?;
         let kind = FolderKind::inspect(&dir)?;
         if !kind.has_table && kind.has_pytorch_bin && !kind.has_modules {
             return Err(Error::config(

@@ -271,12 +271,8 @@ mod tests {
 
     #[test]
     fn unknown_tokens_are_dropped_before_the_token_limit() {
-        let m = Model2Vec::from_dir(
-            committed("stk-unigram-8k-64d-int8"),
-            Some(false),
-            Some(4),
-        )
-        .unwrap();
+        let m = Model2Vec::from_dir(committed("stk-unigram-8k-64d-int8"), Some(false), Some(4))
+            .unwrap();
         let unk = m.unk_id().unwrap();
         // `☃` is in none of this Unigram vocabulary's pieces (and there is no byte fallback),
         // so it becomes `<unk>`, which the reference drops.

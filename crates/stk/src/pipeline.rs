@@ -144,8 +144,9 @@ impl Pipeline {
             .iter()
             .map(|e| class_name(&e.class).ok_or_else(|| unsupported(&e.class)))
             .collect::<Result<_>>()?;
+        crate::folder::check_links_stay_inside(&dir)?;
         let module_dir = |e: &ModuleEntry| -> Result<PathBuf> {
-            let p = dir.join(&e.path);
+            let p = crate::folder::module_path(&dir, &e.path, &list_path)?;
             if !p.is_dir() {
                 return Err(Error::config(
                     &list_path,
@@ -262,8 +263,19 @@ impl Pipeline {
                         }
                         other => other,
                     })?;
-                    // The output width follows the real token width (the reference pools
-                    // whatever it gets; the config's embedding_dimension is informative).
+                    // The reference pools whatever width reaches it and reports the config's
+                    // width; a config that disagrees would silently give another width than it
+                    // says, so it is refused.
+                    if m.embedding_dimension() != have {
+                        return Err(Error::config(
+                            mdir.join("config.json"),
+                            format!(
+                                "Pooling's embedding_dimension is {}, but the modules before it \
+                                 produce token embeddings of width {have}",
+                                m.embedding_dimension()
+                            ),
+                        ));
+                    }
                     widths.sentence = Some(m.modes().len() * have);
                     let m = if m.include_prompt() {
                         m
@@ -642,6 +654,88 @@ mod tests {
         assert!(load_err(d.path())
             .to_string()
             .contains("sentence embedding"));
+    }
+
+    #[test]
+    fn pooling_width_must_match_the_token_width() {
+        // The issue's case: a 64-wide table, a Pooling config that says 50 (both spellings).
+        for (case, file, from) in [
+            (
+                "wordemb_mean",
+                "1_Pooling/config.json",
+                "\"embedding_dimension\": 64",
+            ),
+            (
+                "legacy_wordemb_weights_mean_norm",
+                "2_Pooling/config.json",
+                "\"word_embedding_dimension\": 64",
+            ),
+        ] {
+            let d = golden_copy(case);
+            let path = d.path().join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains(from), "{case}: {text}");
+            std::fs::write(&path, text.replace(from, &from.replace("64", "50"))).unwrap();
+            let e = load_err(d.path());
+            let msg = e.to_string();
+            assert!(
+                matches!(e, Error::Config { .. })
+                    && msg.contains("config.json")
+                    && msg.contains("50")
+                    && msg.contains("width 64"),
+                "{case}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn module_paths_leaving_the_folder_are_refused() {
+        let outside = golden_copy("wordemb_mean");
+        let d = golden_copy("wordemb_mean");
+        let absolute = outside.path().join("1_Pooling");
+        for path in [
+            absolute.to_str().unwrap(),
+            "../1_Pooling",
+            "1_Pooling/../../x",
+        ] {
+            write_modules(
+                d.path(),
+                &[
+                    ("", "sentence_transformers.models.WordEmbeddings"),
+                    (path, "sentence_transformers.models.Pooling"),
+                ],
+            );
+            let e = load_err(d.path());
+            let msg = e.to_string();
+            assert!(
+                matches!(e, Error::Config { .. }) && msg.contains(path) && msg.contains("leaves"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_linking_outside_the_folder_are_refused() {
+        let outside = golden_copy("wordemb_mean");
+        let d = golden_copy("wordemb_mean");
+        let config = d.path().join("1_Pooling/config.json");
+        std::fs::remove_file(&config).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("1_Pooling/config.json"), &config).unwrap();
+        let msg = load_err(d.path()).to_string();
+        assert!(
+            msg.contains("1_Pooling/config.json") && msg.contains("outside the model folder"),
+            "{msg}"
+        );
+        // A link that stays inside is fine.
+        std::fs::remove_file(&config).unwrap();
+        std::fs::copy(
+            outside.path().join("1_Pooling/config.json"),
+            d.path().join("pool.json"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(d.path().join("pool.json"), &config).unwrap();
+        assert_eq!(Pipeline::load(d.path()).unwrap().dim(), 64);
     }
 
     #[test]
