@@ -3,7 +3,7 @@
 //!
 //! Malformed model folders are made by copying a small committed model into a temporary
 //! folder and breaking one thing in it. Binary-level counterparts (exit code, stderr, no output
-//! file left) are in `crates/stk/tests/cli_bad_input.rs`.
+//! file left) are in `crates/stk-cli/tests/cli_bad_input.rs`.
 
 use std::path::{Path, PathBuf};
 

@@ -33,7 +33,7 @@ fn options(case: &GoldenCase) -> LoadOptions {
         // model2vec reads `normalize` from config.json: leave it to the folder (checked below).
         Semantics::Model2Vec => LoadOptions {
             semantics: Some(semantics),
-            max_length: case.case["max_length"].as_u64().map(|m| m as usize),
+            max_length: case.case["max_length"].as_u64().map(|m| m as usize).into(),
             ..LoadOptions::default()
         },
     }

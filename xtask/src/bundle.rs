@@ -14,7 +14,7 @@ use std::process::Command;
 /// What the device machine accepts for the working tree plus carried folders together.
 const LIMIT_BYTES: u64 = 64 << 20;
 
-/// The test binaries `run.sh` runs (crate test targets of stk-cuda and stk).
+/// The test binaries `run.sh` runs (crate test targets of stk-cuda and stk-cli).
 const GPU_TESTS: [&str; 3] = ["no_driver", "parity", "cuda_facade"];
 
 pub fn gpu_bundle(root: &Path, out: &Path) -> Result<()> {
@@ -24,7 +24,7 @@ pub fn gpu_bundle(root: &Path, out: &Path) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // The tests that need the GPU: the kernels against the CPU, the no-driver/no-device
     // errors, and `--device cuda` through the facade and the `stk` binary.
-    let mut args = vec!["test", "--release", "-p", "stk-cuda", "-p", "stk"];
+    let mut args = vec!["test", "--release", "-p", "stk-cuda", "-p", "stk-cli"];
     for t in GPU_TESTS {
         args.extend(["--test", t]);
     }
@@ -44,7 +44,7 @@ pub fn gpu_bundle(root: &Path, out: &Path) -> Result<()> {
             "build",
             "--release",
             "-p",
-            "stk",
+            "stk-cli",
             "--bin",
             "stk",
             "--message-format=json",

@@ -20,31 +20,7 @@ pub struct Toolchain {
 pub fn ensure(root: &Path) -> Result<Toolchain> {
     let venv = root.join(".cuda");
     let requirements = root.join("kernels").join("requirements-cuda130.txt");
-    let wanted = std::fs::read_to_string(&requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
-    let marker = venv.join(".stk-requirements");
-    let python = venv.join("bin").join("python");
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str())
-        || !python.is_file()
-    {
-        eprintln!(
-            "xtask: installing the pinned CUDA 13.0 compiler wheels into {}",
-            venv.display()
-        );
-        if !python.is_file() {
-            run(
-                Command::new("python3").args(["-m", "venv"]).arg(&venv),
-                "python3 -m venv .cuda",
-            )?;
-        }
-        run(
-            Command::new(venv.join("bin").join("pip"))
-                .args(["install", "-q", "--disable-pip-version-check", "-r"])
-                .arg(&requirements),
-            "pip install -r kernels/requirements-cuda130.txt",
-        )?;
-        std::fs::write(&marker, &wanted).context("writing the venv marker")?;
-    }
+    let python = crate::venv::ensure(&venv, &requirements)?;
     let out = Command::new(&python)
         .args([
             "-c",
@@ -75,12 +51,4 @@ pub fn ensure(root: &Path) -> Result<Toolchain> {
         );
     }
     Ok(tc)
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("starting {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
 }

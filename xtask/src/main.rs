@@ -6,6 +6,8 @@
 //!   run `ptxas -arch=sm_90 -v` on every kernel, printing its registers and failing on spills.
 //! * `kernel-sim [--cases N]`: run the kernels on the CPU (compiled as C++ against a small
 //!   CUDA stand-in, with AddressSanitizer) through the GPU parity checks.
+//! * `test [--rust | --python]`: `cargo test --workspace`, then the Python package's pytest
+//!   suite in the venv `target/venv` (see `test.rs`); README's and CI's test command.
 //! * `gpu-bundle`: build the GPU tests and the `stk` binary (release) and gather them with
 //!   `run.sh` into `gpu-bundle/`, to run on a GPU machine that has no Rust toolchain.
 #![deny(unsafe_code)]
@@ -14,13 +16,15 @@ mod bundle;
 mod cuda;
 mod ptx;
 mod sim;
+mod test;
+mod venv;
 
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: cargo xtask ptx [--check] | cargo xtask kernel-sim [--cases N] | cargo xtask gpu-bundle [--out DIR]";
+    "usage: cargo xtask ptx [--check] | cargo xtask kernel-sim [--cases N] | cargo xtask gpu-bundle [--out DIR] | cargo xtask test [--rust | --python]";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -46,6 +50,7 @@ fn run(args: Vec<String>) -> Result<()> {
         ),
         ["gpu-bundle"] => bundle::gpu_bundle(&root, &root.join("gpu-bundle")),
         ["gpu-bundle", "--out", dir] => bundle::gpu_bundle(&root, &PathBuf::from(dir)),
+        ["test", rest @ ..] => test::run(&root, rest),
         ["help"] | ["--help"] | ["-h"] => {
             println!("{USAGE}");
             Ok(())

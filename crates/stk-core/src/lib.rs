@@ -27,7 +27,7 @@ pub use error::{Error, Result};
 pub use pooling_mode::{PoolingMode, PoolingSpec};
 pub use shape::Shape;
 pub use st::{write_file_atomic, write_safetensors, SafetensorsFile};
-pub use tensor::Tensor;
+pub use tensor::{SharedBytes, Tensor};
 
 /// Re-exported so that downstream crates use the same `half` version.
 pub use half::{bf16, f16};

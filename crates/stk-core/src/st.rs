@@ -14,7 +14,26 @@ use std::sync::Arc;
 pub struct SafetensorsFile {
     path: PathBuf,
     map: Arc<memmap2::Mmap>,
-    entries: BTreeMap<String, (DType, Shape, Range<usize>)>,
+    entries: BTreeMap<String, (Stored, Shape, Range<usize>)>,
+}
+
+/// How a tensor is stored in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// A dtype stk computes with: handed out as it is (borrowing the map when aligned).
+    Native(DType),
+    /// float64 (model2vec writes its tables so whenever the vectors are float64): converted to
+    /// f32 once, when the tensor is read, since every computation in stk is f32.
+    F64,
+}
+
+impl Stored {
+    fn of(d: safetensors::Dtype) -> Option<Self> {
+        match d {
+            safetensors::Dtype::F64 => Some(Stored::F64),
+            d => DType::from_st(d).map(Stored::Native),
+        }
+    }
 }
 
 impl SafetensorsFile {
@@ -47,7 +66,7 @@ impl SafetensorsFile {
         let base = map.as_ptr() as usize;
         let mut entries = BTreeMap::new();
         for (name, view) in st.tensors() {
-            let dtype = DType::from_st(view.dtype()).ok_or_else(|| {
+            let stored = Stored::of(view.dtype()).ok_or_else(|| {
                 bad(format!(
                     "tensor `{name}` has dtype {:?}, which stk does not read",
                     view.dtype()
@@ -56,7 +75,7 @@ impl SafetensorsFile {
             let shape = Shape::new(view.shape().to_vec());
             let start = view.data().as_ptr() as usize - base;
             let range = start..start + view.data().len();
-            entries.insert(name, (dtype, shape, range));
+            entries.insert(name, (stored, shape, range));
         }
         Ok(SafetensorsFile { path, map, entries })
     }
@@ -91,9 +110,19 @@ impl SafetensorsFile {
         })
     }
 
+    /// The tensor `name` if the file has it. float64 tensors come back as f32 (an owned copy,
+    /// rounded to nearest); a finite value beyond f32's range is an error, not an infinity.
     pub fn get_opt(&self, name: &str) -> Result<Option<Tensor>> {
-        let Some((dtype, shape, range)) = self.entries.get(name) else {
+        let Some((stored, shape, range)) = self.entries.get(name) else {
             return Ok(None);
+        };
+        let dtype = match stored {
+            Stored::Native(d) => d,
+            Stored::F64 => {
+                return self
+                    .f64_as_f32(name, shape, &self.map[range.clone()])
+                    .map(Some)
+            }
         };
         let aligned = (self.map.as_ptr() as usize + range.start) % dtype.size_in_bytes() == 0;
         Ok(Some(if aligned {
@@ -101,6 +130,31 @@ impl SafetensorsFile {
         } else {
             Tensor::from_bytes(shape.clone(), *dtype, &self.map[range.clone()])?
         }))
+    }
+}
+
+impl SafetensorsFile {
+    /// `bytes` (little-endian float64, any alignment) as an owned f32 tensor of `shape`.
+    fn f64_as_f32(&self, name: &str, shape: &Shape, bytes: &[u8]) -> Result<Tensor> {
+        let what = format!(
+            "tensor `{name}` of {} (float64 {shape}, converted to f32 at load)",
+            self.path.display()
+        );
+        Tensor::try_f32_filled(shape.clone(), &what, |out| {
+            for (i, (o, b)) in out.iter_mut().zip(bytes.chunks_exact(8)).enumerate() {
+                let mut le = [0u8; 8];
+                le.copy_from_slice(b);
+                let x = f64::from_le_bytes(le);
+                let y = x as f32;
+                if y.is_infinite() && x.is_finite() {
+                    return Err(Error::invalid(format!(
+                        "{what}: value {x:e} at flat index {i} is beyond the f32 range"
+                    )));
+                }
+                *o = y;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -221,6 +275,64 @@ mod tests {
         assert!(
             err.contains("`c` not found") && err.contains("a, b"),
             "{err}"
+        );
+    }
+
+    /// A safetensors file of float64 tensors, as model2vec writes them.
+    fn write_f64(path: &Path, tensors: &[(&str, Vec<usize>, &[f64])]) {
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+            .iter()
+            .map(|(n, s, v)| {
+                (
+                    n.to_string(),
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    s.clone(),
+                )
+            })
+            .collect();
+        let views: Vec<_> = bytes
+            .iter()
+            .map(|(n, b, s)| {
+                let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F64, s.clone(), b);
+                (n.clone(), v.unwrap())
+            })
+            .collect();
+        std::fs::write(path, safetensors::serialize(views, &None).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn float64_tensors_are_read_as_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.safetensors");
+        let table = [0.1f64, -2.5, 1e-30, f64::NAN, f64::INFINITY, 3.0e38];
+        write_f64(
+            &p,
+            &[
+                ("embeddings", vec![2, 3], &table),
+                ("weights", vec![1], &[0.5]),
+            ],
+        );
+        let f = SafetensorsFile::open(&p).unwrap();
+        let t = f.get("embeddings").unwrap();
+        assert_eq!((t.dtype(), t.dims()), (DType::F32, &[2, 3][..]));
+        let got = t.as_slice::<f32>().unwrap();
+        for (g, w) in got.iter().zip(table) {
+            assert!(
+                g.to_bits() == (w as f32).to_bits() || (g.is_nan() && w.is_nan()),
+                "{g} {w}"
+            );
+        }
+        assert_eq!(f.get("weights").unwrap().as_slice::<f32>().unwrap(), [0.5]);
+
+        write_f64(&p, &[("embeddings", vec![2], &[1.0, 1e39])]);
+        let e = SafetensorsFile::open(&p)
+            .unwrap()
+            .get("embeddings")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`embeddings`") && e.contains("index 1") && e.contains("f32 range"),
+            "{e}"
         );
     }
 

@@ -23,6 +23,16 @@ enum Buffer {
         map: Arc<memmap2::Mmap>,
         range: Range<usize>,
     },
+    /// Bytes owned by someone else (a caller's array), checked at construction to hold the
+    /// shape and to be aligned for the dtype.
+    Shared(Arc<dyn SharedBytes>),
+}
+
+/// Bytes that live outside stk (for example a Python array's buffer) and stay valid and
+/// unchanged for as long as this handle lives. Lets [`Tensor::from_shared`] borrow a caller's
+/// array instead of copying it.
+pub trait SharedBytes: Send + Sync {
+    fn bytes(&self) -> &[u8];
 }
 
 impl std::fmt::Debug for Tensor {
@@ -30,6 +40,7 @@ impl std::fmt::Debug for Tensor {
         let kind = match self.buf {
             Buffer::Owned { .. } => "owned",
             Buffer::Mapped { .. } => "mapped",
+            Buffer::Shared(_) => "shared",
         };
         write!(f, "Tensor({}, {}, {kind})", self.dtype, self.shape)
     }
@@ -63,6 +74,37 @@ impl Tensor {
         })
     }
 
+    /// A tensor over `bytes` without copying them: they must hold exactly `shape` elements of
+    /// `dtype` and be aligned for it.
+    pub fn from_shared(
+        shape: impl Into<Shape>,
+        dtype: DType,
+        bytes: Arc<dyn SharedBytes>,
+    ) -> Result<Self> {
+        let shape = shape.into();
+        let have = bytes.bytes();
+        let want = shape
+            .checked_numel()
+            .and_then(|n| n.checked_mul(dtype.size_in_bytes()));
+        if want != Some(have.len()) {
+            return Err(Error::invalid(format!(
+                "{} bytes do not hold a {dtype} tensor of shape {shape}",
+                have.len()
+            )));
+        }
+        if (have.as_ptr() as usize) % dtype.size_in_bytes() != 0 {
+            return Err(Error::invalid(format!(
+                "the {dtype} data of a tensor of shape {shape} is not aligned to {} bytes",
+                dtype.size_in_bytes()
+            )));
+        }
+        Ok(Tensor {
+            shape,
+            dtype,
+            buf: Buffer::Shared(bytes),
+        })
+    }
+
     /// A tensor holding `data` with `shape` (element count must match).
     pub fn from_slice<T: Element>(shape: impl Into<Shape>, data: &[T]) -> Result<Self> {
         Self::from_bytes(shape, T::DTYPE, bytemuck::cast_slice(data))
@@ -87,6 +129,40 @@ impl Tensor {
             buf: Buffer::Owned {
                 words: Arc::new(vec![0u64; n.div_ceil(8)]),
                 len: n,
+            },
+        })
+    }
+
+    /// An owned f32 tensor of `shape` whose values `fill` writes. The memory is reserved
+    /// fallibly: a tensor too large for this machine is an error naming `what`, not an abort.
+    pub fn try_f32_filled(
+        shape: impl Into<Shape>,
+        what: &str,
+        fill: impl FnOnce(&mut [f32]) -> Result<()>,
+    ) -> Result<Self> {
+        let shape = shape.into();
+        let too_large = |bytes: Option<usize>| {
+            let size = bytes.map_or("more than the address space".into(), |b| {
+                format!("{b} bytes")
+            });
+            Error::invalid(format!(
+                "{what}: its f32 copy needs {size}, which cannot be allocated on this machine"
+            ))
+        };
+        let n = shape.checked_numel().ok_or_else(|| too_large(None))?;
+        let len = n.checked_mul(4).ok_or_else(|| too_large(None))?;
+        let mut words: Vec<u64> = Vec::new();
+        words
+            .try_reserve_exact(len.div_ceil(8))
+            .map_err(|_| too_large(Some(len)))?;
+        words.resize(len.div_ceil(8), 0);
+        fill(&mut bytemuck::cast_slice_mut::<u64, f32>(&mut words)[..n])?;
+        Ok(Tensor {
+            shape,
+            dtype: DType::F32,
+            buf: Buffer::Owned {
+                words: Arc::new(words),
+                len,
             },
         })
     }
@@ -127,6 +203,7 @@ impl Tensor {
         match &self.buf {
             Buffer::Owned { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
             Buffer::Mapped { map, range } => &map[range.clone()],
+            Buffer::Shared(shared) => shared.bytes(),
         }
     }
 
@@ -251,5 +328,37 @@ mod tests {
     fn absurd_shapes_are_errors_not_panics() {
         assert!(Tensor::zeros([usize::MAX, 4], DType::F32).is_err());
         assert!(Tensor::from_bytes([usize::MAX, 2], DType::I8, &[]).is_err());
+        for shape in [[usize::MAX, 2], [1 << 61, 1]] {
+            let e = Tensor::try_f32_filled(shape, "tensor `t`", |_| Ok(()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("tensor `t`") && e.contains("cannot be allocated"),
+                "{e}"
+            );
+        }
+        let t = Tensor::try_f32_filled([3], "t", |v| {
+            v.copy_from_slice(&[1.0, 2.0, 3.0]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(t.as_slice::<f32>().unwrap(), [1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn shared_bytes_are_viewed_not_copied_and_checked() {
+        struct Words(Vec<u32>);
+        impl SharedBytes for Words {
+            fn bytes(&self) -> &[u8] {
+                bytemuck::cast_slice(&self.0)
+            }
+        }
+        let words = Arc::new(Words(vec![1.5f32.to_bits(), 2.5f32.to_bits()]));
+        let first = words.bytes().as_ptr();
+        let t = Tensor::from_shared([2], DType::F32, words.clone()).unwrap();
+        assert_eq!(t.bytes().as_ptr(), first);
+        assert_eq!(t.as_slice::<f32>().unwrap(), &[1.5, 2.5]);
+        assert!(Tensor::from_shared([3], DType::F32, words.clone()).is_err());
+        assert!(Tensor::from_shared([2], DType::F16, words).is_err());
     }
 }

@@ -236,8 +236,22 @@ impl Module for Cnn {
     }
 }
 
-/// Dot product with four independent accumulators (lets the compiler vectorize).
+/// Values per block of [`dot`]: the f32 error is that of a sum of this many products.
+const DOT_BLOCK: usize = 256;
+
+/// Dot product of blocks of [`DOT_BLOCK`] values, whose partial sums are added in f64, so the
+/// rounding error does not grow with the length (Dense and LSTM rows can be thousands of
+/// values long). Rows of at most one block round exactly as [`dot_block`] does.
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() <= DOT_BLOCK {
+        return dot_block(a, b);
+    }
+    let blocks = a.chunks(DOT_BLOCK).zip(b.chunks(DOT_BLOCK));
+    blocks.map(|(x, y)| f64::from(dot_block(x, y))).sum::<f64>() as f32
+}
+
+/// Dot product with four independent accumulators (lets the compiler vectorize).
+fn dot_block(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 4];
     let mut ca = a.chunks_exact(4);
     let mut cb = b.chunks_exact(4);
@@ -258,6 +272,25 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 20,000 positive products (where one running sum drifts most): within 1e-6 of the f64 sum.
+    #[test]
+    fn long_dot_products_do_not_drift() {
+        let a: Vec<f32> = (0..20_000).map(|i| 0.1 + (i % 7) as f32 * 0.013).collect();
+        let b: Vec<f32> = (0..20_000).map(|i| 1.0 - (i % 5) as f32 * 0.07).collect();
+        let exact: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| f64::from(x) * f64::from(y))
+            .sum();
+        let got = f64::from(dot(&a, &b));
+        assert!(
+            (got - exact).abs() <= 1e-6 * exact,
+            "{got} vs exact {exact}"
+        );
+        // One block: the plain four-lane sum.
+        assert_eq!(dot(&a[..256], &b[..256]), dot_block(&a[..256], &b[..256]));
+    }
     use stk_core::write_safetensors;
 
     /// Direct evaluation of the Conv1d definition, for comparison.

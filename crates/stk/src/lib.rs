@@ -1,5 +1,5 @@
-//! stk facade: load model folders, build pipelines, encode text. The `stk` binary
-//! (`src/main.rs` + `src/cli/`) is a thin layer over this library.
+//! stk facade: load model folders, build pipelines, encode text. The `stk` command line
+//! (package `stk-cli`) is a thin layer over this library, which carries no CLI dependencies.
 #![deny(unsafe_code)]
 
 pub use stk_core::{DType, Device, Error, PoolingMode, PoolingSpec, Result, Tensor};
@@ -13,4 +13,5 @@ pub mod pipeline;
 pub mod text_io;
 
 pub use model::{Embeddings, LoadOptions, Model, Semantics};
+pub use model2vec::MaxLength;
 pub use pipeline::Pipeline;

@@ -2,10 +2,11 @@
 //!
 //! What a folder is, and how it is encoded by default:
 //!
-//! * **model2vec folder**: `model.safetensors` + `tokenizer.json` + `config.json` whose
-//!   `model_type` is `model2vec` or absent. Default semantics: [`Semantics::Model2Vec`]
-//!   (model2vec's `StaticModel.encode`). The potion folders also carry a `modules.json`; they
-//!   are still model2vec folders.
+//! * **model2vec folder**: one of model2vec's three layouts (see [`crate::model2vec`]) whose
+//!   config's `model_type` is `model2vec` or absent. Default semantics: [`Semantics::Model2Vec`]
+//!   (model2vec's `StaticModel.encode`) when the layout is `config.json` + `model.safetensors` +
+//!   `tokenizer.json` (the potion folders also carry a `modules.json`; they are still model2vec
+//!   folders) or when there is no `modules.json` (only model2vec loads such a folder).
 //! * **sentence-transformers folder**: a `modules.json`. Default semantics:
 //!   [`Semantics::SentenceTransformers`] (`SentenceTransformer(folder).encode`). When the
 //!   modules are a `StaticEmbedding` at the folder root, optionally followed by `Normalize`,
@@ -22,13 +23,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::Deserialize;
-use stk_core::{Device, Error, Result, Tensor};
+use stk_core::{DType, Device, Error, Result, Tensor};
 use stk_cpu::StaticEmbedding;
 
 use rayon::prelude::*;
 
 use crate::gpu::GpuStatic;
-use crate::model2vec::{Model2Vec, Model2VecConfig, DEFAULT_MAX_LENGTH};
+use crate::model2vec::{MaxLength, Model2Vec, Model2VecConfig, Model2VecLayout};
 use crate::pipeline::Pipeline;
 
 /// sentence-transformers' model configuration, which may set a default prompt.
@@ -88,8 +89,8 @@ pub struct LoadOptions {
     /// `Some(b)`: normalize the output (or not), whatever the folder says. `None`: as the
     /// folder says (model2vec `config.json` `normalize`; a `Normalize` module in `modules.json`).
     pub normalize: Option<bool>,
-    /// model2vec token limit (and character cut); `None` = no limit. Default 512.
-    pub max_length: Option<usize>,
+    /// model2vec token limit (and character cut). Default: the config's, else 512.
+    pub max_length: MaxLength,
     pub device: Device,
 }
 
@@ -98,7 +99,7 @@ impl Default for LoadOptions {
         LoadOptions {
             semantics: None,
             normalize: None,
-            max_length: Some(DEFAULT_MAX_LENGTH),
+            max_length: MaxLength::FromConfig,
             device: Device::Cpu,
         }
     }
@@ -144,6 +145,12 @@ impl Embeddings {
     pub fn to_tensor(&self) -> Result<Tensor> {
         Tensor::from_slice([self.rows, self.dim], &self.data)
     }
+    /// As a `[rows, dim]` tensor of `dtype`: f32, or f16 (rounded to nearest) for the size
+    /// model2vec's `encode` answers in for an f16 table.
+    pub fn to_tensor_as(&self, dtype: DType) -> Result<Tensor> {
+        self.to_tensor()?
+            .to_dtype(crate::text_io::check_output_dtype(dtype)?)
+    }
 }
 
 enum Engine {
@@ -188,39 +195,152 @@ struct FolderKind {
     has_tokenizer: bool,
     has_pytorch_bin: bool,
     has_modules: bool,
-    config: Option<Model2VecConfig>,
+    /// The model2vec layout model2vec would load, with its (readable) config.
+    model2vec: Option<(Model2VecLayout, Model2VecConfig)>,
 }
 
 impl FolderKind {
     fn inspect(dir: &Path) -> Result<Self> {
-        let mut kind = FolderKind {
+        let has_modules = dir.join("modules.json").is_file();
+        let model2vec = match Model2VecLayout::find(dir) {
+            None => None,
+            Some(layout) => match layout.read_config() {
+                Ok(config) => Some((layout, config)),
+                // In a sentence-transformers folder the config may belong to another library
+                // (a transformer's config.json); elsewhere it must be model2vec's.
+                Err(_) if has_modules => None,
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(FolderKind {
             has_table: dir.join("model.safetensors").is_file(),
             has_tokenizer: dir.join("tokenizer.json").is_file(),
             has_pytorch_bin: dir.join("pytorch_model.bin").is_file(),
-            has_modules: dir.join("modules.json").is_file(),
-            config: None,
-        };
-        if dir.join("config.json").is_file() {
-            match Model2VecConfig::from_dir(dir) {
-                Ok(c) => kind.config = Some(c),
-                // Beside a static table, config.json is model2vec's and must be readable; in
-                // other folders it belongs to another library (a transformer's config).
-                Err(e) if kind.is_static() => return Err(e),
-                Err(_) => {}
-            }
-        }
-        Ok(kind)
+            has_modules,
+            model2vec,
+        })
     }
 
     fn is_static(&self) -> bool {
         self.has_table && self.has_tokenizer
     }
 
-    /// model2vec's own layout: a static folder whose config is model2vec's (or says no type).
-    fn is_model2vec(&self) -> bool {
-        self.is_static()
-            && matches!(&self.config, Some(c) if c.model_type.as_deref().is_none_or(|t| t == "model2vec"))
+    /// model2vec's own folder: a model2vec layout whose config is model2vec's, either at the
+    /// root (`config.json`, even beside a `modules.json`) or in a folder that
+    /// sentence-transformers cannot load (no `modules.json`).
+    fn is_model2vec(&self, dir: &Path) -> bool {
+        self.model2vec.as_ref().is_some_and(|(layout, config)| {
+            let own_config = layout.config.as_deref() == Some(&*dir.join("config.json"));
+            config.is_model2vec() && (own_config || !self.has_modules)
+        })
     }
+
+    /// Pickled weights alone are refused with a message saying what to do.
+    fn refuse_pickled_only(&self, dir: &Path) -> Result<()> {
+        if !self.has_table && self.has_pytorch_bin && !self.has_modules {
+            return Err(Error::config(
+                dir,
+                "has only pytorch_model.bin: pickled PyTorch weights are not supported \
+                 (save the model as model.safetensors)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The semantics a folder is encoded with when the caller does not choose.
+    fn default_semantics(&self, dir: &Path) -> Result<Semantics> {
+        if self.is_model2vec(dir) {
+            Ok(Semantics::Model2Vec)
+        } else if self.has_modules || self.is_static() {
+            Ok(Semantics::SentenceTransformers)
+        } else {
+            Err(Error::config(
+                dir,
+                "is not a model folder: expected model.safetensors + tokenizer.json (a static \
+                 model, with config.json or config_sentence_transformers.json for model2vec) or \
+                 modules.json (a sentence-transformers model)",
+            ))
+        }
+    }
+}
+
+impl Engine {
+    fn dim(&self) -> usize {
+        match self {
+            Engine::Model2Vec(m) => m.dim(),
+            Engine::Static { embedding, .. } => embedding.dim(),
+            Engine::Pipeline { pipeline, .. } => pipeline.dim(),
+        }
+    }
+
+    /// model2vec semantics: the table and config of the folder's model2vec layout.
+    fn model2vec(dir: &Path, options: &LoadOptions) -> Result<Engine> {
+        Model2Vec::from_dir(dir, options.normalize, options.max_length).map(Engine::Model2Vec)
+    }
+
+    /// sentence-transformers semantics. A StaticEmbedding at the root (+ Normalize) and no
+    /// prompt configuration runs on the table directly (the same modules as the Pipeline,
+    /// without its per-batch feature copies); anything else is a Pipeline.
+    fn sentence_transformers(
+        dir: &Path,
+        kind: &FolderKind,
+        options: &LoadOptions,
+    ) -> Result<Engine> {
+        let static_normalize = if kind.has_modules {
+            static_modules(dir)?.filter(|_| kind.is_static() && !dir.join(PROMPT_CONFIG).exists())
+        } else if kind.is_static() {
+            Some(false)
+        } else {
+            None
+        };
+        match static_normalize {
+            Some(folder_normalize) => Ok(Engine::Static {
+                embedding: StaticEmbedding::from_dir(dir)?,
+                normalize: options.normalize.unwrap_or(folder_normalize),
+            }),
+            None if kind.has_modules => Self::pipeline(dir, options),
+            None => Err(Error::config(
+                dir,
+                "sentence-transformers semantics need modules.json, or model.safetensors \
+                 and tokenizer.json for a StaticEmbedding",
+            )),
+        }
+    }
+
+    /// A module list, normalized afterwards when asked and not already ending with Normalize.
+    fn pipeline(dir: &Path, options: &LoadOptions) -> Result<Engine> {
+        let pipeline = Pipeline::load(dir)?;
+        let ends_normalized = pipeline.modules().last() == Some(&"Normalize");
+        if options.normalize == Some(false) && ends_normalized {
+            return Err(Error::invalid(format!(
+                "{}: the pipeline ends with Normalize, which cannot be left out",
+                dir.display()
+            )));
+        }
+        Ok(Engine::Pipeline {
+            normalize: options.normalize == Some(true) && !ends_normalized,
+            pipeline,
+        })
+    }
+}
+
+/// The local folder `path` names: itself, or (with the `hub` feature) a downloaded hub model.
+fn resolve_dir(path: &Path) -> Result<PathBuf> {
+    let dir = if path.exists() {
+        path.to_path_buf()
+    } else if let Some(id) = hub::as_hub_id(path) {
+        hub::fetch(id)?
+    } else {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
+        ));
+    };
+    if !dir.is_dir() {
+        return Err(Error::config(&dir, "is a file, not a model folder"));
+    }
+    crate::folder::check_links_stay_inside(&dir)?;
+    Ok(dir)
 }
 
 impl Model {
@@ -242,125 +362,28 @@ impl Model {
         Self::load_with(dir, options)
     }
 
-    /// Load a model folder (or, with the `hub` feature, an `owner/name` Hugging Face id).
+    /// Load a model folder (or, with the `hub` feature, an `owner/name` Hugging Face id):
+    /// find the folder, decide the semantics, build the engine, then its GPU side if asked.
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model> {
-        let path = path.as_ref();
-        let dir = if path.exists() {
-            path.to_path_buf()
-        } else if let Some(id) = hub::as_hub_id(path) {
-            hub::fetch(id)?
-        } else {
-            return Err(Error::io(
-                path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
-            ));
-        };
-        if !dir.is_dir() {
-            return Err(Error::config(&dir, "is a file, not a model folder"));
-        }
-        crate::folder::check_links_stay_inside(&dir)?;
+        let dir = resolve_dir(path.as_ref())?;
         let kind = FolderKind::inspect(&dir)?;
-        if !kind.has_table && kind.has_pytorch_bin && !kind.has_modules {
-            return Err(Error::config(
-                &dir,
-                "has only pytorch_model.bin: pickled PyTorch weights are not supported \
-                 (save the model as model.safetensors)",
-            ));
-        }
-        let semantics =
-            match options.semantics {
-                Some(s) => s,
-                None if kind.is_model2vec() => Semantics::Model2Vec,
-                None if kind.has_modules || kind.is_static() => Semantics::SentenceTransformers,
-                None => return Err(Error::config(
-                    &dir,
-                    "is not a model folder: expected model.safetensors + tokenizer.json (a static \
-                     model) or modules.json (a sentence-transformers model)",
-                )),
-            };
-        let engine = match semantics {
-            Semantics::Model2Vec => {
-                // model2vec also reads a sentence-transformers StaticEmbedding saved in
-                // `0_StaticEmbedding/` (its third folder layout).
-                let nested = dir.join("0_StaticEmbedding");
-                let table_dir = if kind.is_static() {
-                    dir.clone()
-                } else if FolderKind::inspect(&nested).is_ok_and(|k| k.is_static()) {
-                    nested
-                } else {
-                    return Err(Error::config(
-                        &dir,
-                        "model2vec semantics need model.safetensors and tokenizer.json in the folder \
-                         (or in its 0_StaticEmbedding/)",
-                    ));
-                };
-                let normalize = match options.normalize {
-                    Some(n) => Some(n),
-                    None => Some(
-                        kind.config
-                            .as_ref()
-                            .and_then(|c| c.normalize)
-                            .unwrap_or(false),
-                    ),
-                };
-                Engine::Model2Vec(Model2Vec::from_dir(
-                    &table_dir,
-                    normalize,
-                    options.max_length,
-                )?)
-            }
-            Semantics::SentenceTransformers => {
-                // A StaticEmbedding at the root (+ Normalize) and no prompt configuration runs on
-                // the table directly (the same modules as the Pipeline, without its per-batch
-                // feature copies); anything else is a Pipeline.
-                let static_normalize = if kind.has_modules {
-                    static_modules(&dir)?
-                        .filter(|_| kind.is_static() && !dir.join(PROMPT_CONFIG).exists())
-                } else if kind.is_static() {
-                    Some(false)
-                } else {
-                    None
-                };
-                match static_normalize {
-                    Some(folder_normalize) => Engine::Static {
-                        embedding: StaticEmbedding::from_dir(&dir)?,
-                        normalize: options.normalize.unwrap_or(folder_normalize),
-                    },
-                    None if kind.has_modules => {
-                        let pipeline = Pipeline::load(&dir)?;
-                        let ends_normalized = pipeline.modules().last() == Some(&"Normalize");
-                        if options.normalize == Some(false) && ends_normalized {
-                            return Err(Error::invalid(format!(
-                                "{}: the pipeline ends with Normalize, which cannot be left out",
-                                dir.display()
-                            )));
-                        }
-                        Engine::Pipeline {
-                            normalize: options.normalize == Some(true) && !ends_normalized,
-                            pipeline,
-                        }
-                    }
-                    None => return Err(Error::config(
-                        &dir,
-                        "sentence-transformers semantics need modules.json, or model.safetensors \
-                             and tokenizer.json for a StaticEmbedding",
-                    )),
-                }
-            }
+        kind.refuse_pickled_only(&dir)?;
+        let semantics = match options.semantics {
+            Some(s) => s,
+            None => kind.default_semantics(&dir)?,
         };
-        let dim = match &engine {
-            Engine::Model2Vec(m) => m.dim(),
-            Engine::Static { embedding, .. } => embedding.dim(),
-            Engine::Pipeline { pipeline, .. } => pipeline.dim(),
+        let engine = match semantics {
+            Semantics::Model2Vec => Engine::model2vec(&dir, options)?,
+            Semantics::SentenceTransformers => Engine::sentence_transformers(&dir, &kind, options)?,
         };
         let gpu = match options.device {
             Device::Cpu => None,
             Device::Cuda(n) => Some(gpu_engine(&engine, n)?),
         };
         Ok(Model {
+            dim: engine.dim(),
             engine,
             semantics,
-            dim,
             dir,
             gpu,
         })

@@ -1,49 +1,165 @@
-//! model2vec semantics (`StaticModel.encode` of model2vec 0.10) on top of the CPU
-//! [`StaticEmbedding`]:
+//! model2vec semantics (`StaticModel.from_pretrained(folder).encode(texts)` of model2vec 0.10)
+//! on top of the CPU [`StaticEmbedding`] (docs/model2vec-semantics.md says the same at length):
 //!
-//! 1. each text is cut to `max_length × median_token_length` characters (Unicode scalar values,
-//!    as Python slices a `str`), where the median is over the character lengths of the
+//! * **Folder layouts**, tried in model2vec's order, the first whose three files exist wins
+//!   ([`Model2VecLayout`]): `config.json` + `model.safetensors` + `tokenizer.json`;
+//!   `config_sentence_transformers.json` + `model.safetensors` + `tokenizer.json`;
+//!   `config_sentence_transformers.json` + `0_StaticEmbedding/{model.safetensors, tokenizer.json}`.
+//!   `normalize` and `max_length` are read from the config file of that layout.
+//! * **`max_length`**: the caller's ([`MaxLength`]), else the config's `max_length` (`null`
+//!   there: no limit), else 512.
+//!
+//! Encoding one text:
+//!
+//! 1. it is cut to `max_length × median_token_length` characters (Unicode scalar values, as
+//!    Python slices a `str`), where the median is over the character lengths of the
 //!    vocabulary's token strings (added tokens included), truncated to an integer;
-//! 2. it is tokenized without special tokens (with the truncation `tokenizer.json` itself
-//!    configures, which the `tokenizers` library applies on every encode);
+//! 2. it is tokenized without special tokens and truncated to its first `max_length` ids: the
+//!    reference replaces `tokenizer.json`'s own truncation by this one, so unknown tokens
+//!    count towards the limit;
 //! 3. the unknown-token id is dropped;
-//! 4. the ids left are cut to `max_length`;
-//! 5. the vector is the mean of their (mapped, weighted) rows, zeros when none is left;
-//! 6. with `normalize` (config.json, default false): `v / (‖v‖ + 1e-32)`.
+//! 4. the vector is the mean of the remaining (mapped, weighted) rows, zeros when none is left;
+//! 5. with `normalize`: `v / (‖v‖ + 1e-32)`.
 //!
-//! `max_length` is an argument of `encode` in the reference (default 512, `None` for no cut),
-//! not a config key: the `max_length` some config.json files carry is not read.
+//! With no `max_length` (`None`) neither cut happens, whatever `tokenizer.json` says.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use stk_core::{Error, Result};
 use stk_cpu::StaticEmbedding;
 
-/// `max_length` of the reference's `encode` when the caller gives none.
+/// `max_length` of the reference when neither the caller nor the config gives one.
 pub const DEFAULT_MAX_LENGTH: usize = 512;
 
-/// What model2vec's `config.json` says that matters for encoding.
+/// The token limit (and the character cut derived from it) model2vec semantics apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaxLength {
+    /// The config's `max_length` (`null` there: [`MaxLength::Unlimited`]), else 512: what
+    /// `from_pretrained` without a `max_length` argument does.
+    #[default]
+    FromConfig,
+    /// At most this many tokens. 0 cuts every text to nothing, so every vector is zeros, as in
+    /// the reference.
+    Limit(usize),
+    /// No character cut and no token limit (`max_length=None`).
+    Unlimited,
+}
+
+impl MaxLength {
+    /// The limit in force for a folder with `config`.
+    pub fn resolve(self, config: &Model2VecConfig) -> Option<usize> {
+        match self {
+            MaxLength::FromConfig => config.max_length.unwrap_or(Some(DEFAULT_MAX_LENGTH)),
+            MaxLength::Limit(n) => Some(n),
+            MaxLength::Unlimited => None,
+        }
+    }
+}
+
+/// `Some(n)` is a limit of `n` tokens, `None` no limit (the reference's `max_length` values).
+impl From<Option<usize>> for MaxLength {
+    fn from(limit: Option<usize>) -> Self {
+        limit.map_or(MaxLength::Unlimited, MaxLength::Limit)
+    }
+}
+
+/// The files of one model2vec folder layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model2VecLayout {
+    /// The config file (`config.json` or `config_sentence_transformers.json`); `None` only for
+    /// a bare table folder, which stk reads with the default config (model2vec refuses it).
+    pub config: Option<PathBuf>,
+    /// The folder holding `model.safetensors` and `tokenizer.json`.
+    pub table_dir: PathBuf,
+}
+
+/// model2vec 0.10's `FOLDER_LAYOUTS`, in its order: config file, table folder.
+const LAYOUTS: [(&str, &str); 3] = [
+    ("config.json", ""),
+    ("config_sentence_transformers.json", ""),
+    ("config_sentence_transformers.json", "0_StaticEmbedding"),
+];
+
+fn has_table(dir: &Path) -> bool {
+    dir.join("model.safetensors").is_file() && dir.join("tokenizer.json").is_file()
+}
+
+/// `dir/sub`, or `dir` itself for an empty `sub` (no trailing separator in messages).
+fn sub_dir(dir: &Path, sub: &str) -> PathBuf {
+    if sub.is_empty() {
+        dir.to_path_buf()
+    } else {
+        dir.join(sub)
+    }
+}
+
+impl Model2VecLayout {
+    /// The layout model2vec loads from `dir`: the first of its three whose files all exist.
+    pub fn find(dir: &Path) -> Option<Self> {
+        LAYOUTS.iter().find_map(|&(config, table)| {
+            let (config, table_dir) = (dir.join(config), sub_dir(dir, table));
+            (config.is_file() && has_table(&table_dir)).then_some(Model2VecLayout {
+                config: Some(config),
+                table_dir,
+            })
+        })
+    }
+
+    /// [`Model2VecLayout::find`], else a table (at the root or in `0_StaticEmbedding/`)
+    /// without any config file, read with model2vec's defaults.
+    pub fn find_or_bare(dir: &Path) -> Option<Self> {
+        Self::find(dir).or_else(|| {
+            ["", "0_StaticEmbedding"]
+                .iter()
+                .map(|sub| sub_dir(dir, sub))
+                .find(|d| has_table(d))
+                .map(|table_dir| Model2VecLayout {
+                    config: None,
+                    table_dir,
+                })
+        })
+    }
+
+    /// The config of this layout (the default one for a bare table).
+    pub fn read_config(&self) -> Result<Model2VecConfig> {
+        self.config
+            .as_deref()
+            .map_or(Ok(Model2VecConfig::default()), Model2VecConfig::read)
+    }
+}
+
+/// What a model2vec config says that matters for encoding.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Model2VecConfig {
-    /// `model2vec`, absent for older folders, something else for other model kinds.
+    /// `model2vec`, absent for folders model2vec saves, something else for other model kinds.
     #[serde(default)]
     pub model_type: Option<String>,
     #[serde(default)]
     pub normalize: Option<bool>,
+    /// `None`: the key is absent; `Some(None)`: it is `null` (no limit).
+    #[serde(default, deserialize_with = "present")]
+    pub max_length: Option<Option<usize>>,
+}
+
+/// A key that is present (possibly `null`), as opposed to absent (`#[serde(default)]`).
+fn present<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<usize>>, D::Error> {
+    Option::<usize>::deserialize(d).map(Some)
 }
 
 impl Model2VecConfig {
-    /// Read `config.json`; a missing file is an empty config (model2vec's own loader needs it,
-    /// but nothing in it is required for encoding).
-    pub fn from_dir(dir: &Path) -> Result<Self> {
-        let path = dir.join("config.json");
-        if !path.is_file() {
-            return Ok(Self::default());
-        }
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    /// Read a model2vec config file (`config.json` or `config_sentence_transformers.json`).
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         serde_json::from_slice(&bytes)
-            .map_err(|e| Error::config(&path, format!("not a valid model2vec config: {e}")))
+            .map_err(|e| Error::config(path, format!("not a valid model2vec config: {e}")))
+    }
+
+    /// Whether a folder with this config is model2vec's own (its type is model2vec or unsaid).
+    pub fn is_model2vec(&self) -> bool {
+        self.model_type.as_deref().is_none_or(|t| t == "model2vec")
     }
 }
 
@@ -59,24 +175,33 @@ pub struct Model2Vec {
 }
 
 impl Model2Vec {
-    /// Load a model2vec folder (`model.safetensors`, `tokenizer.json`, `config.json`).
-    /// `normalize` overrides the config's; `max_length` is the token limit (`None`: no cut).
+    /// Load a model2vec folder in any of model2vec's layouts (see the module docs).
+    /// `normalize` overrides the config's; `max_length` is the caller's token limit.
     pub fn from_dir(
         dir: impl AsRef<Path>,
         normalize: Option<bool>,
-        max_length: Option<usize>,
+        max_length: MaxLength,
     ) -> Result<Self> {
         let dir = dir.as_ref();
-        let config = Model2VecConfig::from_dir(dir)?;
-        let embedding = StaticEmbedding::from_dir(dir)?;
+        let layout = Model2VecLayout::find_or_bare(dir).ok_or_else(|| {
+            Error::config(
+                dir,
+                "is not a model2vec folder: expected config.json + model.safetensors + \
+                 tokenizer.json, config_sentence_transformers.json + model.safetensors + \
+                 tokenizer.json, or config_sentence_transformers.json + \
+                 0_StaticEmbedding/{model.safetensors, tokenizer.json}",
+            )
+        })?;
+        let config = layout.read_config()?;
+        let embedding = StaticEmbedding::from_dir(&layout.table_dir)?;
         Ok(Self::from_embedding(
             embedding,
             normalize.unwrap_or(config.normalize.unwrap_or(false)),
-            max_length,
+            max_length.resolve(&config),
         ))
     }
 
-    /// Wrap an already loaded [`StaticEmbedding`].
+    /// Wrap an already loaded [`StaticEmbedding`]; `max_length` `None` is no limit.
     pub fn from_embedding(
         embedding: StaticEmbedding,
         normalize: bool,
@@ -127,18 +252,18 @@ impl Model2Vec {
             .map(|m| m.saturating_mul(self.median_token_length))
     }
 
-    /// The ids averaged for `text` (steps 1–4), into `ids` (replacing its content).
+    /// The ids averaged for `text` (steps 1–3), into `ids` (replacing its content).
     pub fn token_ids_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
         let text = match self.char_limit() {
             Some(limit) => cut_chars(text, limit),
             None => text,
         };
-        self.embedding.token_ids_into(text, ids)?;
+        ids.clear();
+        // The tokenizer's own truncation (tokenizer.json) is replaced by `max_length`.
+        let limit = self.max_length.unwrap_or(usize::MAX);
+        self.embedding.tokenizer().encode_into(text, limit, ids)?;
         if let Some(unk) = self.unk_id {
             ids.retain(|&id| id != unk);
-        }
-        if let Some(m) = self.max_length {
-            ids.truncate(m);
         }
         Ok(())
     }
@@ -241,7 +366,8 @@ mod tests {
 
     #[test]
     fn long_texts_are_cut_by_chars_then_by_tokens() {
-        let m = Model2Vec::from_dir(committed("potion-base-8M-f16"), None, Some(16)).unwrap();
+        let m = Model2Vec::from_dir(committed("potion-base-8M-f16"), None, MaxLength::Limit(16))
+            .unwrap();
         assert_eq!(m.median_token_length(), 6);
         assert_eq!(m.char_limit(), Some(96));
         let words = [
@@ -264,29 +390,74 @@ mod tests {
         assert_eq!(got, mean_of(&m, &want));
 
         // No max_length: nothing is cut.
-        let all = Model2Vec::from_dir(committed("potion-base-8M-f16"), None, None).unwrap();
+        let all = Model2Vec::from_dir(committed("potion-base-8M-f16"), None, MaxLength::Unlimited)
+            .unwrap();
         all.token_ids_into(&long, &mut ids).unwrap();
         assert_eq!(ids, tok.encode(&long).unwrap());
     }
 
+    /// A word-level folder (`[UNK]` = 4) with `config` as its config.json.
+    fn word_level_folder(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let tokenizer = r#"{"version": "1.0", "truncation": {"direction": "Left", "max_length": 2,
+            "strategy": "LongestFirst", "stride": 0}, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+            "decoder": null, "model": {"type": "WordLevel", "unk_token": "[UNK]",
+            "vocab": {"[PAD]": 0, "dog": 1, "cat": 2, "the": 3, "[UNK]": 4}}}"#;
+        std::fs::write(dir.path().join("tokenizer.json"), tokenizer).unwrap();
+        let rows: Vec<f32> = (0..10).map(|v| v as f32).collect();
+        let table = stk_core::Tensor::from_slice([5, 2], &rows).unwrap();
+        stk_core::write_safetensors(
+            dir.path().join("model.safetensors"),
+            &[("embeddings", &table)],
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        dir
+    }
+
     #[test]
-    fn unknown_tokens_are_dropped_before_the_token_limit() {
-        let m = Model2Vec::from_dir(committed("stk-unigram-8k-64d-int8"), Some(false), Some(4))
-            .unwrap();
-        let unk = m.unk_id().unwrap();
-        // `☃` is in none of this Unigram vocabulary's pieces (and there is no byte fallback),
-        // so it becomes `<unk>`, which the reference drops.
-        let text = "a☃ b☃ the cat sat on the mat";
-        let raw = m.embedding().tokenizer().encode(text).unwrap();
-        assert!(raw.contains(&unk), "{raw:?}");
+    fn unknown_tokens_count_towards_the_token_limit() {
+        let dir = word_level_folder(r#"{"max_length": 2}"#);
+        let m = Model2Vec::from_dir(dir.path(), None, MaxLength::FromConfig).unwrap();
+        assert_eq!(
+            (m.max_length(), m.unk_id(), m.median_token_length()),
+            (Some(2), Some(4), 3)
+        );
         let mut ids = Vec::new();
-        m.token_ids_into(text, &mut ids).unwrap();
-        let want: Vec<u32> = raw.iter().copied().filter(|&i| i != unk).take(4).collect();
-        assert_eq!(ids, want);
-        // A text with no id left gives zeros.
+        // Cut to 6 chars ("zz dog"), then 2 tokens ([UNK], dog), then [UNK] dropped; the
+        // tokenizer.json's left truncation at 2 is not applied.
+        m.token_ids_into("zz dog cat the", &mut ids).unwrap();
+        assert_eq!(ids, [1]);
+        m.token_ids_into("zz zz dog", &mut ids).unwrap();
+        assert_eq!(ids, [] as [u32; 0]);
         let mut out = vec![1f32; m.dim()];
-        m.encode_into(&[""], &mut out).unwrap();
-        assert!(out.iter().all(|&v| v == 0.0));
+        m.encode_into(&["zz zz dog"], &mut out).unwrap();
+        assert_eq!(out, [0.0, 0.0]);
+        // No limit: nothing is cut, not even by tokenizer.json.
+        let all = Model2Vec::from_dir(dir.path(), None, MaxLength::Unlimited).unwrap();
+        all.token_ids_into("zz dog cat the", &mut ids).unwrap();
+        assert_eq!(ids, [1, 2, 3]);
+    }
+
+    #[test]
+    fn max_length_comes_from_the_caller_then_the_config_then_512() {
+        let cases = [
+            (r#"{}"#, MaxLength::FromConfig, Some(512)),
+            (r#"{"max_length": null}"#, MaxLength::FromConfig, None),
+            (r#"{"max_length": 4}"#, MaxLength::FromConfig, Some(4)),
+            (r#"{"max_length": 4}"#, MaxLength::Limit(7), Some(7)),
+            (r#"{"max_length": 4}"#, MaxLength::Unlimited, None),
+            (r#"{"max_length": null}"#, MaxLength::Limit(0), Some(0)),
+        ];
+        for (config, arg, want) in cases {
+            let dir = word_level_folder(config);
+            let m = Model2Vec::from_dir(dir.path(), None, arg).unwrap();
+            assert_eq!(m.max_length(), want, "{config} {arg:?}");
+        }
+        let dir = word_level_folder(r#"{"max_length": "long"}"#);
+        let e = Model2Vec::from_dir(dir.path(), None, MaxLength::FromConfig).unwrap_err();
+        assert!(e.to_string().contains("config.json"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   one text per line (`\n` or `\r\n`; a final newline does not start another text), or stdin
 //!   as lines. A line that is not UTF-8 is an error naming its number.
 //! * Output ([`OutputFormat`], by extension): `.safetensors` (tensor `embeddings`, f32
-//!   `[N, D]`), `.npy` (NPY 1.0, `<f4`, C order) or `.jsonl` (one JSON array per line).
+//!   `[N, D]`), `.npy` (NPY 1.0, `<f4`, C order) or `.jsonl` (one JSON array per line); f16
+//!   (`F16`, `<f2`, values rounded to f16) when asked ([`StreamOptions::output_dtype`]).
 //!   The safetensors and NPY headers hold `N`, unknown until the input ends: they are written
 //!   at a fixed, space-padded size first and rewritten in place at the end. Every output goes
 //!   through [`write_file_atomic`]: on any error, no file (partial or not) is left behind.
@@ -15,7 +16,7 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
-use stk_core::{write_file_atomic, Error, Result};
+use stk_core::{write_file_atomic, DType, Error, Result};
 
 use crate::model::Model;
 
@@ -283,10 +284,23 @@ const NPY_HEADER_BYTES: usize = 128;
 /// aligned for readers that map the file).
 const SAFETENSORS_HEADER_BYTES: usize = 192;
 
-/// Writes `[N, D]` f32 rows as they come; the header is fixed up by [`EmbeddingWriter::finish`].
+/// The element types embeddings can be written in: f32 (what stk computes) or f16 (the size
+/// model2vec's `encode` answers in for an f16 table).
+pub fn check_output_dtype(dtype: DType) -> Result<DType> {
+    match dtype {
+        DType::F32 | DType::F16 => Ok(dtype),
+        other => Err(Error::invalid(format!(
+            "output dtype {other} is not written (expected f32 or f16)"
+        ))),
+    }
+}
+
+/// Writes `[N, D]` rows as they come; the header is fixed up by [`EmbeddingWriter::finish`].
 pub struct EmbeddingWriter<W: Write + Seek> {
     out: W,
     format: OutputFormat,
+    /// f32 or f16 ([`check_output_dtype`]).
+    dtype: DType,
     dim: usize,
     rows: u64,
     /// Scratch for JSON lines.
@@ -294,20 +308,35 @@ pub struct EmbeddingWriter<W: Write + Seek> {
 }
 
 impl<W: Write + Seek> EmbeddingWriter<W> {
-    /// Start a file: reserves the header.
-    pub fn new(mut out: W, format: OutputFormat, dim: usize, path: &Path) -> Result<Self> {
+    /// Start an f32 file: reserves the header.
+    pub fn new(out: W, format: OutputFormat, dim: usize, path: &Path) -> Result<Self> {
+        Self::with_dtype(out, format, DType::F32, dim, path)
+    }
+
+    /// Start a file whose values are written as `dtype` (f32 or f16).
+    pub fn with_dtype(
+        mut out: W,
+        format: OutputFormat,
+        dtype: DType,
+        dim: usize,
+        path: &Path,
+    ) -> Result<Self> {
         if dim == 0 {
             return Err(Error::invalid("cannot write embeddings of width 0"));
         }
+        let dtype = check_output_dtype(dtype)?;
         let io = |e| Error::io(path, e);
         match format {
-            OutputFormat::Npy => out.write_all(&npy_header(0, dim)?).map_err(io)?,
-            OutputFormat::Safetensors => out.write_all(&safetensors_header(0, dim)?).map_err(io)?,
+            OutputFormat::Npy => out.write_all(&npy_header(0, dim, dtype)?).map_err(io)?,
+            OutputFormat::Safetensors => out
+                .write_all(&safetensors_header(0, dim, dtype)?)
+                .map_err(io)?,
             OutputFormat::Jsonl => {}
         }
         Ok(EmbeddingWriter {
             out,
             format,
+            dtype,
             dim,
             rows: 0,
             line: Vec::new(),
@@ -325,11 +354,21 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
         }
         let io = |e| Error::io(path, e);
         match self.format {
-            OutputFormat::Npy | OutputFormat::Safetensors => {
-                write_f32_le(&mut self.out, data).map_err(io)?
-            }
+            OutputFormat::Npy | OutputFormat::Safetensors => match self.dtype {
+                DType::F16 => write_f16_le(&mut self.out, data).map_err(io)?,
+                _ => write_f32_le(&mut self.out, data).map_err(io)?,
+            },
             OutputFormat::Jsonl => {
+                let mut rounded = Vec::new();
                 for row in data.chunks_exact(self.dim) {
+                    let row = match self.dtype {
+                        DType::F16 => {
+                            rounded.clear();
+                            rounded.extend(row.iter().map(|&v| half::f16::from_f32(v).to_f32()));
+                            &rounded[..]
+                        }
+                        _ => row,
+                    };
                     self.line.clear();
                     serde_json::to_writer(&mut self.line, row)
                         .map_err(|e| Error::invalid(format!("writing JSON: {e}")))?;
@@ -346,8 +385,8 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
     pub fn finish(mut self, path: &Path) -> Result<u64> {
         let io = |e| Error::io(path, e);
         let header = match self.format {
-            OutputFormat::Npy => Some(npy_header(self.rows, self.dim)?),
-            OutputFormat::Safetensors => Some(safetensors_header(self.rows, self.dim)?),
+            OutputFormat::Npy => Some(npy_header(self.rows, self.dim, self.dtype)?),
+            OutputFormat::Safetensors => Some(safetensors_header(self.rows, self.dim, self.dtype)?),
             OutputFormat::Jsonl => None,
         };
         if let Some(h) = header {
@@ -371,9 +410,21 @@ fn write_f32_le(out: &mut impl Write, data: &[f32]) -> std::io::Result<()> {
     }
 }
 
-/// NPY 1.0 preamble + header for `(rows, dim)` `<f4`, padded to [`NPY_HEADER_BYTES`].
-fn npy_header(rows: u64, dim: usize) -> Result<Vec<u8>> {
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+/// `data` rounded to f16, little-endian.
+fn write_f16_le(out: &mut impl Write, data: &[f32]) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(data.len() * 2);
+    bytes.extend(
+        data.iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes()),
+    );
+    out.write_all(&bytes)
+}
+
+/// NPY 1.0 preamble + header for `(rows, dim)` `<f4` or `<f2`, padded to [`NPY_HEADER_BYTES`].
+fn npy_header(rows: u64, dim: usize, dtype: DType) -> Result<Vec<u8>> {
+    let descr = if dtype == DType::F16 { "<f2" } else { "<f4" };
+    let dict =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
     // magic (6) + version (2) + header length (2) + dict + spaces + '\n'
     let header_len = NPY_HEADER_BYTES - 10;
     if dict.len() + 1 > header_len {
@@ -390,15 +441,18 @@ fn npy_header(rows: u64, dim: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// safetensors length prefix + JSON header for one f32 `[rows, dim]` tensor, padded with spaces
-/// to [`SAFETENSORS_HEADER_BYTES`].
-fn safetensors_header(rows: u64, dim: usize) -> Result<Vec<u8>> {
+/// safetensors length prefix + JSON header for one f32 or f16 `[rows, dim]` tensor, padded with
+/// spaces to [`SAFETENSORS_HEADER_BYTES`].
+fn safetensors_header(rows: u64, dim: usize, dtype: DType) -> Result<Vec<u8>> {
     let bytes = rows
         .checked_mul(dim as u64)
-        .and_then(|n| n.checked_mul(4))
-        .ok_or_else(|| Error::invalid(format!("[{rows}, {dim}] f32 is too large for a file")))?;
+        .and_then(|n| n.checked_mul(dtype.size_in_bytes() as u64))
+        .ok_or_else(|| {
+            Error::invalid(format!("[{rows}, {dim}] {dtype} is too large for a file"))
+        })?;
+    let name = dtype.as_str().to_ascii_uppercase();
     let json = format!(
-        "{{\"{SAFETENSORS_NAME}\":{{\"dtype\":\"F32\",\"shape\":[{rows},{dim}],\"data_offsets\":[0,{bytes}]}}}}"
+        "{{\"{SAFETENSORS_NAME}\":{{\"dtype\":\"{name}\",\"shape\":[{rows},{dim}],\"data_offsets\":[0,{bytes}]}}}}"
     );
     let n = SAFETENSORS_HEADER_BYTES - 8;
     if json.len() > n {
@@ -436,6 +490,8 @@ pub struct StreamOptions<'a> {
     pub batch_size: usize,
     /// Called after each batch with (texts done, input bytes consumed or 0 when unknown).
     pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    /// Element type of the file: f32 (what stk computes) or f16.
+    pub output_dtype: DType,
 }
 
 /// Encode every text of `source` with `model` into `output` (format by extension), one batch at
@@ -450,7 +506,7 @@ pub fn encode_stream(
     let dim = model.dim();
     let mut rows = 0u64;
     write_file_atomic(output, |w| {
-        let mut writer = EmbeddingWriter::new(w, format, dim, output)?;
+        let mut writer = EmbeddingWriter::with_dtype(w, format, options.output_dtype, dim, output)?;
         let mut buf: Vec<f32> = Vec::new();
         source.for_each_batch(options.batch_size, |texts, consumed| {
             buf.resize(texts.len() * dim, 0.0);

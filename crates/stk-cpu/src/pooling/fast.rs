@@ -5,6 +5,9 @@
 //! `cls` / `lasttoken` pick. The pass then reads every counted token row once and folds it into
 //! the accumulators the requested modes need (sum, weighted sum, max), with inner loops over
 //! `D` written so that they auto-vectorise; f16/bf16 rows are widened to f32 a row at a time.
+//! Sums are blocked: [`BLOCK_ROWS`] rows are summed in f32, and each block's partial sum is
+//! added to an f64 total, so the rounding error does not grow with the sequence length (the
+//! mean of 20,000 rows is within 1e-6 of the exact one; one running f32 sum was 7e-5 off).
 //! Large batches are split across rows with rayon.
 
 use super::{check_inputs, f32_tensor_to, output_dtype, PoolExtras};
@@ -19,6 +22,11 @@ use stk_core::{
 /// Below this many accumulated values (counted tokens × D) the batch is pooled on the calling
 /// thread: for smaller work, waking the pool costs about as much as it saves.
 const PARALLEL_MIN_VALUES: usize = 1 << 17;
+
+/// Rows summed in f32 before the block's partial sums are added to the f64 totals. The f32
+/// error is that of a sum of at most this many rows; the f64 adds cost one pass over `D`
+/// values per block, under 2% of the block's own work.
+const BLOCK_ROWS: usize = 64;
 
 /// Pool a padded batch (see [`super::pool_padded`]).
 pub fn pool_padded(batch: &PaddedBatch, spec: &PoolingSpec, extras: &PoolExtras) -> Result<Tensor> {
@@ -221,6 +229,13 @@ struct Scratch {
     sum: Vec<f32>,
     weighted_sum: Vec<f32>,
     max: Vec<f32>,
+    totals: Totals,
+}
+
+/// The f64 totals the blocks' f32 partial sums are added to (`D` each).
+struct Totals {
+    sum: Vec<f64>,
+    weighted_sum: Vec<f64>,
 }
 
 impl Scratch {
@@ -230,6 +245,10 @@ impl Scratch {
             sum: vec![0.0; d],
             weighted_sum: vec![0.0; d],
             max: vec![0.0; d],
+            totals: Totals {
+                sum: vec![0.0; d],
+                weighted_sum: vec![0.0; d],
+            },
         }
     }
 }
@@ -343,13 +362,16 @@ impl<E: Widen> Pass<'_, E> {
             sum,
             weighted_sum,
             max,
+            totals,
         } = s;
         let needs = self.needs;
         if needs.sum {
             sum.fill(0.0);
+            totals.sum.fill(0.0);
         }
         if needs.weighted_sum {
             weighted_sum.fill(0.0);
+            totals.weighted_sum.fill(0.0);
         }
         if needs.max {
             max.fill(f32::NEG_INFINITY);
@@ -360,6 +382,7 @@ impl<E: Widen> Pass<'_, E> {
                 sum,
                 weighted_sum,
                 max,
+                totals,
             };
             match plan.holes {
                 None => {
@@ -398,12 +421,12 @@ impl<E: Widen> Pass<'_, E> {
                     None => self.pick(plan.cls, o),
                 },
                 PoolingMode::Max => o.copy_from_slice(max),
-                PoolingMode::Mean => divide_into(o, sum, divisor(plan.count as f32)),
+                PoolingMode::Mean => divide_into(o, &totals.sum, divisor(plan.count as f32)),
                 PoolingMode::MeanSqrtLenTokens => {
-                    divide_into(o, sum, divisor(plan.count as f32).sqrt())
+                    divide_into(o, &totals.sum, divisor(plan.count as f32).sqrt())
                 }
                 PoolingMode::WeightedMean => {
-                    divide_into(o, weighted_sum, divisor(plan.weight_sum as f32))
+                    divide_into(o, &totals.weighted_sum, divisor(plan.weight_sum as f32))
                 }
                 PoolingMode::LastToken => self.pick(plan.last, o),
             }
@@ -411,7 +434,8 @@ impl<E: Widen> Pass<'_, E> {
     }
 
     /// Fold consecutive token rows `rows` (the first weighing `first_weight`) into the
-    /// accumulators the modes need; `widened` holds four rows for block-widened types.
+    /// accumulators the modes need, [`BLOCK_ROWS`] rows at a time; `widened` holds four rows
+    /// for block-widened types.
     fn accumulate_run(
         &self,
         rows: Range<usize>,
@@ -420,17 +444,20 @@ impl<E: Widen> Pass<'_, E> {
         acc: &mut Accumulators<'_>,
     ) {
         let d = self.d;
-        let block = &self.tokens[rows.start * d..rows.end * d];
-        if E::BLOCK_WIDEN {
-            let mut w = first_weight;
-            for chunk in block.chunks(4 * d) {
-                let buf = &mut widened[..chunk.len()];
-                E::widen_into(chunk, buf);
-                acc.fold_any(self.needs, &*buf, d, w);
-                w += (chunk.len() / d) as f32;
+        let mut w = first_weight;
+        for block in self.tokens[rows.start * d..rows.end * d].chunks(BLOCK_ROWS * d) {
+            if E::BLOCK_WIDEN {
+                for chunk in block.chunks(4 * d) {
+                    let buf = &mut widened[..chunk.len()];
+                    E::widen_into(chunk, buf);
+                    acc.fold_any(self.needs, &*buf, d, w);
+                    w += (chunk.len() / d) as f32;
+                }
+            } else {
+                acc.fold_any(self.needs, block, d, w);
+                w += (block.len() / d) as f32;
             }
-        } else {
-            acc.fold_any(self.needs, block, d, first_weight);
+            acc.flush(self.needs);
         }
     }
 
@@ -446,11 +473,12 @@ impl<E: Widen> Pass<'_, E> {
     }
 }
 
-/// The running sum, weighted sum and max of one sequence (`D` values each).
+/// The block sums, running max and f64 totals of one sequence (`D` values each).
 struct Accumulators<'s> {
     sum: &'s mut [f32],
     weighted_sum: &'s mut [f32],
     max: &'s mut [f32],
+    totals: &'s mut Totals,
 }
 
 /// A max written as a select, which compiles to a vector max instruction. A NaN in either
@@ -465,6 +493,22 @@ fn max2(a: f32, b: f32) -> f32 {
 }
 
 impl Accumulators<'_> {
+    /// Add the block sums to the f64 totals and start the next block at zero.
+    fn flush(&mut self, needs: Needs) {
+        fn add(total: &mut [f64], block: &mut [f32]) {
+            for (t, b) in total.iter_mut().zip(block.iter_mut()) {
+                *t += f64::from(*b);
+                *b = 0.0;
+            }
+        }
+        if needs.sum {
+            add(&mut self.totals.sum, self.sum);
+        }
+        if needs.weighted_sum {
+            add(&mut self.totals.weighted_sum, self.weighted_sum);
+        }
+    }
+
     /// [`Accumulators::fold`] specialised for the accumulators `needs` asks for, chosen once
     /// per run so that the inner loop has no mode tests and widens each element once.
     fn fold_any<E: Widen>(&mut self, needs: Needs, block: &[E], d: usize, w0: f32) {
@@ -536,9 +580,17 @@ impl Accumulators<'_> {
     }
 }
 
-fn divide_into(out: &mut [f32], acc: &[f32], n: f32) {
-    for (o, &a) in out.iter_mut().zip(acc) {
-        *o = a / n;
+/// `out = total / n`, rounded once to f32. A total beyond the f32 range is `±inf` before the
+/// division, as the reference's f32 sum overflows to `inf`.
+fn divide_into(out: &mut [f32], total: &[f64], n: f32) {
+    let n64 = f64::from(n);
+    for (o, &t) in out.iter_mut().zip(total) {
+        let sum = t as f32;
+        *o = if sum.is_infinite() {
+            sum / n
+        } else {
+            (t / n64) as f32
+        };
     }
 }
 
@@ -580,6 +632,45 @@ mod tests {
         let plans = plan_padded(&batch, 0);
         assert_eq!(plans[3].holes, Some(&[1u8, 0, 1, 1][..]));
         assert_eq!((plans[3].count, plans[3].weight_sum), (3, 8.0));
+    }
+
+    /// 20,000 rows: mean, weighted mean and mean/sqrt(n) within 1e-6 (relative to values of
+    /// at least 1) of the exact f64 values, for identical rows (where one running f32 sum
+    /// drifts most) and varied ones, padded and varlen.
+    #[test]
+    fn long_sequences_do_not_drift() {
+        let (t, d) = (20_000, 8);
+        let identical: Vec<f32> = (0..t * d).map(|i| 0.1 + (i % d) as f32 * 0.37).collect();
+        let varied: Vec<f32> = (0..t * d)
+            .map(|i| ((i as f32 * 0.618_034).fract() - 0.3) * 1.7)
+            .collect();
+        let modes = vec![
+            PoolingMode::Mean,
+            PoolingMode::WeightedMean,
+            PoolingMode::MeanSqrtLenTokens,
+        ];
+        let spec = PoolingSpec::new(modes).unwrap();
+        let none = PoolExtras::default();
+        for rows in [identical, varied] {
+            let padded =
+                PaddedBatch::new(Tensor::from_vec([1, t, d], rows.clone()).unwrap(), None).unwrap();
+            let varlen =
+                VarlenBatch::new(Tensor::from_vec([t, d], rows).unwrap(), &[0, t as i64]).unwrap();
+            let exact = super::super::reference::pool_padded_f64(&padded, &spec, &none).unwrap();
+            for got in [
+                pool_padded(&padded, &spec, &none).unwrap(),
+                pool_varlen(&varlen, &spec, &none).unwrap(),
+            ] {
+                let got = got.to_f32_vec().unwrap();
+                for (k, (&g, &w)) in got.iter().zip(&exact).enumerate() {
+                    let err = (f64::from(g) - w).abs();
+                    assert!(
+                        err <= 1e-6 * w.abs().max(1.0),
+                        "value {k}: {g} vs exact {w}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!
 //! The 200 MB cases run in CI (about 15 s each in a debug build). The 1 GB case is ignored by
 //! default (1 GB of input and 0.6 GB of output in the temporary folder); run it with
-//! `cargo test --release -p stk --test large_input_files -- --ignored --nocapture`.
+//! `cargo test --release -p stk-cli --test large_input_files -- --ignored --nocapture`.
 
 #[path = "../../../tests/lib.rs"]
 #[allow(dead_code)]

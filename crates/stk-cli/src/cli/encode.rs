@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use stk::text_io::{encode_stream, OutputFormat, StreamOptions, TextSource};
-use stk::{Device, LoadOptions, Model, Result, Semantics};
+use stk::model2vec::MaxLength;
+use stk::text_io::{check_output_dtype, encode_stream, OutputFormat, StreamOptions, TextSource};
+use stk::{DType, Device, LoadOptions, Model, Result, Semantics};
 
 /// Options shared by the commands that load a model (`encode`, `bench encode`).
 #[derive(ClapArgs, Debug, Clone)]
@@ -24,8 +25,9 @@ pub struct ModelArgs {
     #[arg(long)]
     pub no_normalize: bool,
     /// model2vec semantics: token limit per text (and character cut); 0 = no limit.
-    #[arg(long, default_value_t = stk::model2vec::DEFAULT_MAX_LENGTH)]
-    pub max_length: usize,
+    /// Default: the model config's `max_length`, else 512.
+    #[arg(long)]
+    pub max_length: Option<usize>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
@@ -40,7 +42,11 @@ impl ModelArgs {
                 (_, true) => Some(false),
                 _ => None,
             },
-            max_length: (self.max_length > 0).then_some(self.max_length),
+            max_length: match self.max_length {
+                None => MaxLength::FromConfig,
+                Some(0) => MaxLength::Unlimited,
+                Some(n) => MaxLength::Limit(n),
+            },
             device: self.device,
         };
         match &self.model {
@@ -60,6 +66,10 @@ pub struct Args {
     /// Embeddings: .safetensors (tensor `embeddings`), .npy or .jsonl.
     #[arg(long)]
     pub output: PathBuf,
+    /// Element type of the output: f32 (what stk computes) or f16 (the size model2vec's encode
+    /// answers in for an f16 table; values rounded to f16).
+    #[arg(long, default_value = "f32", value_parser = parse_output_dtype)]
+    pub output_dtype: DType,
     /// Texts read and encoded at a time (bounds memory).
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
@@ -94,6 +104,7 @@ pub fn run(args: Args) -> Result<()> {
         StreamOptions {
             batch_size: usize::try_from(args.batch_size).unwrap_or(usize::MAX),
             progress: Some(&mut progress),
+            output_dtype: args.output_dtype,
         },
     );
     bar.finish_and_clear();
@@ -107,6 +118,10 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn parse_output_dtype(s: &str) -> Result<DType> {
+    check_output_dtype(DType::parse(s)?)
 }
 
 fn progress_bar(total_bytes: Option<u64>) -> ProgressBar {

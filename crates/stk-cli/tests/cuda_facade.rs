@@ -176,8 +176,9 @@ fn static_cases_on_gpu_match_the_reference() {
                 .then(|| case.case["normalize"].as_bool().unwrap()),
             max_length: case.case["max_length"]
                 .as_u64()
-                .map(|m| m as usize)
-                .or(LoadOptions::default().max_length),
+                .map_or(LoadOptions::default().max_length, |m| {
+                    stk::model2vec::MaxLength::Limit(m as usize)
+                }),
             device: Device::Cuda(0),
         };
         let model =

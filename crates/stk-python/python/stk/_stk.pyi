@@ -1,0 +1,93 @@
+"""Type stubs of the native module ``stk._stk`` (see ``stk/__init__.py`` for the public API)."""
+
+from os import PathLike
+from typing import Any, Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+class StaticModel:
+    """A static embedding model (model2vec or sentence-transformers StaticEmbedding) loaded by stk."""
+
+    @staticmethod
+    def from_pretrained(
+        path: str | PathLike[str] | None = None,
+        *,
+        normalize: bool | None = None,
+        semantics: str | None = None,
+        max_length: int | None = 512,
+        threads: int | None = None,
+    ) -> StaticModel:
+        """Load a model2vec folder or a sentence-transformers folder.
+
+        ``path=None`` loads the default model (potion-base-8M, f16 table). ``normalize``
+        overrides the folder's setting; ``semantics`` is ``"model2vec"`` (model2vec's
+        ``StaticModel.encode``) or ``"sentence-transformers"`` (``SentenceTransformer.encode``),
+        by default the folder's own; ``max_length`` is model2vec's token limit (``None``: none);
+        ``threads`` caps the worker threads (``None``: one per core).
+        Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` for a broken one.
+        """
+
+    def encode(
+        self,
+        sentences: str | Iterable[str],
+        batch_size: int = 1024,
+        show_progress_bar: bool = False,
+    ) -> npt.NDArray[np.float32]:
+        """float32 embeddings ``[N, dim]`` (``[dim]`` for a single ``str``), computed without the GIL."""
+
+    def encode_arrow(self, array: Any, batch_size: int = 1024) -> Any:
+        """A pyarrow string array as a ``FixedSizeList<float32, dim>`` array (nulls are refused)."""
+
+    def _encode_utf8(
+        self, data: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64], batch_size: int = 1024
+    ) -> npt.NDArray[np.float32]: ...
+    @property
+    def dim(self) -> int:
+        """Width of each embedding."""
+
+    @property
+    def normalize(self) -> bool:
+        """Whether embeddings are L2-normalized."""
+
+    @property
+    def semantics(self) -> str:
+        """``"model2vec"`` or ``"sentence-transformers"``."""
+
+    @property
+    def path(self) -> str:
+        """The folder the model was loaded from."""
+
+    @property
+    def threads(self) -> int | None:
+        """Worker threads of ``encode`` (``None``: one per core)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickles as its folder and options; unpickling loads the folder again."""
+
+def _load_pickled(
+    path: str | None,
+    normalize: bool | None,
+    semantics: str | None,
+    max_length: int | None,
+    threads: int | None,
+) -> StaticModel: ...
+def pool(
+    token_embeddings: np.ndarray,
+    bf16: bool,
+    attention_mask: npt.NDArray[np.int64] | None,
+    modes: str,
+    prompt_length: int | None,
+    cu_seq_lens: npt.NDArray[np.int64] | None,
+    token_weights_sum: npt.NDArray[np.float32] | None,
+) -> tuple[np.ndarray, bool]: ...
+def normalize(x: np.ndarray, bf16: bool) -> tuple[np.ndarray, bool]: ...
+def weighted_layer_pooling(
+    all_layer_embeddings: np.ndarray,
+    layers_bf16: bool,
+    layer_weights: np.ndarray,
+    weights_bf16: bool,
+    layer_start: int,
+) -> tuple[np.ndarray, bool]: ...

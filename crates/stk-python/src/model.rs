@@ -1,0 +1,325 @@
+//! `stk.StaticModel`: a loaded `stk::Model` with model2vec's `StaticModel` surface.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use numpy::ndarray::{Array1, Array2};
+use numpy::IntoPyArray;
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+use stk::{LoadOptions, Model, Semantics};
+
+use crate::arrays::type_name;
+use crate::errors::{type_error, value_error, IntoPyResult};
+use crate::threads;
+
+/// What a model was loaded from: enough to load it again in another process (pickling).
+#[derive(Clone)]
+struct Source {
+    /// `None`: the embedded default model.
+    path: Option<PathBuf>,
+    normalize: Option<bool>,
+    semantics: Option<String>,
+    max_length: Option<usize>,
+    threads: Option<usize>,
+}
+
+/// A static embedding model (model2vec or sentence-transformers StaticEmbedding) loaded by stk.
+#[pyclass(module = "stk._stk", name = "StaticModel", frozen)]
+pub struct StaticModel {
+    model: Model,
+    source: Source,
+}
+
+fn load(py: Python<'_>, source: Source) -> PyResult<StaticModel> {
+    let semantics = source
+        .semantics
+        .as_deref()
+        .map(str::parse::<Semantics>)
+        .transpose()
+        .py()?;
+    let options = LoadOptions {
+        semantics,
+        normalize: source.normalize,
+        max_length: source.max_length.into(),
+        ..LoadOptions::default()
+    };
+    threads::pool(source.threads)?; // refuses `threads=0` before loading
+    let path = source.path.clone();
+    let model = py
+        .detach(|| match &path {
+            Some(p) => Model::load_with(p, &options),
+            None => Model::load_default(&options),
+        })
+        .py()?;
+    Ok(StaticModel { model, source })
+}
+
+/// Unpickle: load the model again from the folder it was loaded from.
+#[pyfunction]
+pub fn _load_pickled(
+    py: Python<'_>,
+    path: Option<PathBuf>,
+    normalize: Option<bool>,
+    semantics: Option<String>,
+    max_length: Option<usize>,
+    threads: Option<usize>,
+) -> PyResult<StaticModel> {
+    load(
+        py,
+        Source {
+            path,
+            normalize,
+            semantics,
+            max_length,
+            threads,
+        },
+    )
+}
+
+/// The texts of `sentences` (a list, tuple or other iterable of `str`), borrowed.
+fn collect_texts<'py>(sentences: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>> {
+    if sentences.is_instance_of::<pyo3::types::PyBytes>() {
+        return Err(type_error(
+            "sentences must be a str or a list of str, got bytes (decode it first)",
+        ));
+    }
+    let items = sentences.try_iter().map_err(|_| {
+        type_error(format!(
+            "sentences must be a str or a list of str, got {}",
+            type_name(sentences)
+        ))
+    })?;
+    let mut texts = Vec::with_capacity(sentences.len().unwrap_or(0));
+    for (i, item) in items.enumerate() {
+        let item = item?;
+        let text = item.cast_into::<PyString>().map_err(|e| {
+            type_error(format!(
+                "sentences[{i}] is {}, not str",
+                type_name(&e.into_inner())
+            ))
+        })?;
+        texts.push(text);
+    }
+    Ok(texts)
+}
+
+impl StaticModel {
+    /// Encode `texts` into `out` in batches of `batch_size`, without the GIL, on this
+    /// process's pool.
+    fn encode_texts(
+        &self,
+        py: Python<'_>,
+        texts: &[&str],
+        batch_size: usize,
+        show_progress_bar: bool,
+    ) -> PyResult<Vec<f32>> {
+        if batch_size == 0 {
+            return Err(value_error("batch_size must be at least 1"));
+        }
+        let dim = self.model.dim();
+        let len = texts
+            .len()
+            .checked_mul(dim)
+            .ok_or_else(|| value_error("too many sentences for one output array"))?;
+        let pool = threads::pool(self.source.threads)?;
+        let mut out = vec![0f32; len];
+        let total = texts.len();
+        py.detach(|| {
+            pool.install(|| {
+                let mut done = 0;
+                for (batch, rows) in texts
+                    .chunks(batch_size)
+                    .zip(out.chunks_mut(batch_size * dim.max(1)))
+                {
+                    self.model.encode_into(batch, rows)?;
+                    done += batch.len();
+                    if show_progress_bar {
+                        let _ = write!(std::io::stderr(), "\rstk: encoded {done}/{total}");
+                    }
+                }
+                if show_progress_bar {
+                    let _ = writeln!(std::io::stderr());
+                }
+                Ok(())
+            })
+        })
+        .py()?;
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl StaticModel {
+    /// Load a model2vec folder or a sentence-transformers folder (`path=None`: the default
+    /// model, potion-base-8M with an f16 table).
+    #[staticmethod]
+    #[pyo3(signature = (path=None, *, normalize=None, semantics=None, max_length=Some(512), threads=None))]
+    fn from_pretrained(
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        normalize: Option<bool>,
+        semantics: Option<String>,
+        max_length: Option<usize>,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        load(
+            py,
+            Source {
+                path,
+                normalize,
+                semantics,
+                max_length,
+                threads,
+            },
+        )
+    }
+
+    /// Embeddings of `sentences` as a float32 array `[N, dim]` (`[dim]` for one `str`).
+    #[pyo3(signature = (sentences, batch_size=1024, show_progress_bar=false))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        sentences: &Bound<'py, PyAny>,
+        batch_size: usize,
+        show_progress_bar: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let dim = self.model.dim();
+        if let Ok(one) = sentences.cast::<PyString>() {
+            let text = one.to_str()?;
+            let out = self.encode_texts(py, &[text], 1, false)?;
+            return Ok(Array1::from_vec(out).into_pyarray(py).into_any());
+        }
+        // The Python strings stay referenced by `owned` while the GIL is released.
+        let owned = collect_texts(sentences)?;
+        let texts = owned
+            .iter()
+            .map(|s| s.to_str())
+            .collect::<PyResult<Vec<&str>>>()?;
+        let out = self.encode_texts(py, &texts, batch_size, show_progress_bar)?;
+        let array = Array2::from_shape_vec((texts.len(), dim), out)
+            .map_err(|e| value_error(format!("output shape: {e}")))?;
+        Ok(array.into_pyarray(py).into_any())
+    }
+
+    /// Encode UTF-8 texts laid end to end in `data`, text `i` being
+    /// `data[offsets[i]:offsets[i+1]]` (an Arrow string array's buffers). Returns `[N, dim]`.
+    #[pyo3(signature = (data, offsets, batch_size=1024))]
+    fn _encode_utf8<'py>(
+        &self,
+        py: Python<'py>,
+        data: numpy::PyReadonlyArray1<'py, u8>,
+        offsets: numpy::PyReadonlyArray1<'py, i64>,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let data = data.as_slice()?;
+        let offsets = offsets.as_slice()?;
+        let texts = split_utf8(data, offsets)?;
+        let out = self.encode_texts(py, &texts, batch_size, false)?;
+        let array = Array2::from_shape_vec((texts.len(), self.model.dim()), out)
+            .map_err(|e| value_error(format!("output shape: {e}")))?;
+        Ok(array.into_pyarray(py).into_any())
+    }
+
+    /// A pyarrow string array (or chunked array) as a `FixedSizeList<float32, dim>` array; the
+    /// strings are read from the Arrow buffers in place, nulls are refused.
+    #[pyo3(signature = (array, batch_size=1024))]
+    fn encode_arrow<'py>(
+        slf: &Bound<'py, Self>,
+        array: &Bound<'py, PyAny>,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        py.import("stk._arrow")?
+            .getattr("encode_arrow")?
+            .call1((slf, array, batch_size))
+    }
+
+    /// Width of each embedding.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.model.dim()
+    }
+
+    /// Whether embeddings are L2-normalized.
+    #[getter]
+    fn normalize(&self) -> bool {
+        self.model.normalizes()
+    }
+
+    /// `"model2vec"` or `"sentence-transformers"`: whose output this model reproduces.
+    #[getter]
+    fn semantics(&self) -> &'static str {
+        self.model.semantics().as_str()
+    }
+
+    /// The folder the model was loaded from.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.model.dir().to_path_buf()
+    }
+
+    /// Worker threads used by `encode` (`None`: one per core).
+    #[getter]
+    fn threads(&self) -> Option<usize> {
+        self.source.threads
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "StaticModel(path={:?}, dim={}, semantics={:?}, normalize={})",
+            self.model.dir().display().to_string(),
+            self.model.dim(),
+            self.model.semantics().as_str(),
+            if self.model.normalizes() {
+                "True"
+            } else {
+                "False"
+            }
+        )
+    }
+
+    /// Pickling reloads the model from its folder (absolute path) in the receiving process:
+    /// the bytes are not carried, so the folder must be reachable there.
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let loader = py.import("stk._stk")?.getattr("_load_pickled")?;
+        let path = self.source.path.as_ref().map(|_| {
+            std::path::absolute(self.model.dir()).unwrap_or_else(|_| self.model.dir().to_path_buf())
+        });
+        let semantics = Some(self.model.semantics().as_str().to_string());
+        let args = (
+            path,
+            self.source.normalize,
+            semantics,
+            self.source.max_length,
+            self.source.threads,
+        )
+            .into_pyobject(py)?;
+        Ok((loader, args))
+    }
+}
+
+/// Texts `data[offsets[i]..offsets[i + 1]]`, checked to be in bounds, ordered and UTF-8.
+fn split_utf8<'a>(data: &'a [u8], offsets: &[i64]) -> PyResult<Vec<&'a str>> {
+    if offsets.is_empty() {
+        return Err(value_error("offsets is empty: it needs N + 1 entries"));
+    }
+    offsets
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| {
+            let (start, end) = (w[0], w[1]);
+            if start < 0 || end < start || end as u64 > data.len() as u64 {
+                return Err(value_error(format!(
+                    "text {i}: offsets {start}..{end} are outside the {} bytes of string data",
+                    data.len()
+                )));
+            }
+            std::str::from_utf8(&data[start as usize..end as usize])
+                .map_err(|e| value_error(format!("text {i} is not valid UTF-8: {e}")))
+        })
+        .collect()
+}
