@@ -11,7 +11,7 @@
 
 use crate::module_files::read_json_config;
 use crate::whitespace_tokenizer::{
-    python_split, strip_ascii_punctuation, word_to_id, REFERENCE_ENGLISH_STOP_WORDS,
+    python_split, reference_english_stop_words, strip_ascii_punctuation, word_to_id,
 };
 use regex::{Captures, Regex};
 use serde::Deserialize;
@@ -40,10 +40,7 @@ struct PhraseTokenizerConfig {
 }
 
 fn reference_stop_words() -> Vec<String> {
-    REFERENCE_ENGLISH_STOP_WORDS
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    reference_english_stop_words().map(String::from).collect()
 }
 fn default_separator() -> Option<String> {
     Some("_".into())

@@ -4,6 +4,7 @@
 
 pub use stk_core::{DType, Device, Error, PoolingMode, PoolingSpec, Result, Tensor};
 
+mod folder;
 mod gpu;
 pub mod model;
 pub mod model2vec;

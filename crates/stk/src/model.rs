@@ -338,6 +338,7 @@ fn resolve_dir(path: &Path) -> Result<PathBuf> {
     if !dir.is_dir() {
         return Err(Error::config(&dir, "is a file, not a model folder"));
     }
+    crate::folder::check_links_stay_inside(&dir)?;
     Ok(dir)
 }
 

@@ -97,13 +97,54 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-/// The class name of a `modules.json` `type`, when it is one stk supports.
-fn class_name(class: &str) -> Option<&'static str> {
-    if !class.starts_with("sentence_transformers.") {
-        return None;
+/// The class name of a `modules.json` `type` (either spelling), parsed once at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModuleKind {
+    WordEmbeddings,
+    BoW,
+    StaticEmbedding,
+    WordWeights,
+    Cnn,
+    Lstm,
+    Pooling,
+    Normalize,
+    Dense,
+    LayerNorm,
+    Dropout,
+}
+
+impl ModuleKind {
+    /// In the order of [`SUPPORTED_MODULES`].
+    const ALL: [ModuleKind; 11] = [
+        ModuleKind::WordEmbeddings,
+        ModuleKind::BoW,
+        ModuleKind::StaticEmbedding,
+        ModuleKind::WordWeights,
+        ModuleKind::Cnn,
+        ModuleKind::Lstm,
+        ModuleKind::Pooling,
+        ModuleKind::Normalize,
+        ModuleKind::Dense,
+        ModuleKind::LayerNorm,
+        ModuleKind::Dropout,
+    ];
+
+    /// The reference's class name.
+    fn name(self) -> &'static str {
+        SUPPORTED_MODULES[self as usize]
     }
-    let short = class.rsplit('.').next()?;
-    SUPPORTED_MODULES.iter().copied().find(|s| *s == short)
+
+    /// The kind a `modules.json` `type` names; only the class name after the last dot of a
+    /// `sentence_transformers.` path decides.
+    fn parse(class: &str) -> Result<ModuleKind> {
+        let short = class
+            .strip_prefix("sentence_transformers.")
+            .and_then(|c| c.rsplit('.').next());
+        Self::ALL
+            .into_iter()
+            .find(|k| Some(k.name()) == short)
+            .ok_or_else(|| unsupported(class))
+    }
 }
 
 fn unsupported(class: &str) -> Error {
@@ -124,195 +165,259 @@ struct Widths {
     sentence: Option<usize>,
 }
 
+/// One `modules.json` entry with its kind parsed and its folder resolved; its errors name
+/// the module and the `modules.json` file.
+struct ModuleSpec<'a> {
+    entry: &'a ModuleEntry,
+    kind: ModuleKind,
+    dir: PathBuf,
+    list_path: &'a Path,
+}
+
+impl<'a> ModuleSpec<'a> {
+    fn resolve(
+        root: &Path,
+        list_path: &'a Path,
+        entry: &'a ModuleEntry,
+        kind: ModuleKind,
+    ) -> Result<Self> {
+        let dir = crate::folder::module_path(root, &entry.path, list_path)?;
+        if !dir.is_dir() {
+            return Err(Error::config(
+                list_path,
+                format!(
+                    "module {} ({}) has path `{}`, which is not a folder",
+                    entry.name.as_deref().unwrap_or("?"),
+                    entry.class,
+                    entry.path
+                ),
+            ));
+        }
+        Ok(ModuleSpec {
+            entry,
+            kind,
+            dir,
+            list_path,
+        })
+    }
+
+    fn refuse(&self, reason: &str) -> Error {
+        Error::config(
+            self.list_path,
+            format!(
+                "module `{}` ({}) {reason}",
+                self.entry.path,
+                self.kind.name()
+            ),
+        )
+    }
+
+    /// The width `width` of `what`, which a module before this one must have produced.
+    fn need(&self, width: Option<usize>, what: &str) -> Result<usize> {
+        width.ok_or_else(|| {
+            self.refuse(&format!("needs {what}, which no module before it produces"))
+        })
+    }
+
+    fn check_width(&self, have: usize, want: usize, what: &str) -> Result<()> {
+        if have != want {
+            return Err(self.refuse(&format!(
+                "expects {what} of width {want}, but the modules before it produce width {have}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `modules.json`: a non-empty list of entries.
+fn read_module_list(list_path: &Path) -> Result<Vec<ModuleEntry>> {
+    let text = std::fs::read_to_string(list_path).map_err(|e| Error::io(list_path, e))?;
+    let entries: Vec<ModuleEntry> = serde_json::from_str(&text).map_err(|e| {
+        Error::config(
+            list_path,
+            format!("expected a JSON list of modules, each with `path` and `type`: {e}"),
+        )
+    })?;
+    if entries.is_empty() {
+        return Err(Error::config(list_path, "lists no modules"));
+    }
+    Ok(entries)
+}
+
+/// The first module, which reads text, and the widths it produces.
+fn load_text_module(spec: &ModuleSpec) -> Result<(Box<dyn TextModule>, Widths)> {
+    let mut widths = Widths::default();
+    let module: Box<dyn TextModule> = match spec.kind {
+        ModuleKind::WordEmbeddings => {
+            let m = WordEmbeddings::from_dir(&spec.dir)?;
+            widths.tokens = Some(m.dim());
+            Box::new(m)
+        }
+        ModuleKind::BoW => {
+            let m = BoW::from_dir(&spec.dir)?;
+            widths.sentence = Some(m.dim());
+            Box::new(m)
+        }
+        ModuleKind::StaticEmbedding => {
+            let m = StaticEmbedding::from_dir(&spec.dir)?;
+            widths.sentence = Some(m.dim());
+            Box::new(m)
+        }
+        other => {
+            return Err(Error::config(
+                spec.list_path,
+                format!(
+                    "the first module is {}, which does not read text: a pipeline starts with \
+                     WordEmbeddings, BoW or StaticEmbedding (a Transformer is not supported)",
+                    other.name()
+                ),
+            ))
+        }
+    };
+    Ok((module, widths))
+}
+
+/// With a prompt, the reference tells Pooling how many leading positions the prompt takes:
+/// the length of the tokenized prompt minus one (it assumes a closing special token), as the
+/// first module pads it. BoW gives no input ids, hence no length.
+fn prompt_length(
+    first: &dyn TextModule,
+    kind: ModuleKind,
+    prompt: Option<&str>,
+) -> Result<Option<usize>> {
+    let Some(p) = prompt else {
+        return Ok(None);
+    };
+    let f = first.tokenize(&[p])?;
+    let n = f.input_ids.first().map_or(0, Vec::len);
+    Ok(match kind {
+        ModuleKind::WordEmbeddings => n.max(1).checked_sub(1),
+        ModuleKind::StaticEmbedding => n.checked_sub(1),
+        _ => None,
+    }
+    .filter(|&n| n > 0))
+}
+
+/// A module after the first, checked against (and updating) what the modules before produce.
+fn load_next_module(
+    spec: &ModuleSpec,
+    widths: &mut Widths,
+    prompt_length: Option<usize>,
+) -> Result<Box<dyn Module>> {
+    let tokens = "token embeddings";
+    let sentence = "a sentence embedding";
+    Ok(match spec.kind {
+        ModuleKind::WordWeights => {
+            spec.need(widths.tokens, tokens)?;
+            Box::new(WordWeights::from_dir(&spec.dir)?)
+        }
+        ModuleKind::Cnn => {
+            let have = spec.need(widths.tokens, tokens)?;
+            let m = Cnn::from_dir(&spec.dir)?;
+            spec.check_width(have, m.in_dim(), tokens)?;
+            widths.tokens = Some(m.dim());
+            Box::new(m)
+        }
+        ModuleKind::Lstm => {
+            let have = spec.need(widths.tokens, tokens)?;
+            let m = Lstm::from_dir(&spec.dir)?;
+            spec.check_width(have, m.in_dim(), tokens)?;
+            widths.tokens = Some(m.dim());
+            Box::new(m)
+        }
+        ModuleKind::Pooling => {
+            let have = spec.need(widths.tokens, tokens)?;
+            let m = load_pooling(spec, have, prompt_length)?;
+            widths.sentence = Some(m.modes().len() * have);
+            Box::new(m)
+        }
+        ModuleKind::Normalize => {
+            spec.need(widths.sentence, sentence)?;
+            Box::new(Normalize::from_dir(&spec.dir)?)
+        }
+        ModuleKind::Dense => Box::new(load_dense(spec, widths)?),
+        ModuleKind::LayerNorm => {
+            let have = spec.need(widths.sentence, sentence)?;
+            let m = LayerNorm::from_dir(&spec.dir)?;
+            spec.check_width(have, m.dim(), sentence)?;
+            Box::new(m)
+        }
+        ModuleKind::Dropout => {
+            spec.need(widths.sentence, sentence)?;
+            Box::new(Dropout::from_dir(&spec.dir)?)
+        }
+        ModuleKind::WordEmbeddings | ModuleKind::BoW | ModuleKind::StaticEmbedding => {
+            return Err(spec.refuse("reads text and can only be the first module"))
+        }
+    })
+}
+
+/// Pooling over token embeddings of width `have`, which its config must state.
+fn load_pooling(spec: &ModuleSpec, have: usize, prompt_length: Option<usize>) -> Result<Pooling> {
+    let config = spec.dir.join("config.json");
+    let m = Pooling::from_dir(&spec.dir).map_err(|err| match err {
+        // Errors without a file name (an unknown mode) get the module's.
+        Error::UnknownPoolingMode(_) | Error::InvalidArgument(_) => {
+            Error::config(&config, err.to_string())
+        }
+        other => other,
+    })?;
+    // The reference pools whatever width reaches it and reports the config's width; a config
+    // that disagrees would silently give another width than it says, so it is refused.
+    if m.embedding_dimension() != have {
+        return Err(Error::config(
+            &config,
+            format!(
+                "Pooling's embedding_dimension is {}, but the modules before it produce token \
+                 embeddings of width {have}",
+                m.embedding_dimension()
+            ),
+        ));
+    }
+    Ok(if m.include_prompt() {
+        m
+    } else {
+        m.with_prompt_length(prompt_length)
+    })
+}
+
+/// Dense on the sentence embedding or on the token embeddings, as its config says.
+fn load_dense(spec: &ModuleSpec, widths: &mut Widths) -> Result<Dense> {
+    let m = Dense::from_dir(&spec.dir)?;
+    let (width, what) = match m.target() {
+        DenseTarget::SentenceEmbedding => (&mut widths.sentence, "a sentence embedding"),
+        DenseTarget::TokenEmbeddings => (&mut widths.tokens, "token embeddings"),
+    };
+    let have = spec.need(*width, what)?;
+    spec.check_width(have, m.in_features(), what)?;
+    *width = Some(m.out_features());
+    Ok(m)
+}
+
 impl Pipeline {
     /// Load `dir/modules.json` and every module it lists.
     pub fn load(dir: impl AsRef<Path>) -> Result<Pipeline> {
         let dir = dir.as_ref().to_path_buf();
         let list_path = dir.join("modules.json");
-        let text = std::fs::read_to_string(&list_path).map_err(|e| Error::io(&list_path, e))?;
-        let entries: Vec<ModuleEntry> = serde_json::from_str(&text).map_err(|e| {
-            Error::config(
-                &list_path,
-                format!("expected a JSON list of modules, each with `path` and `type`: {e}"),
-            )
-        })?;
-        let Some((first_entry, rest_entries)) = entries.split_first() else {
-            return Err(Error::config(&list_path, "lists no modules"));
-        };
-        // Resolve every type first, so an unsupported module is reported before any loading.
-        let classes: Vec<&'static str> = entries
+        let entries = read_module_list(&list_path)?;
+        // Parse every type first, so an unsupported module is reported before any loading.
+        let kinds: Vec<ModuleKind> = entries
             .iter()
-            .map(|e| class_name(&e.class).ok_or_else(|| unsupported(&e.class)))
+            .map(|e| ModuleKind::parse(&e.class))
             .collect::<Result<_>>()?;
-        let module_dir = |e: &ModuleEntry| -> Result<PathBuf> {
-            let p = dir.join(&e.path);
-            if !p.is_dir() {
-                return Err(Error::config(
-                    &list_path,
-                    format!(
-                        "module {} ({}) has path `{}`, which is not a folder",
-                        e.name.as_deref().unwrap_or("?"),
-                        e.class,
-                        e.path
-                    ),
-                ));
-            }
-            Ok(p)
-        };
+        crate::folder::check_links_stay_inside(&dir)?;
+        let specs: Vec<ModuleSpec> = entries
+            .iter()
+            .zip(kinds)
+            .map(|(e, kind)| ModuleSpec::resolve(&dir, &list_path, e, kind))
+            .collect::<Result<_>>()?;
         let prompt = default_prompt(&dir)?;
 
-        let mut widths = Widths::default();
-        let first_kind = classes[0];
-        let first_dir = module_dir(first_entry)?;
-        let first: Box<dyn TextModule> = match first_kind {
-            "WordEmbeddings" => {
-                let m = WordEmbeddings::from_dir(&first_dir)?;
-                widths.tokens = Some(m.dim());
-                Box::new(m)
-            }
-            "BoW" => {
-                let m = BoW::from_dir(&first_dir)?;
-                widths.sentence = Some(m.dim());
-                Box::new(m)
-            }
-            "StaticEmbedding" => {
-                let m = StaticEmbedding::from_dir(&first_dir)?;
-                widths.sentence = Some(m.dim());
-                Box::new(m)
-            }
-            other => {
-                return Err(Error::config(
-                    &list_path,
-                    format!(
-                        "the first module is {other}, which does not read text: a pipeline starts with \
-                         WordEmbeddings, BoW or StaticEmbedding (a Transformer is not supported)"
-                    ),
-                ))
-            }
-        };
-        // With a prompt, the reference tells Pooling how many leading positions the prompt
-        // takes: the length of the tokenized prompt minus one (it assumes a closing special
-        // token), as the first module pads it. BoW gives no input ids, hence no length.
-        let prompt_length = match prompt.as_deref() {
-            Some(p) => {
-                let f = first.tokenize(&[p])?;
-                let n = f.input_ids.first().map_or(0, Vec::len);
-                match first_kind {
-                    "WordEmbeddings" => n.max(1).checked_sub(1),
-                    "StaticEmbedding" => n.checked_sub(1),
-                    _ => None,
-                }
-                .filter(|&n| n > 0)
-            }
-            None => None,
-        };
-
-        let mut rest: Vec<Box<dyn Module>> = Vec::with_capacity(rest_entries.len());
-        for (e, &kind) in rest_entries.iter().zip(&classes[1..]) {
-            let mdir = module_dir(e)?;
-            let need = |w: Option<usize>, what: &str| -> Result<usize> {
-                w.ok_or_else(|| {
-                    Error::config(
-                        &list_path,
-                        format!(
-                            "module `{}` ({kind}) needs {what}, which no module before it produces",
-                            e.path
-                        ),
-                    )
-                })
-            };
-            let check_width = |have: usize, want: usize, what: &str| -> Result<()> {
-                if have != want {
-                    return Err(Error::config(
-                        &list_path,
-                        format!(
-                            "module `{}` ({kind}) expects {what} of width {want}, but the modules before \
-                             it produce width {have}",
-                            e.path
-                        ),
-                    ));
-                }
-                Ok(())
-            };
-            let module: Box<dyn Module> = match kind {
-                "WordWeights" => {
-                    need(widths.tokens, "token embeddings")?;
-                    Box::new(WordWeights::from_dir(&mdir)?)
-                }
-                "CNN" => {
-                    let have = need(widths.tokens, "token embeddings")?;
-                    let m = Cnn::from_dir(&mdir)?;
-                    check_width(have, m.in_dim(), "token embeddings")?;
-                    widths.tokens = Some(m.dim());
-                    Box::new(m)
-                }
-                "LSTM" => {
-                    let have = need(widths.tokens, "token embeddings")?;
-                    let m = Lstm::from_dir(&mdir)?;
-                    check_width(have, m.in_dim(), "token embeddings")?;
-                    widths.tokens = Some(m.dim());
-                    Box::new(m)
-                }
-                "Pooling" => {
-                    let have = need(widths.tokens, "token embeddings")?;
-                    let m = Pooling::from_dir(&mdir).map_err(|err| match err {
-                        // Errors without a file name (an unknown mode) get the module's.
-                        Error::UnknownPoolingMode(_) | Error::InvalidArgument(_) => {
-                            Error::config(mdir.join("config.json"), err.to_string())
-                        }
-                        other => other,
-                    })?;
-                    // The output width follows the real token width (the reference pools
-                    // whatever it gets; the config's embedding_dimension is informative).
-                    widths.sentence = Some(m.modes().len() * have);
-                    let m = if m.include_prompt() {
-                        m
-                    } else {
-                        m.with_prompt_length(prompt_length)
-                    };
-                    Box::new(m)
-                }
-                "Normalize" => {
-                    need(widths.sentence, "a sentence embedding")?;
-                    Box::new(Normalize::from_dir(&mdir)?)
-                }
-                "Dense" => {
-                    let m = Dense::from_dir(&mdir)?;
-                    match m.target() {
-                        DenseTarget::SentenceEmbedding => {
-                            let have = need(widths.sentence, "a sentence embedding")?;
-                            check_width(have, m.in_features(), "a sentence embedding")?;
-                            widths.sentence = Some(m.out_features());
-                        }
-                        DenseTarget::TokenEmbeddings => {
-                            let have = need(widths.tokens, "token embeddings")?;
-                            check_width(have, m.in_features(), "token embeddings")?;
-                            widths.tokens = Some(m.out_features());
-                        }
-                    }
-                    Box::new(m)
-                }
-                "LayerNorm" => {
-                    let have = need(widths.sentence, "a sentence embedding")?;
-                    let m = LayerNorm::from_dir(&mdir)?;
-                    check_width(have, m.dim(), "a sentence embedding")?;
-                    Box::new(m)
-                }
-                "Dropout" => {
-                    need(widths.sentence, "a sentence embedding")?;
-                    Box::new(Dropout::from_dir(&mdir)?)
-                }
-                other => {
-                    return Err(Error::config(
-                        &list_path,
-                        format!(
-                        "module `{}` is {other}, which reads text and can only be the first module",
-                        e.path
-                    ),
-                    ))
-                }
-            };
-            rest.push(module);
+        let (first, mut widths) = load_text_module(&specs[0])?;
+        let prompt_length = prompt_length(first.as_ref(), specs[0].kind, prompt.as_deref())?;
+        let mut rest: Vec<Box<dyn Module>> = Vec::with_capacity(specs.len() - 1);
+        for spec in &specs[1..] {
+            rest.push(load_next_module(spec, &mut widths, prompt_length)?);
         }
         let dim = widths.sentence.ok_or_else(|| {
             Error::config(
@@ -325,7 +430,7 @@ impl Pipeline {
             dir,
             first,
             rest,
-            kinds: classes,
+            kinds: specs.iter().map(|s| s.kind.name()).collect(),
             dim,
             prompt,
         })
@@ -642,6 +747,112 @@ mod tests {
         assert!(load_err(d.path())
             .to_string()
             .contains("sentence embedding"));
+    }
+
+    #[test]
+    fn module_kinds_parse_both_spellings_and_name_the_supported_list() {
+        for (k, name) in ModuleKind::ALL.into_iter().zip(SUPPORTED_MODULES) {
+            assert_eq!(k.name(), *name);
+            for class in [
+                format!("sentence_transformers.models.{name}"),
+                format!("sentence_transformers.sentence_transformer.modules.x.{name}"),
+            ] {
+                assert_eq!(ModuleKind::parse(&class).unwrap(), k, "{class}");
+            }
+        }
+        for bad in [
+            "Pooling",
+            "other.Pooling",
+            "sentence_transformers.models.Transformer",
+        ] {
+            let e = ModuleKind::parse(bad).unwrap_err();
+            assert!(
+                matches!(&e, Error::UnsupportedModule { module, .. } if module == bad),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn pooling_width_must_match_the_token_width() {
+        // The issue's case: a 64-wide table, a Pooling config that says 50 (both spellings).
+        for (case, file, from) in [
+            (
+                "wordemb_mean",
+                "1_Pooling/config.json",
+                "\"embedding_dimension\": 64",
+            ),
+            (
+                "legacy_wordemb_weights_mean_norm",
+                "2_Pooling/config.json",
+                "\"word_embedding_dimension\": 64",
+            ),
+        ] {
+            let d = golden_copy(case);
+            let path = d.path().join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains(from), "{case}: {text}");
+            std::fs::write(&path, text.replace(from, &from.replace("64", "50"))).unwrap();
+            let e = load_err(d.path());
+            let msg = e.to_string();
+            assert!(
+                matches!(e, Error::Config { .. })
+                    && msg.contains("config.json")
+                    && msg.contains("50")
+                    && msg.contains("width 64"),
+                "{case}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn module_paths_leaving_the_folder_are_refused() {
+        let outside = golden_copy("wordemb_mean");
+        let d = golden_copy("wordemb_mean");
+        let absolute = outside.path().join("1_Pooling");
+        for path in [
+            absolute.to_str().unwrap(),
+            "../1_Pooling",
+            "1_Pooling/../../x",
+        ] {
+            write_modules(
+                d.path(),
+                &[
+                    ("", "sentence_transformers.models.WordEmbeddings"),
+                    (path, "sentence_transformers.models.Pooling"),
+                ],
+            );
+            let e = load_err(d.path());
+            let msg = e.to_string();
+            assert!(
+                matches!(e, Error::Config { .. }) && msg.contains(path) && msg.contains("leaves"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_linking_outside_the_folder_are_refused() {
+        let outside = golden_copy("wordemb_mean");
+        let d = golden_copy("wordemb_mean");
+        let config = d.path().join("1_Pooling/config.json");
+        std::fs::remove_file(&config).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("1_Pooling/config.json"), &config).unwrap();
+        let msg = load_err(d.path()).to_string();
+        assert!(
+            msg.contains("1_Pooling/config.json") && msg.contains("outside the model folder"),
+            "{msg}"
+        );
+        // A link that stays inside is fine.
+        std::fs::remove_file(&config).unwrap();
+        std::fs::copy(
+            outside.path().join("1_Pooling/config.json"),
+            d.path().join("pool.json"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(d.path().join("pool.json"), &config).unwrap();
+        assert_eq!(Pipeline::load(d.path()).unwrap().dim(), 64);
     }
 
     #[test]
