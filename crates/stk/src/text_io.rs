@@ -368,8 +368,8 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
 const JSONL_ROWS_PER_TASK: usize = 256;
 
 /// `rows` (`k × dim` values) as JSON lines: `[v0,v1,...]\n` per row, each value in the
-/// shortest form that reads back as the same f32 (what `serde_json` writes: `ryu`, and `null`
-/// for NaN and infinities).
+/// shortest form that reads back as the same f32 (`ryu`), spelled as `serde_json` spells it
+/// (`e+` for positive exponents, `null` for NaN and infinities).
 fn jsonl_rows(rows: &[f32], dim: usize) -> Vec<u8> {
     let mut text = Vec::with_capacity(rows.len() * 12);
     let mut number = ryu::Buffer::new();
@@ -380,7 +380,16 @@ fn jsonl_rows(rows: &[f32], dim: usize) -> Vec<u8> {
                 text.push(b',');
             }
             if v.is_finite() {
-                text.extend_from_slice(number.format_finite(v).as_bytes());
+                let digits = number.format_finite(v).as_bytes();
+                // serde_json writes a positive exponent with its sign (`1e+38`); ryu does not.
+                match digits.iter().position(|&b| b == b'e') {
+                    Some(e) if digits.get(e + 1) != Some(&b'-') => {
+                        text.extend_from_slice(&digits[..=e]);
+                        text.push(b'+');
+                        text.extend_from_slice(&digits[e + 1..]);
+                    }
+                    _ => text.extend_from_slice(digits),
+                }
             } else {
                 text.extend_from_slice(b"null");
             }
@@ -630,6 +639,9 @@ mod tests {
             f32::INFINITY,
             f32::NEG_INFINITY,
             123456.79,
+            1e16,
+            -2.5e-7,
+            f32::MIN,
         ];
         let want: String = values
             .chunks(3)
