@@ -520,22 +520,23 @@ pub fn encode_stream(
                 }
                 writer.finish(output)
             });
-            let encoded = (|| -> Result<()> {
-                for (texts, consumed) in batch_rx {
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    let mut data = spare_rx.try_recv().unwrap_or_default();
-                    data.resize(refs.len() * dim, 0.0);
-                    model.encode_into(&refs, &mut data)?;
-                    rows += refs.len() as u64;
-                    if rows_tx.send(data).is_err() {
-                        break; // the writer failed: its error is returned below
-                    }
-                    if let Some(p) = options.progress.as_mut() {
-                        p(rows, consumed);
-                    }
+            let mut encoded: Result<()> = Ok(());
+            for (texts, consumed) in batch_rx {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let mut data = spare_rx.try_recv().unwrap_or_default();
+                data.resize(refs.len() * dim, 0.0);
+                if let Err(e) = model.encode_into(&refs, &mut data) {
+                    encoded = Err(e);
+                    break;
                 }
-                Ok(())
-            })();
+                rows += refs.len() as u64;
+                if rows_tx.send(data).is_err() {
+                    break; // the writer failed: its error is returned below
+                }
+                if let Some(p) = options.progress.as_mut() {
+                    p(rows, consumed);
+                }
+            }
             drop(rows_tx);
             let written = join(writing);
             let read = join(reader);
