@@ -192,21 +192,24 @@ mod avx2 {
         for q in &mut quads {
             let r = [row(q[0]), row(q[1]), row(q[2]), row(q[3])];
             let w = [weight(q[0]), weight(q[1]), weight(q[2]), weight(q[3])];
-            let wv = w.map(|w| _mm256_set1_ps(w));
+            let wv = [
+                _mm256_set1_ps(w[0]),
+                _mm256_set1_ps(w[1]),
+                _mm256_set1_ps(w[2]),
+                _mm256_set1_ps(w[3]),
+            ];
             for j in (0..vectors).step_by(LANES) {
                 let mut a = load(acc, j);
-                for k in 0..4 {
-                    a = _mm256_add_ps(a, scaled::<WEIGHTED>(widen8(r[k], j), wv[k]));
+                for (rk, &wk) in r.iter().zip(&wv) {
+                    a = _mm256_add_ps(a, scaled::<WEIGHTED>(widen8(rk, j), wk));
                 }
                 store(acc, j, a);
             }
-            for j in vectors..d {
-                let mut a = acc[j];
-                for k in 0..4 {
-                    let x = r[k][j].widen();
-                    a += if WEIGHTED { x * w[k] } else { x };
+            for (j, a) in acc.iter_mut().enumerate().skip(vectors) {
+                for (rk, &wk) in r.iter().zip(&w) {
+                    let x = rk[j].widen();
+                    *a += if WEIGHTED { x * wk } else { x };
                 }
-                acc[j] = a;
             }
         }
         for &id in quads.remainder() {
@@ -216,9 +219,9 @@ mod avx2 {
                 let a = _mm256_add_ps(load(acc, j), scaled::<WEIGHTED>(widen8(r, j), wv));
                 store(acc, j, a);
             }
-            for j in vectors..d {
-                let x = r[j].widen();
-                acc[j] += if WEIGHTED { x * w } else { x };
+            for (a, &x) in acc[vectors..].iter_mut().zip(&r[vectors..]) {
+                let x = x.widen();
+                *a += if WEIGHTED { x * w } else { x };
             }
         }
     }

@@ -410,8 +410,8 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
 const JSONL_ROWS_PER_TASK: usize = 256;
 
 /// `rows` (`k × dim` values) as JSON lines: `[v0,v1,...]\n` per row, each value in the
-/// shortest form that reads back as the same f32 (what `serde_json` writes: `ryu`, and `null`
-/// for NaN and infinities).
+/// shortest form that reads back as the same f32 (`ryu`), spelled as `serde_json` spells it
+/// (`e+` for positive exponents, `null` for NaN and infinities).
 fn jsonl_rows(rows: &[f32], dim: usize) -> Vec<u8> {
     let mut text = Vec::with_capacity(rows.len() * 12);
     let mut number = ryu::Buffer::new();
@@ -422,7 +422,16 @@ fn jsonl_rows(rows: &[f32], dim: usize) -> Vec<u8> {
                 text.push(b',');
             }
             if v.is_finite() {
-                text.extend_from_slice(number.format_finite(v).as_bytes());
+                let digits = number.format_finite(v).as_bytes();
+                // serde_json writes a positive exponent with its sign (`1e+38`); ryu does not.
+                match digits.iter().position(|&b| b == b'e') {
+                    Some(e) if digits.get(e + 1) != Some(&b'-') => {
+                        text.extend_from_slice(&digits[..=e]);
+                        text.push(b'+');
+                        text.extend_from_slice(&digits[e + 1..]);
+                    }
+                    _ => text.extend_from_slice(digits),
+                }
             } else {
                 text.extend_from_slice(b"null");
             }
@@ -570,22 +579,23 @@ pub fn encode_stream(
                 }
                 writer.finish(output)
             });
-            let encoded = (|| -> Result<()> {
-                for (texts, consumed) in batch_rx {
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    let mut data = spare_rx.try_recv().unwrap_or_default();
-                    data.resize(refs.len() * dim, 0.0);
-                    model.encode_into(&refs, &mut data)?;
-                    rows += refs.len() as u64;
-                    if rows_tx.send(data).is_err() {
-                        break; // the writer failed: its error is returned below
-                    }
-                    if let Some(p) = options.progress.as_mut() {
-                        p(rows, consumed);
-                    }
+            let mut encoded: Result<()> = Ok(());
+            for (texts, consumed) in batch_rx {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let mut data = spare_rx.try_recv().unwrap_or_default();
+                data.resize(refs.len() * dim, 0.0);
+                if let Err(e) = model.encode_into(&refs, &mut data) {
+                    encoded = Err(e);
+                    break;
                 }
-                Ok(())
-            })();
+                rows += refs.len() as u64;
+                if rows_tx.send(data).is_err() {
+                    break; // the writer failed: its error is returned below
+                }
+                if let Some(p) = options.progress.as_mut() {
+                    p(rows, consumed);
+                }
+            }
             drop(rows_tx);
             let written = join(writing);
             let read = join(reader);
@@ -689,6 +699,9 @@ mod tests {
             f32::INFINITY,
             f32::NEG_INFINITY,
             123456.79,
+            1e16,
+            -2.5e-7,
+            f32::MIN,
         ];
         let want: String = values
             .chunks(3)
