@@ -104,17 +104,7 @@ impl EmbeddingBag {
                 &[out.len()],
             ));
         }
-        if let Some((position, &id)) = ids
-            .iter()
-            .enumerate()
-            .find(|(_, &id)| id as usize >= self.vocab)
-        {
-            return Err(Error::IdOutOfRange {
-                id: id as i64,
-                position,
-                vocab: self.vocab,
-            });
-        }
+        self.check_ids(ids)?;
         out.fill(0.0);
         if ids.is_empty() {
             return Ok(());
@@ -129,6 +119,18 @@ impl EmbeddingBag {
             *v /= n;
         }
         Ok(())
+    }
+
+    /// Every id below the vocabulary size, else an error naming the first that is not.
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().position(|&id| id as usize >= self.vocab) {
+            Some(position) => Err(Error::IdOutOfRange {
+                id: ids[position] as i64,
+                position,
+                vocab: self.vocab,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The means of consecutive bags of one flat id list: bag `i` is `ids[ends[i - 1]..ends[i]]`
@@ -150,17 +152,7 @@ impl EmbeddingBag {
                 ids.len()
             )));
         }
-        if let Some((position, &id)) = ids
-            .iter()
-            .enumerate()
-            .find(|(_, &id)| id as usize >= self.vocab)
-        {
-            return Err(Error::IdOutOfRange {
-                id: id as i64,
-                position,
-                vocab: self.vocab,
-            });
-        }
+        self.check_ids(ids)?;
         let rows = self.rows_view()?;
         let bag = |i: usize| &ids[if i == 0 { 0 } else { ends[i - 1] }..ends[i]];
         for (i, row) in out.chunks_exact_mut(self.dim).enumerate() {
