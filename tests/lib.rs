@@ -130,6 +130,72 @@ pub fn compare(got: &[f32], expected: &[f32], tol: f32) -> Result<(), String> {
     Ok(())
 }
 
+/// Run `check` on every case of a table and fail once, at the end, listing every case that
+/// failed (an `Err` or a panic) by its name, so that one broken case hides no other.
+/// Names must be unique within the table.
+#[track_caller]
+pub fn check_table<C>(
+    table: &str,
+    cases: &[C],
+    name: impl Fn(&C) -> &str,
+    check: impl Fn(&C) -> Result<(), String>,
+) {
+    let mut names: Vec<&str> = cases.iter().map(&name).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        panic!("{table}: two cases are named {:?}", w[0]);
+    }
+    let mut failures = Vec::new();
+    for case in cases {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(case)));
+        let why = match outcome {
+            Ok(Ok(())) => continue,
+            Ok(Err(why)) => why,
+            Err(panic) => format!("panicked: {}", panic_text(panic.as_ref())),
+        };
+        failures.push(format!("{}: {why}", name(case)));
+    }
+    assert!(
+        failures.is_empty(),
+        "{table}: {} of {} cases failed:\n  {}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n  ")
+    );
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+/// `Err` naming the first of `words` that `message` lacks.
+pub fn says_all(message: &str, words: &[&str]) -> Result<(), String> {
+    match words.iter().find(|w| !message.contains(*w)) {
+        Some(w) => Err(format!("message {message:?} lacks {w:?}")),
+        None => Ok(()),
+    }
+}
+
+/// Copy of the folder `from` (files and sub-folders, recursively) at `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
