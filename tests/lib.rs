@@ -130,6 +130,170 @@ pub fn compare(got: &[f32], expected: &[f32], tol: f32) -> Result<(), String> {
     Ok(())
 }
 
+/// Run the binary `exe` with `args`, feeding it `stdin` (or nothing: stdin is closed), and
+/// collect its exit status, stdout and stderr.
+pub fn run_stk(exe: &str, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {exe}: {e}"));
+    if let Some(bytes) = stdin {
+        // The child may fail before reading everything: a broken pipe is fine.
+        let _ = child.stdin.take().unwrap().write_all(bytes);
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// An output file of the `stk` binary, read whatever its format.
+#[derive(Debug, PartialEq)]
+pub struct OutputFile {
+    /// The name of the one tensor of a `.safetensors` output; `None` for `.npy` and `.jsonl`.
+    pub tensor: Option<String>,
+    /// `[rows, dim]` (or the tensor's shape); a `.jsonl` file of no line is `[0, 0]`.
+    pub dims: Vec<usize>,
+    /// Element type as stored (`.jsonl`: always f32).
+    pub dtype: stk_core::DType,
+    /// The values, widened to f32.
+    pub values: Vec<f32>,
+}
+
+/// Read an output of `stk` by its extension: `.safetensors` (exactly one tensor), `.npy`
+/// (version 1.0, little-endian `<f4` or `<f2`, C order, header padded to 64 bytes) or `.jsonl`
+/// (one JSON array of numbers a line, all of one length). Panics on anything else.
+pub fn read_output(path: &Path) -> OutputFile {
+    let ext = path.extension().and_then(|e| e.to_str());
+    match ext {
+        Some("safetensors") => {
+            let f = stk_core::SafetensorsFile::open(path).unwrap();
+            let names: Vec<&str> = f.names().collect();
+            assert_eq!(names.len(), 1, "{}: tensors {names:?}", path.display());
+            let t = f.get(names[0]).unwrap();
+            OutputFile {
+                tensor: Some(names[0].to_string()),
+                dims: t.dims().to_vec(),
+                dtype: t.dtype(),
+                values: t.to_f32_vec().unwrap(),
+            }
+        }
+        Some("npy") => read_npy(&std::fs::read(path).unwrap()),
+        Some("jsonl") => {
+            let text = std::fs::read_to_string(path).unwrap();
+            let rows: Vec<Vec<f32>> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let dim = rows.first().map_or(0, Vec::len);
+            assert!(
+                rows.iter().all(|r| r.len() == dim),
+                "ragged {}",
+                path.display()
+            );
+            OutputFile {
+                tensor: None,
+                dims: vec![rows.len(), dim],
+                dtype: stk_core::DType::F32,
+                values: rows.concat(),
+            }
+        }
+        other => panic!("{}: unexpected output extension {other:?}", path.display()),
+    }
+}
+
+fn read_npy(bytes: &[u8]) -> OutputFile {
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "not an NPY 1.0 file");
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + hlen) % 64, 0, "NPY header not 64-aligned");
+    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+    assert!(header.contains("'fortran_order': False"), "{header}");
+    let body = &bytes[10 + hlen..];
+    let (dtype, values): (stk_core::DType, Vec<f32>) = if header.contains("'descr': '<f2'") {
+        let v = body.chunks_exact(2);
+        let v = v.map(|c| stk_core::f16::from_le_bytes([c[0], c[1]]).to_f32());
+        (stk_core::DType::F16, v.collect())
+    } else {
+        assert!(header.contains("'descr': '<f4'"), "{header}");
+        let v = body.chunks_exact(4);
+        let v = v.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        (stk_core::DType::F32, v.collect())
+    };
+    let shape = header.split("'shape': (").nth(1).unwrap();
+    let dims: Vec<usize> = shape
+        .split(')')
+        .next()
+        .unwrap()
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    assert_eq!(
+        dims.iter().product::<usize>(),
+        values.len(),
+        "NPY shape vs data"
+    );
+    OutputFile {
+        tensor: None,
+        dims,
+        dtype,
+        values,
+    }
+}
+
+/// What a golden run must give: a shape and values, within `tol` (by [`compare`]).
+pub struct Expected {
+    pub dims: Vec<usize>,
+    pub values: Vec<f32>,
+    pub tol: f32,
+}
+
+impl Expected {
+    /// The tensor `expected` of the safetensors file `path`.
+    pub fn from_file(path: &Path, tol: f32) -> Self {
+        let t = stk_core::SafetensorsFile::open(path)
+            .unwrap()
+            .get("expected")
+            .unwrap();
+        Expected {
+            dims: t.dims().to_vec(),
+            values: t.to_f32_vec().unwrap(),
+            tol,
+        }
+    }
+}
+
+/// Run `stk args` (feeding it `stdin`), which must succeed and write `out`; read `out` and
+/// check it against `expected`. Returns what was read, for checks of its own (dtype, name).
+/// `what` names the case in a failure.
+#[track_caller]
+pub fn stk_output_matches(
+    exe: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    out: &Path,
+    expected: &Expected,
+    what: &str,
+) -> OutputFile {
+    let o = run_stk(exe, args, stdin);
+    assert!(
+        o.status.success(),
+        "{what}: stk {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let got = read_output(out);
+    assert_eq!(got.dims, expected.dims, "{what}: shape");
+    if let Err(e) = compare(&got.values, &expected.values, expected.tol) {
+        panic!("{what}: {e}");
+    }
+    got
+}
+
 /// Run `check` on every case of a table and fail once, at the end, listing every case that
 /// failed (an `Err` or a panic) by its name, so that one broken case hides no other.
 /// Names must be unique within the table.

@@ -1,111 +1,27 @@
-//! `stk encode` end to end: the static golden cases through the binary (every output format,
-//! every input form), and the ways it must refuse bad input without leaving a file behind.
+//! `stk encode` end to end: the static and pipeline golden cases through the binary (every
+//! output format, every input form). The ways it must refuse bad input without leaving a file
+//! behind are in `cli_bad_input.rs`.
 
-#[path = "../../../tests/lib.rs"]
-#[allow(dead_code)]
-mod golden;
+use std::path::PathBuf;
+use std::process::Output;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-use golden::{
-    compare, golden_cases, report_missing_model, resolve_model, static_cases_required, GoldenCase,
+use stk_tests::{
+    golden_cases, read_output, repo_root, report_missing_model, resolve_model, run_stk,
+    static_cases_required, stk_output_matches, Expected, GoldenCase,
 };
-use stk_core::SafetensorsFile;
 
 const STK: &str = env!("CARGO_BIN_EXE_stk");
 
 fn stk(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = Command::new(STK);
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = cmd.spawn().expect("run stk");
-    if let Some(bytes) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(bytes).unwrap();
-    }
-    child.wait_with_output().unwrap()
+    run_stk(STK, args, stdin)
 }
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// `[rows, dim]` and the values of an output file, whatever its format.
-fn read_output(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("safetensors") => {
-            let f = SafetensorsFile::open(path).unwrap();
-            assert_eq!(f.names().collect::<Vec<_>>(), ["embeddings"]);
-            let t = f.get("embeddings").unwrap();
-            assert_eq!(t.dtype(), stk_core::DType::F32);
-            (t.dims().to_vec(), t.to_f32_vec().unwrap())
-        }
-        Some("npy") => {
-            let bytes = std::fs::read(path).unwrap();
-            assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
-            let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-            assert_eq!((10 + hlen) % 64, 0, "NPY header not 64-aligned");
-            let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
-            assert!(
-                header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
-                "{header}"
-            );
-            let shape = header
-                .split("'shape': (")
-                .nth(1)
-                .unwrap()
-                .split(')')
-                .next()
-                .unwrap();
-            let dims: Vec<usize> = shape
-                .split(',')
-                .map(|s| s.trim())
-                .filter(|s| !s.is_empty())
-                .map(|s| s.parse().unwrap())
-                .collect();
-            let data: Vec<f32> = bytes[10 + hlen..]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            assert_eq!(
-                dims.iter().product::<usize>(),
-                data.len(),
-                "NPY shape vs data"
-            );
-            (dims, data)
-        }
-        Some("jsonl") => {
-            let text = std::fs::read_to_string(path).unwrap();
-            let rows: Vec<Vec<f32>> = text
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            let dim = rows.first().map_or(0, |r| r.len());
-            assert!(rows.iter().all(|r| r.len() == dim));
-            (vec![rows.len(), dim], rows.concat())
-        }
-        other => panic!("unexpected output {other:?}"),
-    }
-}
-
 fn texts(case: &GoldenCase) -> Vec<String> {
     serde_json::from_str(&std::fs::read_to_string(case.dir.join("texts.json")).unwrap()).unwrap()
-}
-
-/// Files left in `dir` (to check that failures leave no output and no temporary file).
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -155,36 +71,26 @@ fn golden_static_cases_through_the_cli() {
         let json_in = case.dir.join("texts.json");
         let txt_in = tmp.path().join(format!("{}.txt", case.name));
         let lines = texts.join("\n") + "\n";
-        let output = match input {
+        let stdin = match input {
             "json" => {
                 args.extend(["--input", json_in.to_str().unwrap()]);
-                stk(&args, None)
+                None
             }
             "txt" => {
                 std::fs::write(&txt_in, &lines).unwrap();
                 args.extend(["--input", txt_in.to_str().unwrap()]);
-                stk(&args, None)
+                None
             }
             _ => {
                 args.extend(["--input", "-"]);
-                stk(&args, Some(lines.as_bytes()))
+                Some(lines.as_bytes())
             }
         };
-        assert!(
-            output.status.success(),
-            "{}: {}",
-            case.name,
-            stderr(&output)
-        );
-        let (dims, got) = read_output(&out);
-        let want = SafetensorsFile::open(case.dir.join("expected.safetensors"))
-            .unwrap()
-            .get("expected")
-            .unwrap();
-        assert_eq!(dims, want.dims(), "{} ({format} from {input})", case.name);
         let tol = case.case["tolerance"].as_f64().unwrap() as f32;
-        compare(&got, &want.to_f32_vec().unwrap(), tol)
-            .unwrap_or_else(|e| panic!("{} ({format} from {input}): {e}", case.name));
+        let expected = Expected::from_file(&case.dir.join("expected.safetensors"), tol);
+        let what = format!("{} ({format} from {input})", case.name);
+        let got = stk_output_matches(STK, &args, stdin, &out, &expected, &what);
+        check_embeddings_file(&got, &what);
         ran += 1;
     }
     assert!(
@@ -194,7 +100,15 @@ fn golden_static_cases_through_the_cli() {
 }
 
 fn committed_model(name: &str) -> PathBuf {
-    golden::repo_root().join("models").join(name)
+    repo_root().join("models").join(name)
+}
+
+/// `stk encode` writes f32 values, under the name `embeddings` in a safetensors file.
+fn check_embeddings_file(got: &stk_tests::OutputFile, what: &str) {
+    assert_eq!(got.dtype, stk_core::DType::F32, "{what}");
+    if let Some(name) = &got.tensor {
+        assert_eq!(name, "embeddings", "{what}");
+    }
 }
 
 #[test]
@@ -229,7 +143,8 @@ fn batches_and_formats_agree() {
             None,
         );
         assert!(o.status.success(), "{}", stderr(&o));
-        outputs.push(read_output(&out));
+        let got = read_output(&out);
+        outputs.push((got.dims, got.values));
     }
     assert_eq!(outputs[0].0, [50, 128]);
     for o in &outputs[1..] {
@@ -254,8 +169,9 @@ fn default_model_and_empty_inputs() {
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let (dims, v) = read_output(&out);
-    assert_eq!(dims, [1, 256]);
+    let got = read_output(&out);
+    assert_eq!(got.dims, [1, 256]);
+    let v = got.values;
     // The default model is potion-base-8M-f16 in model2vec semantics, normalized.
     let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-3, "{norm}");
@@ -282,278 +198,14 @@ fn default_model_and_empty_inputs() {
             stdin,
         );
         assert!(o.status.success(), "{input} -> {ext}: {}", stderr(&o));
-        let (dims, data) = read_output(&out);
-        assert!(data.is_empty());
+        let got = read_output(&out);
+        assert!(got.values.is_empty());
         if ext != "jsonl" {
-            assert_eq!(dims, [0, 256], "{ext}");
+            assert_eq!(got.dims, [0, 256], "{ext}");
         } else {
             assert_eq!(std::fs::metadata(&out).unwrap().len(), 0);
         }
     }
-}
-
-#[test]
-fn bad_inputs_fail_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let model = committed_model("potion-base-8M-int8-vq2048-d128");
-    let model = model.to_str().unwrap();
-    let good = dir.join("good.txt");
-    std::fs::write(&good, "a\nb\n").unwrap();
-    let good = good.to_str().unwrap();
-    let outdir = dir.join("out");
-    std::fs::create_dir(&outdir).unwrap();
-    let out = |name: &str| outdir.join(name).to_str().unwrap().to_string();
-
-    let check = |args: &[&str], stdin: Option<&[u8]>, needles: &[&str]| {
-        let o = stk(args, stdin);
-        let err = stderr(&o);
-        assert!(!o.status.success(), "{args:?} succeeded");
-        for n in needles {
-            assert!(err.contains(n), "{args:?}: `{n}` not in: {err}");
-        }
-        assert!(!err.contains("panicked"), "{err}");
-        assert!(
-            entries(&outdir).is_empty(),
-            "{args:?} left {:?}",
-            entries(&outdir)
-        );
-    };
-
-    // A line that is not UTF-8, after enough lines that a first batch was already written.
-    let bad = dir.join("bad.txt");
-    let mut bytes = b"one\ntwo\nthree\n".repeat(10);
-    bytes.extend_from_slice(b"caf\xe9\nlast\n");
-    std::fs::write(&bad, &bytes).unwrap();
-    for ext in ["npy", "safetensors", "jsonl"] {
-        check(
-            &[
-                "encode",
-                "--model",
-                model,
-                "--input",
-                bad.to_str().unwrap(),
-                "--output",
-                &out(&format!("x.{ext}")),
-                "--batch-size",
-                "4",
-            ],
-            None,
-            &["bad.txt", "line 31", "UTF-8"],
-        );
-    }
-    check(
-        &[
-            "encode",
-            "--model",
-            model,
-            "--input",
-            "-",
-            "--output",
-            &out("x.npy"),
-        ],
-        Some(b"ok\n\xff\n"),
-        &["<stdin>", "line 2"],
-    );
-
-    // JSON that is not an array of strings.
-    for (name, content) in [
-        ("obj.json", r#"{"texts": ["a"]}"#),
-        ("num.json", r#"["a", 3]"#),
-        ("broken.json", r#"["a""#),
-    ] {
-        let p = dir.join(name);
-        std::fs::write(&p, content).unwrap();
-        check(
-            &[
-                "encode",
-                "--model",
-                model,
-                "--input",
-                p.to_str().unwrap(),
-                "--output",
-                &out("x.npy"),
-            ],
-            None,
-            &[name, "JSON array of strings"],
-        );
-    }
-
-    // Unknown output extension, missing input, missing output folder.
-    check(
-        &[
-            "encode",
-            "--model",
-            model,
-            "--input",
-            good,
-            "--output",
-            &out("x.csv"),
-        ],
-        None,
-        &["x.csv", "unknown extension"],
-    );
-    check(
-        &[
-            "encode",
-            "--model",
-            model,
-            "--input",
-            &out("missing.txt"),
-            "--output",
-            &out("x.npy"),
-        ],
-        None,
-        &["missing.txt"],
-    );
-    let nowhere = dir.join("no/such/dir/x.npy");
-    let o = stk(
-        &[
-            "encode",
-            "--model",
-            model,
-            "--input",
-            good,
-            "--output",
-            nowhere.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(
-        !o.status.success() && stderr(&o).contains("does not exist"),
-        "{}",
-        stderr(&o)
-    );
-
-    // Model folders: missing, pickled weights only, not a model, hub id without the feature.
-    let missing = dir.join("no-model");
-    check(
-        &[
-            "encode",
-            "--model",
-            missing.to_str().unwrap(),
-            "--input",
-            good,
-            "--output",
-            &out("x.npy"),
-        ],
-        None,
-        &["no-model", "not found"],
-    );
-    let pickled = dir.join("pickled");
-    std::fs::create_dir(&pickled).unwrap();
-    std::fs::write(pickled.join("pytorch_model.bin"), b"not really").unwrap();
-    std::fs::write(pickled.join("config.json"), b"{}").unwrap();
-    check(
-        &[
-            "encode",
-            "--model",
-            pickled.to_str().unwrap(),
-            "--input",
-            good,
-            "--output",
-            &out("x.npy"),
-        ],
-        None,
-        &["pytorch_model.bin", "not supported"],
-    );
-    let empty_dir = dir.join("empty-model");
-    std::fs::create_dir(&empty_dir).unwrap();
-    check(
-        &[
-            "encode",
-            "--model",
-            empty_dir.to_str().unwrap(),
-            "--input",
-            good,
-            "--output",
-            &out("x.npy"),
-        ],
-        None,
-        &["not a model folder"],
-    );
-    check(
-        &[
-            "encode",
-            "--model",
-            "someone/some-model",
-            "--input",
-            good,
-            "--output",
-            &out("x.npy"),
-        ],
-        None,
-        &["someone/some-model", "hub"],
-    );
-
-    // A table that does not cover the tokenizer's ids.
-    let small = dir.join("small-table");
-    std::fs::create_dir(&small).unwrap();
-    let src = committed_model("potion-base-8M-f16");
-    std::fs::copy(src.join("tokenizer.json"), small.join("tokenizer.json")).unwrap();
-    std::fs::copy(src.join("config.json"), small.join("config.json")).unwrap();
-    let t = stk_core::Tensor::from_slice([10, 4], &[0.5f32; 40]).unwrap();
-    stk_core::write_safetensors(small.join("model.safetensors"), &[("embeddings", &t)]).unwrap();
-    check(
-        &[
-            "encode",
-            "--model",
-            small.to_str().unwrap(),
-            "--input",
-            good,
-            "--output",
-            &out("x.npy"),
-        ],
-        None,
-        &["token ids up to 29527", "10 rows"],
-    );
-
-    // Bad arguments.
-    check(
-        &[
-            "encode",
-            "--model",
-            model,
-            "--input",
-            good,
-            "--output",
-            &out("x.npy"),
-            "--semantics",
-            "bert",
-        ],
-        None,
-        &["bert"],
-    );
-    check(
-        &[
-            "encode",
-            "--model",
-            model,
-            "--input",
-            good,
-            "--output",
-            &out("x.npy"),
-            "--batch-size",
-            "0",
-        ],
-        None,
-        &["batch-size"],
-    );
-    check(
-        &[
-            "encode",
-            "--model",
-            model,
-            "--input",
-            good,
-            "--output",
-            &out("x.npy"),
-            "--device",
-            "tpu",
-        ],
-        None,
-        &["tpu"],
-    );
 }
 
 /// A saved sentence-transformers pipeline folder goes through the same command: every golden
@@ -565,28 +217,19 @@ fn pipeline_folders_through_the_cli() {
         let out = tmp.path().join(format!("{}.safetensors", case.name));
         let model = case.dir.join("model");
         let input = case.dir.join("texts.json");
-        let o = stk(
-            &[
-                "encode",
-                "--model",
-                model.to_str().unwrap(),
-                "--input",
-                input.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--quiet",
-            ],
-            None,
-        );
-        assert!(o.status.success(), "{}: {}", case.name, stderr(&o));
-        let (dims, got) = read_output(&out);
-        let want = SafetensorsFile::open(case.dir.join("expected.safetensors"))
-            .unwrap()
-            .get("expected")
-            .unwrap();
-        assert_eq!(dims, want.dims(), "{}", case.name);
-        compare(&got, &want.to_f32_vec().unwrap(), 1e-4)
-            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let args = [
+            "encode",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--quiet",
+        ];
+        let expected = Expected::from_file(&case.dir.join("expected.safetensors"), 1e-4);
+        let got = stk_output_matches(STK, &args, None, &out, &expected, &case.name);
+        check_embeddings_file(&got, &case.name);
     }
 }
 

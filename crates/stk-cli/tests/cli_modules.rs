@@ -1,21 +1,16 @@
 //! The module commands of the `stk` binary (`pool`, `normalize`, `layer-pool`, `bench pool`):
 //! every golden case of kind `pooling`, `normalize` and `weighted_layer_pooling` through the
-//! binary, and bad inputs that must end with exit code 1, a clear message and no output file.
+//! binary. Bad inputs (exit code 1, a clear message, no output file) are in `cli_bad_input.rs`.
 
-#[path = "../../../tests/lib.rs"]
-#[allow(dead_code)]
-mod golden;
+use std::process::Output;
 
-use golden::{compare, golden_cases, tolerance_for, GoldenCase};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use stk_core::{write_safetensors, DType, SafetensorsFile, Tensor};
+use stk_tests::{golden_cases, run_stk, stk_output_matches, tolerance_for, Expected, GoldenCase};
+
+const STK: &str = env!("CARGO_BIN_EXE_stk");
 
 fn stk(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stk"))
-        .args(args)
-        .output()
-        .expect("run the stk binary")
+    run_stk(STK, args, None)
 }
 
 fn dtype_named(name: &str) -> DType {
@@ -27,37 +22,20 @@ fn dtype_named(name: &str) -> DType {
     }
 }
 
-/// Run `args` (which write `out`), then compare `out`'s tensor `name` with the case's
-/// `expected`.
+/// Run `args` (which write the tensor `name` to `out`), then compare it with the case's
+/// `expected`; its dtype, for the caller's check.
 fn run_and_check(
     case: &GoldenCase,
     args: &[&str],
-    out: &Path,
+    out: &std::path::Path,
     name: &str,
     input_dtype: DType,
-) -> Tensor {
-    let o = stk(args);
-    assert!(
-        o.status.success(),
-        "{}: stk {args:?} failed: {}",
-        case.name,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let got = SafetensorsFile::open(out).unwrap().get(name).unwrap();
-    let expected = SafetensorsFile::open(case.dir.join("tensors.safetensors"))
-        .unwrap()
-        .get("expected")
-        .unwrap();
-    assert_eq!(got.dims(), expected.dims(), "{}", case.name);
+) -> DType {
     let tol = tolerance_for(input_dtype.as_str(), false);
-    if let Err(e) = compare(
-        &got.to_f32_vec().unwrap(),
-        &expected.to_f32_vec().unwrap(),
-        tol,
-    ) {
-        panic!("{}: {e}", case.name);
-    }
-    got
+    let expected = Expected::from_file(&case.dir.join("tensors.safetensors"), tol);
+    let got = stk_output_matches(STK, args, None, out, &expected, &case.name);
+    assert_eq!(got.tensor.as_deref(), Some(name), "{}", case.name);
+    got.dtype
 }
 
 #[test]
@@ -91,7 +69,7 @@ fn pool_matches_golden() {
         let input_dtype = dtype_named(case.case["dtype"].as_str().unwrap());
         let got = run_and_check(case, &args, &out, "sentence_embedding", input_dtype);
         let expected_dtype = dtype_named(case.case["expected_dtype"].as_str().unwrap());
-        assert_eq!(got.dtype(), expected_dtype, "{}", case.name);
+        assert_eq!(got, expected_dtype, "{}", case.name);
     }
 }
 
@@ -111,7 +89,7 @@ fn normalize_and_layer_pool_match_golden() {
         let dtype = dtype_named(case.case["dtype"].as_str().unwrap());
         let got = run_and_check(&case, &args, &out, "sentence_embedding", dtype);
         assert_eq!(
-            got.dtype(),
+            got,
             dtype_named(case.case["expected_dtype"].as_str().unwrap())
         );
     }
@@ -129,256 +107,50 @@ fn normalize_and_layer_pool_match_golden() {
             &start,
         ];
         let got = run_and_check(&case, &args, &out, "token_embeddings", DType::F32);
-        assert_eq!(got.dtype(), DType::F32);
+        assert_eq!(got, DType::F32);
     }
 }
 
-/// Inputs for the error cases, written once into a temporary folder.
-struct Inputs {
-    dir: tempfile::TempDir,
-}
-
-impl Inputs {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = Tensor::from_slice([2, 3, 4], &[0.5f32; 24]).unwrap();
-        let mask = Tensor::from_slice([2, 3], &[1i64, 1, 0, 1, 0, 0]).unwrap();
-        let varlen_tokens = Tensor::from_slice([1, 5, 4], &[0.5f32; 20]).unwrap();
-        let write = |name: &str, tensors: &[(&str, &Tensor)]| {
-            write_safetensors(dir.path().join(name), tensors).unwrap();
-        };
-        write(
-            "padded.safetensors",
-            &[("token_embeddings", &tokens), ("attention_mask", &mask)],
-        );
-        write("no_tokens.safetensors", &[("attention_mask", &mask)]);
-        let bad_cu = Tensor::from_slice([3], &[0i64, 2, 4]).unwrap();
-        write(
-            "bad_cu.safetensors",
-            &[
-                ("token_embeddings", &varlen_tokens),
-                ("cu_seq_lens_q", &bad_cu),
-            ],
-        );
-        let ints = Tensor::from_slice([1, 2, 2], &[1i64, 2, 3, 4]).unwrap();
-        write("int_tokens.safetensors", &[("token_embeddings", &ints)]);
-        let short_mask = Tensor::from_slice([1, 3], &[1i64, 1, 1]).unwrap();
-        write(
-            "mask_batch.safetensors",
-            &[
-                ("token_embeddings", &tokens),
-                ("attention_mask", &short_mask),
-            ],
-        );
-        let tws = Tensor::from_slice([3], &[1.0f32, 2.0, 3.0]).unwrap();
-        write(
-            "bad_tws.safetensors",
-            &[
-                ("token_embeddings", &tokens),
-                ("attention_mask", &mask),
-                ("token_weights_sum", &tws),
-            ],
-        );
-        let layers = Tensor::from_slice([3, 1, 1, 2], &[1.0f32; 6]).unwrap();
-        let weights = Tensor::from_slice([2], &[1.0f32, 1.0]).unwrap();
-        write(
-            "layers.safetensors",
-            &[
-                ("all_layer_embeddings", &layers),
-                ("layer_weights", &weights),
-            ],
-        );
-        std::fs::write(
-            dir.path().join("garbage.safetensors"),
-            b"definitely not safetensors",
-        )
-        .unwrap();
-        Inputs { dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_string()
-    }
-
-    fn out(&self) -> PathBuf {
-        self.dir.path().join("out.safetensors")
-    }
-}
-
-/// `stk args` must fail with exit code 1, say `message` on stderr, and leave no output.
-fn assert_fails(inputs: &Inputs, args: &[&str], message: &str) {
-    let out = inputs.out();
-    let o = stk(args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stk {args:?}: {stderr}");
-    assert!(
-        stderr.contains(message),
-        "stk {args:?}: stderr {stderr:?} lacks {message:?}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(!out.exists(), "stk {args:?} left an output file");
-    let leftovers: Vec<_> = std::fs::read_dir(inputs.dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left behind");
-}
-
+/// A padded batch with a prompt through `stk pool`: the values the rules give. (Bad inputs of
+/// the module commands are in `cli_bad_input.rs`.)
 #[test]
-fn bad_inputs_exit_1_without_output() {
-    let inp = Inputs::new();
-    let out = inp.out();
-    let out = out.to_str().unwrap();
-    let padded = inp.path("padded.safetensors");
-    let pool = |input: &str, extra: &[&'static str]| -> Vec<String> {
-        let mut a = vec![
-            "pool".to_string(),
-            "--input".into(),
-            input.into(),
-            "--output".into(),
-            out.into(),
-        ];
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            pool(&inp.path("no_tokens.safetensors"), &[]),
-            "tensor `token_embeddings` not found",
-        ),
-        (
-            pool(&inp.path("missing.safetensors"), &[]),
-            "missing.safetensors",
-        ),
-        (
-            pool(&inp.path("garbage.safetensors"), &[]),
-            "not a valid safetensors file",
-        ),
-        (
-            pool(&inp.path("bad_cu.safetensors"), &[]),
-            "cu_seq_lens ends at 4 but token_embeddings has 5 tokens",
-        ),
-        (
-            pool(&inp.path("int_tokens.safetensors"), &[]),
-            "token_embeddings: expected dtype f32 or f16 or bf16, got i64",
-        ),
-        (
-            pool(&inp.path("mask_batch.safetensors"), &[]),
-            "attention_mask: expected shape [2, 3]",
-        ),
-        (
-            pool(&inp.path("bad_tws.safetensors"), &[]),
-            "token_weights_sum: expected shape [2]",
-        ),
-        (
-            pool(&padded, &["--mode", "mean,avg"]),
-            "unknown pooling mode `avg`",
-        ),
-        (pool(&padded, &["--mode", ""]), "unknown pooling mode ``"),
-        (pool(&padded, &["--device", "gpu"]), "unknown device `gpu`"),
-        (
-            pool(&padded, &["--prompt-length", "-2"]),
-            "--prompt-length must be 0 or more, got -2",
-        ),
-        (
-            pool(&padded, &["--prompt-length", "4"]),
-            "prompt length 4 is longer than the longest sequence (3 tokens)",
-        ),
-        (
-            pool(&padded, &["--prompt-length", "99999999999999999999999"]),
-            "--prompt-length 99999999999999999999999 is too large",
-        ),
-        (
-            pool(&padded, &["--prompt-length", "two"]),
-            "--prompt-length must be a whole number",
-        ),
-        (
-            vec![
-                "normalize".into(),
-                "--input".into(),
-                padded.clone(),
-                "--output".into(),
-                out.into(),
-            ],
-            "tensor `sentence_embedding` not found",
-        ),
-        (
-            vec![
-                "layer-pool".into(),
-                "--input".into(),
-                inp.path("layers.safetensors"),
-                "--output".into(),
-                out.into(),
-                "--layer-start".into(),
-                "0".into(),
-            ],
-            "layer_weights: expected shape [3]",
-        ),
-        (
-            vec![
-                "layer-pool".into(),
-                "--input".into(),
-                inp.path("layers.safetensors"),
-                "--output".into(),
-                out.into(),
-                "--layer-start".into(),
-                "-1".into(),
-            ],
-            "--layer-start must be 0 or more",
-        ),
-    ];
-    for (args, message) in &cases {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        assert_fails(&inp, &args, message);
-    }
-
-    // The output folder does not exist.
-    let nowhere = inp
-        .dir
-        .path()
-        .join("no_such_folder")
-        .join("out.safetensors");
+fn pool_with_prompt_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("padded.safetensors");
+    let out = dir.path().join("out.safetensors");
+    let tokens = Tensor::from_slice([2, 3, 4], &[0.5f32; 24]).unwrap();
+    let mask = Tensor::from_slice([2, 3], &[1i64, 1, 0, 1, 0, 0]).unwrap();
+    write_safetensors(
+        &input,
+        &[("token_embeddings", &tokens), ("attention_mask", &mask)],
+    )
+    .unwrap();
     let o = stk(&[
         "pool",
         "--input",
-        &padded,
+        input.to_str().unwrap(),
         "--output",
-        nowhere.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("the output folder does not exist"));
-    assert!(!nowhere.exists());
-
-    // The same inputs succeed when nothing is wrong (the checks above are not vacuous).
-    let o = stk(&[
-        "pool",
-        "--input",
-        &padded,
-        "--output",
-        out,
+        out.to_str().unwrap(),
         "--mode",
         "max,mean",
         "--prompt-length",
         "1",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let got = SafetensorsFile::open(out)
+    let got = SafetensorsFile::open(&out)
         .unwrap()
         .get("sentence_embedding")
         .unwrap();
     assert_eq!(got.dims(), [2, 8]);
     let v = got.to_f32_vec().unwrap();
     // Row 2 has one real token, inside the prompt: max −inf, mean 0.
-    assert_eq!(&v[..8], [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]);
-    assert_eq!(
-        &v[8..],
-        [f32::NEG_INFINITY; 4]
-            .iter()
-            .chain(&[0.0; 4])
-            .copied()
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(&v[..8], [0.5; 8]);
+    let want: Vec<f32> = [f32::NEG_INFINITY; 4]
+        .iter()
+        .chain(&[0.0; 4])
+        .copied()
+        .collect();
+    assert_eq!(&v[8..], want);
 }
 
 #[test]

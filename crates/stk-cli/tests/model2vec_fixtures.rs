@@ -5,16 +5,12 @@
 //! each encoded with several options, through the library and through `stk encode`, against
 //! what model2vec itself returned.
 
-#[path = "../../../tests/lib.rs"]
-#[allow(dead_code)]
-mod golden;
-
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use stk::{DType, LoadOptions, MaxLength, Model, Semantics};
-use stk_core::SafetensorsFile;
+use stk_tests as golden;
+use stk_tests::{stk_output_matches, Expected};
 
 const STK: &str = env!("CARGO_BIN_EXE_stk");
 
@@ -165,76 +161,36 @@ fn fixtures_through_the_library() {
     }
 }
 
-/// `[rows, dim]`, the element type and the values of an `stk encode` output file.
-fn read_output(path: &Path) -> (Vec<usize>, DType, Vec<f32>) {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("safetensors") => {
-            let t = SafetensorsFile::open(path)
-                .unwrap()
-                .get("embeddings")
-                .unwrap();
-            (t.dims().to_vec(), t.dtype(), t.to_f32_vec().unwrap())
-        }
-        Some("npy") => {
-            let bytes = std::fs::read(path).unwrap();
-            let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-            let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
-            let body = &bytes[10 + hlen..];
-            let (dtype, values): (DType, Vec<f32>) = if header.contains("'<f2'") {
-                let v = body
-                    .chunks_exact(2)
-                    .map(|c| stk_core::f16::from_le_bytes([c[0], c[1]]).to_f32());
-                (DType::F16, v.collect())
-            } else {
-                assert!(header.contains("'<f4'"), "{header}");
-                let v = body
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-                (DType::F32, v.collect())
-            };
-            let shape = header
-                .split("'shape': (")
-                .nth(1)
-                .unwrap()
-                .split(')')
-                .next()
-                .unwrap();
-            let dims = shape
-                .split(',')
-                .filter_map(|s| s.trim().parse().ok())
-                .collect();
-            (dims, dtype, values)
-        }
-        _ => {
-            let text = std::fs::read_to_string(path).unwrap();
-            let rows: Vec<Vec<f32>> = text
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            let dim = rows.first().map_or(0, Vec::len);
-            (vec![rows.len(), dim], DType::F32, rows.concat())
-        }
+/// What model2vec returned for `run`, as a golden expectation within the fixture's tolerance.
+fn expected(fixture: &Fixture, run: &Value) -> Expected {
+    let rows = run["expected"].as_array().unwrap();
+    let dim = rows.first().map_or(0, |r| r.as_array().unwrap().len());
+    Expected {
+        dims: vec![rows.len(), dim],
+        values: expected_rows(run),
+        tol: tolerance(fixture),
     }
 }
 
-fn stk_encode(model: &Path, output: &Path, flags: &[String]) {
+/// `stk encode` of the fixtures' texts with `model` and `flags` into `output`, checked against
+/// `expected`; the element type written.
+fn stk_encode(
+    model: &Path,
+    output: &Path,
+    flags: &[String],
+    expected: &Expected,
+    what: &str,
+) -> DType {
     let input = fixtures_dir().join("texts.json");
-    let out = Command::new(STK)
-        .args(["encode", "--quiet", "--model"])
-        .arg(model)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(output)
-        .args(flags)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stk encode {flags:?} on {}: {}",
-        model.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args = vec!["encode", "--quiet", "--model", model.to_str().unwrap()];
+    args.extend([
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    args.extend(flags.iter().map(String::as_str));
+    stk_output_matches(STK, &args, None, output, expected, what).dtype
 }
 
 #[test]
@@ -251,12 +207,11 @@ fn fixtures_through_the_binary() {
             let output = tmp
                 .path()
                 .join(format!("{}-{i}.{}", fixture.name, formats[ran % 3]));
-            stk_encode(&fixture.model, &output, &flags);
-            let (dims, dtype, got) = read_output(&output);
             let what = format!("{} {}", fixture.name, run["options"]);
-            assert_eq!((dims[0], dtype), (n_texts, DType::F32), "{what}");
-            golden::compare(&got, &expected_rows(run), tolerance(&fixture))
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let want = expected(&fixture, run);
+            assert_eq!(want.dims[0], n_texts, "{what}");
+            let dtype = stk_encode(&fixture.model, &output, &flags, &want, &what);
+            assert_eq!(dtype, DType::F32, "{what}");
             ran += 1;
         }
     }
@@ -272,34 +227,23 @@ fn output_dtype_f16_through_the_binary() {
         .into_iter()
         .find(Fixture::is_f16)
         .expect("an f16 fixture");
-    let want = expected_rows(&fixture.runs()[0]);
+    let want = Expected {
+        tol: F16_TOL,
+        ..expected(&fixture, &fixture.runs()[0])
+    };
     for format in ["safetensors", "npy", "jsonl"] {
         let output = tmp.path().join(format!("f16.{format}"));
-        stk_encode(
-            &fixture.model,
-            &output,
-            &["--output-dtype".into(), "f16".into()],
-        );
-        let (_, dtype, got) = read_output(&output);
+        let flags = ["--output-dtype".into(), "f16".into()];
+        let dtype = stk_encode(&fixture.model, &output, &flags, &want, format);
         if format != "jsonl" {
             assert_eq!(dtype, DType::F16, "{format}");
         }
+        let got = stk_tests::read_output(&output).values;
         assert!(
             got.iter()
                 .all(|&v| stk_core::f16::from_f32(v).to_f32() == v),
             "{format}: not f16 values"
         );
-        golden::compare(&got, &want, F16_TOL).unwrap_or_else(|e| panic!("{format}: {e}"));
     }
-    let output = tmp.path().join("bad.npy");
-    let out = Command::new(STK)
-        .args(["encode", "--quiet", "--output-dtype", "bf16", "--input"])
-        .arg(fixtures_dir().join("texts.json"))
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("f32 or f16"), "{err}");
-    assert!(!output.exists());
+    // (`--output-dtype bf16` is refused: `cli_bad_input.rs`.)
 }
