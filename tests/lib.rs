@@ -132,7 +132,11 @@ pub fn compare(got: &[f32], expected: &[f32], tol: f32) -> Result<(), String> {
 
 /// Run the binary `exe` with `args`, feeding it `stdin` (or nothing: stdin is closed), and
 /// collect its exit status, stdout and stderr.
-pub fn run_stk(exe: &str, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+pub fn run_stk<A: AsRef<std::ffi::OsStr>>(
+    exe: &str,
+    args: &[A],
+    stdin: Option<&[u8]>,
+) -> std::process::Output {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new(exe)
@@ -151,6 +155,27 @@ pub fn run_stk(exe: &str, args: &[&str], stdin: Option<&[u8]>) -> std::process::
         let _ = child.stdin.take().unwrap().write_all(bytes);
     }
     child.wait_with_output().unwrap()
+}
+
+/// `encode --model MODEL --input INPUT --output OUTPUT --quiet EXTRA...`: the arguments of
+/// `stk encode` (`INPUT` may be `-`, stdin).
+pub fn encode_args(
+    model: impl AsRef<Path>,
+    input: impl AsRef<Path>,
+    output: impl AsRef<Path>,
+    extra: &[&str],
+) -> Vec<String> {
+    let path = |p: &dyn AsRef<Path>| p.as_ref().to_str().unwrap().to_string();
+    let mut args = vec!["encode".to_string(), "--model".into(), path(&model)];
+    args.extend([
+        "--input".into(),
+        path(&input),
+        "--output".into(),
+        path(&output),
+    ]);
+    args.push("--quiet".into());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
 }
 
 /// An output file of the `stk` binary, read whatever its format.
@@ -272,9 +297,9 @@ impl Expected {
 /// check it against `expected`. Returns what was read, for checks of its own (dtype, name).
 /// `what` names the case in a failure.
 #[track_caller]
-pub fn stk_output_matches(
+pub fn stk_output_matches<A: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
     exe: &str,
-    args: &[&str],
+    args: &[A],
     stdin: Option<&[u8]>,
     out: &Path,
     expected: &Expected,

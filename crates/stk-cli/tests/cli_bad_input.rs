@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use stk_core::{write_safetensors, DType, SafetensorsFile, Tensor};
-use stk_tests::{check_table, copy_dir, repo_root, run_stk, says_all};
+use stk_tests::{check_table, copy_dir, encode_args, repo_root, run_stk, says_all};
 use tempfile::TempDir;
 
 const STK: &str = env!("CARGO_BIN_EXE_stk");
@@ -129,7 +129,6 @@ impl CliCase {
         let s = Scratch::new();
         let args = (self.args)(&s);
         let before = s.out_state();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = run_stk(STK, &args, self.stdin);
         let err = String::from_utf8_lossy(&o.stderr);
         if o.status.code() != Some(self.exit) {
@@ -180,13 +179,8 @@ fn small_static() -> String {
     repo_root().join(SMALL_STATIC).to_str().unwrap().to_string()
 }
 
-/// `stk encode --model MODEL --input INPUT --output OUTPUT --quiet EXTRA...`
 fn encode(model: &str, input: &str, output: &str, extra: &[&str]) -> Vec<String> {
-    let mut a = strings(&[
-        "encode", "--model", model, "--input", input, "--output", output, "--quiet",
-    ]);
-    a.extend(strings(extra));
-    a
+    encode_args(model, input, output, extra)
 }
 
 /// `stk encode` of the small static model on `input`, to `out/x.npy`.
@@ -447,14 +441,7 @@ fn encode_empty_input_is_zero_rows() {
             None => name.to_string(),
         };
         let out = s.path(&format!("{name}.safetensors"));
-        let o = run_stk(
-            STK,
-            &encode(&model, &input, out.to_str().unwrap(), &[])
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-            stdin,
-        );
+        let o = run_stk(STK, &encode_args(&model, &input, &out, &[]), stdin);
         assert!(
             o.status.success(),
             "{name}: {}",

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use stk_tests::{
-    golden_cases, read_output, repo_root, report_missing_model, resolve_model, run_stk,
-    static_cases_required, stk_output_matches, Expected, GoldenCase,
+    encode_args, golden_cases, read_output, repo_root, report_missing_model, resolve_model,
+    run_stk, static_cases_required, stk_output_matches, Expected, GoldenCase,
 };
 
 const STK: &str = env!("CARGO_BIN_EXE_stk");
 
-fn stk(args: &[&str], stdin: Option<&[u8]>) -> Output {
+fn stk<A: AsRef<std::ffi::OsStr>>(args: &[A], stdin: Option<&[u8]>) -> Output {
     run_stk(STK, args, stdin)
 }
 
@@ -129,17 +129,7 @@ fn batches_and_formats_agree() {
     ] {
         let out = tmp.path().join(format!("out-{batch}.{ext}"));
         let o = stk(
-            &[
-                "encode",
-                "--model",
-                model.to_str().unwrap(),
-                "--input",
-                input.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--batch-size",
-                batch,
-            ],
+            &encode_args(&model, &input, &out, &["--batch-size", batch]),
             None,
         );
         assert!(o.status.success(), "{}", stderr(&o));
@@ -217,16 +207,7 @@ fn pipeline_folders_through_the_cli() {
         let out = tmp.path().join(format!("{}.safetensors", case.name));
         let model = case.dir.join("model");
         let input = case.dir.join("texts.json");
-        let args = [
-            "encode",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--quiet",
-        ];
+        let args = encode_args(&model, &input, &out, &[]);
         let expected = Expected::from_file(&case.dir.join("expected.safetensors"), 1e-4);
         let got = stk_output_matches(STK, &args, None, &out, &expected, &case.name);
         check_embeddings_file(&got, &case.name);
