@@ -60,15 +60,19 @@ impl PaddedBatch {
         Ok(PaddedBatch { tokens, mask })
     }
 
+    /// The `[B, T, D]` float token embeddings.
     pub fn tokens(&self) -> &Tensor {
         &self.tokens
     }
+    /// `B`, the number of sequences.
     pub fn batch(&self) -> usize {
         self.tokens.dims()[0]
     }
+    /// `T`, the padded sequence length.
     pub fn seq_len(&self) -> usize {
         self.tokens.dims()[1]
     }
+    /// `D`, the embedding width.
     pub fn dim(&self) -> usize {
         self.tokens.dims()[2]
     }
@@ -120,6 +124,9 @@ fn token_rows(tokens: Tensor, what: &str) -> Result<Tensor> {
 }
 
 impl VarlenBatch {
+    /// `tokens` must be float `[N, D]` or `[1, N, D]`; `cu_seq_lens` must start at 0, never
+    /// decrease and end at `N` ([`Error::Layout`] otherwise; a wrong rank or dtype is
+    /// [`Error::Shape`] / [`Error::DType`]). Sequences may be empty.
     pub fn new(tokens: Tensor, cu_seq_lens: &[i64]) -> Result<Self> {
         let tokens = token_rows(tokens, "varlen token_embeddings")?;
         let n = tokens.dims()[0];
@@ -160,12 +167,15 @@ impl VarlenBatch {
     pub fn tokens(&self) -> &Tensor {
         &self.tokens
     }
+    /// `B`, the number of sequences (`cu_seq_lens.len() - 1`).
     pub fn num_seqs(&self) -> usize {
         self.cu_seq_lens.len() - 1
     }
+    /// `D`, the embedding width.
     pub fn dim(&self) -> usize {
         self.tokens.dims()[1]
     }
+    /// The `B + 1` prefix sums: sequence `i` is rows `cu_seq_lens[i]..cu_seq_lens[i + 1]`.
     pub fn cu_seq_lens(&self) -> &[usize] {
         &self.cu_seq_lens
     }
@@ -221,12 +231,15 @@ impl SpanBatch {
     pub fn tokens(&self) -> &Tensor {
         &self.tokens
     }
+    /// `S`, the number of spans (and of output rows).
     pub fn num_spans(&self) -> usize {
         self.spans.len()
     }
+    /// `D`, the embedding width.
     pub fn dim(&self) -> usize {
         self.tokens.dims()[1]
     }
+    /// The spans as row ranges, each non-empty and inside `0..N`.
     pub fn spans(&self) -> &[Range<usize>] {
         &self.spans
     }
@@ -242,6 +255,9 @@ pub struct TokenBags {
 }
 
 impl TokenBags {
+    /// `offsets` (one more than the bags) must start at 0, never decrease and end at
+    /// `ids.len()` ([`Error::Layout`]); every id must be below `vocab`
+    /// ([`Error::IdOutOfRange`] naming the first that is not).
     pub fn new(ids: Vec<u32>, offsets: Vec<usize>, vocab: usize) -> Result<Self> {
         if offsets.first() != Some(&0) {
             return Err(Error::Layout("bag offsets must start at 0".into()));
@@ -283,18 +299,23 @@ impl TokenBags {
         Self::new(ids, offsets, vocab)
     }
 
+    /// Every bag's ids, end to end.
     pub fn ids(&self) -> &[u32] {
         &self.ids
     }
+    /// The `num_bags() + 1` bag boundaries into [`TokenBags::ids`].
     pub fn offsets(&self) -> &[usize] {
         &self.offsets
     }
+    /// The table size every id is below.
     pub fn vocab(&self) -> usize {
         self.vocab
     }
+    /// The number of bags (texts).
     pub fn num_bags(&self) -> usize {
         self.offsets.len() - 1
     }
+    /// The ids of bag `i` (panics if `i >= num_bags()`).
     pub fn bag(&self, i: usize) -> &[u32] {
         &self.ids[self.offsets[i]..self.offsets[i + 1]]
     }

@@ -5,8 +5,10 @@ use std::str::FromStr;
 /// Where a computation runs. Parsed from `cpu`, `cuda` (device 0) or `cuda:N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
+    /// The host CPU (the default).
     #[default]
     Cpu,
+    /// The CUDA device with this ordinal.
     Cuda(usize),
 }
 

@@ -6,15 +6,22 @@ use std::fmt;
 /// masks, offsets or int8 embedding tables (used as they are, no scale).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// 32-bit IEEE float.
     F32,
+    /// 16-bit IEEE half float.
     F16,
+    /// bfloat16 (8-bit exponent, 7-bit mantissa).
     BF16,
+    /// Signed byte (int8 embedding tables).
     I8,
+    /// 32-bit signed integer (ids, masks, mappings).
     I32,
+    /// 64-bit signed integer (ids, masks, offsets).
     I64,
 }
 
 impl DType {
+    /// Bytes per element.
     pub fn size_in_bytes(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
@@ -23,9 +30,11 @@ impl DType {
             DType::I64 => 8,
         }
     }
+    /// True for F32, F16 and BF16.
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::BF16)
     }
+    /// The short name (`f32`, `bf16`, `i64`, ...) used in messages and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
             DType::F32 => "f32",
@@ -85,6 +94,7 @@ impl fmt::Display for DType {
 
 /// A Rust type that is the element of a tensor of one [`DType`].
 pub trait Element: bytemuck::Pod + Send + Sync + 'static {
+    /// The [`DType`] of this element type.
     const DTYPE: DType;
     /// Widen to f32 (exact for every type but i32/i64 beyond 2^24).
     fn to_f32(self) -> f32;

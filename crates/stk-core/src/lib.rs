@@ -11,6 +11,7 @@
 //! * [`Error`]: one typed error for the whole workspace.
 //!
 //! `unsafe` is allowed only in `st.rs` (the mmap); everything else denies it.
+#![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod batch;

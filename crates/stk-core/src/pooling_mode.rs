@@ -6,15 +6,24 @@ use std::str::FromStr;
 /// of them and concatenates the results in list order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PoolingMode {
+    /// The first token's embedding (`cls`).
     Cls,
+    /// The elementwise maximum over real tokens (`max`).
     Max,
+    /// The mean over real tokens (`mean`).
     Mean,
+    /// The sum over real tokens divided by the square root of their count
+    /// (`mean_sqrt_len_tokens`).
     MeanSqrtLenTokens,
+    /// The mean weighted by position, 1 for the first token up to T for the last
+    /// (`weightedmean`).
     WeightedMean,
+    /// The last real token's embedding (`lasttoken`).
     LastToken,
 }
 
 impl PoolingMode {
+    /// Every mode, in the order the reference concatenates them.
     pub const ALL: [PoolingMode; 6] = [
         PoolingMode::Cls,
         PoolingMode::Max,
@@ -67,11 +76,14 @@ impl fmt::Display for PoolingMode {
 /// `include_prompt = false` with that prompt length; `None` or `Some(0)` includes everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolingSpec {
+    /// The modes, at least one; outputs are concatenated in this order.
     pub modes: Vec<PoolingMode>,
+    /// Tokens to leave out at the start of each sequence (`None`: none).
     pub prompt_length: Option<usize>,
 }
 
 impl PoolingSpec {
+    /// A spec with `modes` and no prompt exclusion; [`Error::InvalidArgument`] if `modes` is empty.
     pub fn new(modes: Vec<PoolingMode>) -> Result<Self> {
         if modes.is_empty() {
             return Err(Error::invalid("a pooling layer needs at least one mode"));
@@ -81,6 +93,7 @@ impl PoolingSpec {
             prompt_length: None,
         })
     }
+    /// The same spec leaving out the first `p` tokens of each sequence.
     pub fn with_prompt_length(mut self, p: Option<usize>) -> Self {
         self.prompt_length = p;
         self

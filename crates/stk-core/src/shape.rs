@@ -5,12 +5,15 @@ use std::fmt;
 pub struct Shape(Vec<usize>);
 
 impl Shape {
+    /// A shape of these dimensions (any may be 0).
     pub fn new(dims: impl Into<Vec<usize>>) -> Self {
         Shape(dims.into())
     }
+    /// The dimensions, outermost first.
     pub fn dims(&self) -> &[usize] {
         &self.0
     }
+    /// The number of dimensions.
     pub fn rank(&self) -> usize {
         self.0.len()
     }
@@ -18,6 +21,7 @@ impl Shape {
     pub fn checked_numel(&self) -> Option<usize> {
         self.0.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
     }
+    /// Number of elements (wraps on overflow: use [`Shape::checked_numel`] for untrusted shapes).
     pub fn numel(&self) -> usize {
         self.0.iter().product()
     }

@@ -37,6 +37,9 @@ impl Stored {
 }
 
 impl SafetensorsFile {
+    /// Map the file at `path` and check its header: every tensor's dtype readable, its offsets
+    /// inside the file and in agreement with its shape. [`Error::Io`] if it cannot be opened,
+    /// [`Error::Safetensors`] naming what is wrong otherwise; nothing is copied.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
@@ -80,6 +83,7 @@ impl SafetensorsFile {
         Ok(SafetensorsFile { path, map, entries })
     }
 
+    /// The file this was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -89,6 +93,7 @@ impl SafetensorsFile {
         self.entries.keys().map(|s| s.as_str())
     }
 
+    /// Whether the file holds a tensor called `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
     }

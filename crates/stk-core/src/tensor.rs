@@ -32,6 +32,7 @@ enum Buffer {
 /// unchanged for as long as this handle lives. Lets [`Tensor::from_shared`] borrow a caller's
 /// array instead of copying it.
 pub trait SharedBytes: Send + Sync {
+    /// The bytes, the same on every call while the handle lives.
     fn bytes(&self) -> &[u8];
 }
 
@@ -115,6 +116,7 @@ impl Tensor {
         Self::from_slice(shape, &data)
     }
 
+    /// A tensor of zeros; [`Error::Shape`] if its size in bytes overflows `usize`.
     pub fn zeros(shape: impl Into<Shape>, dtype: DType) -> Result<Self> {
         let shape = shape.into();
         let n = shape
@@ -181,15 +183,19 @@ impl Tensor {
         }
     }
 
+    /// The shape.
     pub fn shape(&self) -> &Shape {
         &self.shape
     }
+    /// The dimensions, outermost first.
     pub fn dims(&self) -> &[usize] {
         self.shape.dims()
     }
+    /// The element type.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+    /// The number of elements.
     pub fn numel(&self) -> usize {
         self.shape.numel()
     }

@@ -125,6 +125,7 @@ pub fn span_spec(spec: &PoolingSpec) -> Result<()> {
 /// `weights`, checked against each other.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddingTable {
+    /// Table rows.
     pub rows: usize,
     /// Row width, at least 1.
     pub dim: usize,
