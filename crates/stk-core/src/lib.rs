@@ -2,7 +2,7 @@
 //!
 //! * [`Tensor`]: shape + [`DType`] + host bytes, either owned or borrowed from a memory-mapped
 //!   safetensors file (no copy at load).
-//! * [`safetensors`](crate::st): read ([`SafetensorsFile`]) and atomic write ([`write_safetensors`]).
+//! * safetensors files: read ([`SafetensorsFile`]) and atomic write ([`write_safetensors`]).
 //! * Batch layouts for pooling ([`PaddedBatch`], [`VarlenBatch`]) and for embedding bags
 //!   ([`TokenBags`]): validated once at construction so that every consumer (CPU loops, CUDA
 //!   kernels) can index without bounds surprises.

@@ -38,12 +38,17 @@ fn sentence_embedding() -> String {
 /// The activations a saved Dense layer can name (PyTorch class, any module path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
+    /// `x` unchanged (`torch.nn.Identity`, or no activation named).
     Identity,
+    /// `tanh(x)`, the reference's default.
     Tanh,
+    /// `max(x, 0)`.
     ReLU,
+    /// `1 / (1 + e^-x)`.
     Sigmoid,
     /// Exact (erf) GELU, PyTorch's default.
     Gelu,
+    /// `x · sigmoid(x)`.
     SiLU,
 }
 
@@ -66,6 +71,7 @@ impl Activation {
         })
     }
 
+    /// The activation of one value, in f32.
     pub fn apply(self, x: f32) -> f32 {
         match self {
             Activation::Identity => x,
@@ -81,7 +87,9 @@ impl Activation {
 /// Which feature a Dense layer reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenseTarget {
+    /// `sentence_embedding` `[B, in]` → `[B, out]` (the reference's default).
     SentenceEmbedding,
+    /// `token_embeddings` `[B, T, in]` → `[B, T, out]`, every token alike.
     TokenEmbeddings,
 }
 
@@ -153,6 +161,8 @@ impl Dense {
         Self::new(weight, bias, n_in, n_out, activation, target)
     }
 
+    /// A layer from a row-major `weight [out_features, in_features]` and an optional `bias
+    /// [out_features]`; [`stk_core::Error::InvalidArgument`] if a width is 0 or a length disagrees.
     pub fn new(
         weight: Vec<f32>,
         bias: Option<Vec<f32>>,
@@ -182,12 +192,15 @@ impl Dense {
         })
     }
 
+    /// Input width.
     pub fn in_features(&self) -> usize {
         self.in_features
     }
+    /// Output width.
     pub fn out_features(&self) -> usize {
         self.out_features
     }
+    /// The activation applied after the affine map.
     pub fn activation(&self) -> Activation {
         self.activation
     }

@@ -41,6 +41,7 @@ impl Dropout {
         Ok(Dropout { rate: cfg.dropout })
     }
 
+    /// The configured dropout probability (unused: inference applies none).
     pub fn rate(&self) -> f64 {
         self.rate
     }

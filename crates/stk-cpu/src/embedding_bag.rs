@@ -78,9 +78,11 @@ impl EmbeddingBag {
     pub fn table(&self) -> &Tensor {
         &self.table
     }
+    /// The token id → table row map, when the table is vocabulary-quantized.
     pub fn mapping(&self) -> Option<&[u32]> {
         self.mapping.as_deref()
     }
+    /// The per-token-id weights that scale rows before the mean, when the model has them.
     pub fn weights(&self) -> Option<&[f32]> {
         self.weights.as_deref()
     }
@@ -95,7 +97,28 @@ impl EmbeddingBag {
     }
 
     /// Write the mean of the rows of `ids` into `out` (`dim` values); no ids gives zeros.
-    /// Sums in f32 in id order and divides by the count, as the reference does.
+    /// Sums in f32 in id order and divides by the count, as the reference does. Errors when
+    /// `out` is not `dim` long or an id is not below [`EmbeddingBag::vocab`].
+    ///
+    /// # Example
+    ///
+    /// ```rust
+    /// use stk_core::{Error, Tensor};
+    /// use stk_cpu::EmbeddingBag;
+    ///
+    /// // Three rows of width 2; token ids 0..4 map onto them, each id with a weight.
+    /// let table = Tensor::from_vec([3, 2], vec![1.0f32, 0.0, 0.0, 1.0, 2.0, 2.0])?;
+    /// let mapping = Tensor::from_vec([4], vec![0i32, 1, 2, 2])?;
+    /// let weights = Tensor::from_vec([4], vec![1.0f32, 1.0, 1.0, 0.5])?;
+    /// let bag = EmbeddingBag::new(table, Some(&mapping), Some(&weights))?;
+    /// let mut out = [0.0f32; 2];
+    /// bag.mean_into(&[0, 3], &mut out)?; // (1 · row 0 + 0.5 · row 2) / 2
+    /// assert_eq!(out, [1.0, 0.5]);
+    /// // An id past the vocabulary is refused, never read out of bounds.
+    /// let e = bag.mean_into(&[4], &mut out).unwrap_err();
+    /// assert!(matches!(e, Error::IdOutOfRange { id: 4, vocab: 4, .. }), "{e}");
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn mean_into(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
         if out.len() != self.dim {
             return Err(Error::shape(

@@ -37,6 +37,8 @@ impl LayerNorm {
         Self::new(weight, bias)
     }
 
+    /// A LayerNorm over the last dimension with these gains and biases, of the same non-zero
+    /// length; [`stk_core::Error::InvalidArgument`] otherwise.
     pub fn new(weight: Vec<f32>, bias: Vec<f32>) -> Result<Self> {
         if weight.is_empty() || weight.len() != bias.len() {
             return Err(Error::invalid(format!(
@@ -48,6 +50,7 @@ impl LayerNorm {
         Ok(LayerNorm { weight, bias })
     }
 
+    /// The normalized width.
     pub fn dim(&self) -> usize {
         self.weight.len()
     }

@@ -1,5 +1,6 @@
 //! stk-cpu: exact CPU implementations of the sentence-transformers modules.
 //! This crate is the oracle the CUDA kernels are tested against.
+#![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 pub mod bow;

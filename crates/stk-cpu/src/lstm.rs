@@ -43,7 +43,9 @@ pub struct LstmCell {
     pub weight_ih: Vec<f32>,
     /// `[4H, H]`.
     pub weight_hh: Vec<f32>,
+    /// `[4H]`, added to the input projection.
     pub bias_ih: Vec<f32>,
+    /// `[4H]`, added to the hidden projection.
     pub bias_hh: Vec<f32>,
 }
 

@@ -48,6 +48,7 @@ pub fn normalize_in_place(v: &mut [f32]) {
 pub struct Normalize;
 
 impl Normalize {
+    /// The module (it has no parameters).
     pub fn new() -> Self {
         Normalize
     }

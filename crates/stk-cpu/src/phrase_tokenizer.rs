@@ -63,6 +63,8 @@ pub struct PhraseTokenizer {
 }
 
 impl PhraseTokenizer {
+    /// A tokenizer over `vocab` (words and phrases whose words are joined by
+    /// `ngram_separator`, up to `max_ngram_length` words), dropping `stop_words`.
     pub fn new(
         vocab: &[String],
         stop_words: impl IntoIterator<Item = String>,
@@ -125,6 +127,7 @@ impl PhraseTokenizer {
         })
     }
 
+    /// Vocabulary size: every id is below it.
     pub fn vocab_len(&self) -> usize {
         self.vocab_len
     }

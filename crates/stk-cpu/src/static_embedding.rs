@@ -28,6 +28,7 @@ const MAX_TEXTS_PER_TASK: usize = 256;
 /// encode, also without special tokens, so the reference's ids are cut this way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileTruncation {
+    /// The number of ids kept.
     pub max_length: usize,
     /// True to keep the last `max_length` ids (`direction: Left`), false to keep the first.
     pub keep_last: bool,
@@ -211,12 +212,15 @@ impl StaticEmbedding {
         })
     }
 
+    /// Output width.
     pub fn dim(&self) -> usize {
         self.bag.dim()
     }
+    /// The table with its mapping and weights.
     pub fn bag(&self) -> &EmbeddingBag {
         &self.bag
     }
+    /// The tokenizer of `tokenizer.json`.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }

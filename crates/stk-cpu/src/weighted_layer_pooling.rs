@@ -52,6 +52,9 @@ pub struct WeightedLayerPooling {
 }
 
 impl WeightedLayerPooling {
+    /// A layer averaging hidden layers `layer_start..=num_hidden_layers` with `layer_weights` (float,
+    /// one per layer, `[num_hidden_layers + 1 - layer_start]`); [`stk_core::Error`] naming what
+    /// disagrees otherwise.
     pub fn new(
         embedding_dimension: usize,
         num_hidden_layers: usize,
@@ -119,15 +122,19 @@ impl WeightedLayerPooling {
         )
     }
 
+    /// The token embedding width the config states.
     pub fn embedding_dimension(&self) -> usize {
         self.embedding_dimension
     }
+    /// The model's hidden layers (the input holds one more: the embeddings).
     pub fn num_hidden_layers(&self) -> usize {
         self.num_hidden_layers
     }
+    /// The first layer averaged.
     pub fn layer_start(&self) -> usize {
         self.layer_start
     }
+    /// One weight per averaged layer.
     pub fn layer_weights(&self) -> &Tensor {
         &self.layer_weights
     }

@@ -16,7 +16,7 @@ pub const WHITESPACE_TOKENIZER_CONFIG: &str = "whitespacetokenizer_config.json";
 /// one per line. Kept as data, not code, so the list reads as a list.
 const REFERENCE_ENGLISH_STOP_WORDS: &str = include_str!("../data/english_stop_words.txt");
 
-/// The reference's English stop words (see [`REFERENCE_ENGLISH_STOP_WORDS`]).
+/// The reference's English stop words, one item a word (from `data/english_stop_words.txt`).
 pub fn reference_english_stop_words() -> impl Iterator<Item = &'static str> {
     REFERENCE_ENGLISH_STOP_WORDS.lines()
 }

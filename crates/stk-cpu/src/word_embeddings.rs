@@ -33,7 +33,9 @@ fn default_max_seq_length() -> usize {
 /// The word tokenizers a `WordEmbeddings` folder can name in `tokenizer_class`.
 #[derive(Debug, Clone)]
 pub enum WordTokenizer {
+    /// Words split on white space, looked up whole (`WhitespaceTokenizer`).
     Whitespace(WhitespaceTokenizer),
+    /// Words merged into known phrases (`PhraseTokenizer`).
     Phrase(PhraseTokenizer),
 }
 
@@ -54,6 +56,7 @@ impl WordTokenizer {
         }
     }
 
+    /// Ids of the words (or phrases) of `text`, in order; unknown words dropped.
     pub fn tokenize(&self, text: &str) -> Vec<u32> {
         match self {
             WordTokenizer::Whitespace(t) => t.tokenize(text),
@@ -61,6 +64,7 @@ impl WordTokenizer {
         }
     }
 
+    /// Vocabulary size: every id is below it.
     pub fn vocab_len(&self) -> usize {
         match self {
             WordTokenizer::Whitespace(t) => t.vocab_len(),
@@ -139,15 +143,19 @@ impl WordEmbeddings {
         })
     }
 
+    /// The word tokenizer.
     pub fn tokenizer(&self) -> &WordTokenizer {
         &self.tokenizer
     }
+    /// Table rows.
     pub fn vocab_size(&self) -> usize {
         self.table.dims()[0]
     }
+    /// Embedding width.
     pub fn dim(&self) -> usize {
         self.table.dims()[1]
     }
+    /// Ids kept per text (the rest are cut).
     pub fn max_seq_length(&self) -> usize {
         self.max_seq_length
     }

@@ -73,6 +73,7 @@ impl WordWeights {
         WordWeights { weights }
     }
 
+    /// One weight per token id.
     pub fn weights(&self) -> &[f32] {
         &self.weights
     }

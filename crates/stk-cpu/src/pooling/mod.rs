@@ -2,7 +2,8 @@
 //!
 //! * [`pool_padded`] / [`pool_varlen`]: the fast one-pass implementation ([`fast`]), which is
 //!   what everything else (the [`Pooling`] module, the facade, the CLI) calls.
-//! * [`reference`]: a plain f64 transcription of the SPEC, used only to check the fast path.
+//! * [`reference`](mod@reference): a plain f64 transcription of the SPEC, used only to check
+//!   the fast path.
 //!
 //! Both share the input checks and the output-dtype rule of this file, so they can only differ
 //! in the arithmetic.
@@ -20,7 +21,31 @@ use stk_core::{
 /// Optional inputs of a pooling layer besides the token embeddings (shared with the GPU).
 pub use stk_core::validate::PoolExtras;
 
-/// Pool a padded batch (`[B, T, D]` + mask) into `[B, modes × D]`.
+/// Pool a padded batch (`[B, T, D]` + mask) into `[B, modes × D]`, the modes' results side by
+/// side in `spec` order, in the tokens' dtype. Errors when an input of `extras` does not fit
+/// the batch (its shape or dtype).
+///
+/// # Example
+///
+/// The mean and the max of two sequences padded to 3 tokens of width 2:
+///
+/// ```rust
+/// use stk_core::{PaddedBatch, PoolingMode, PoolingSpec, Tensor};
+/// use stk_cpu::{pool_padded, PoolExtras};
+///
+/// #[rustfmt::skip]
+/// let tokens = Tensor::from_vec([2, 3, 2], vec![
+///     1.0f32, 2.0,  3.0, 4.0,  9.0, 9.0, // two real tokens, then padding
+///     5.0, 6.0,     0.0, 0.0,  0.0, 0.0, // one real token
+/// ])?;
+/// let mask = Tensor::from_vec([2, 3], vec![1i64, 1, 0, 1, 0, 0])?;
+/// let batch = PaddedBatch::new(tokens, Some(&mask))?;
+/// let spec = PoolingSpec::new(vec![PoolingMode::Mean, PoolingMode::Max])?;
+/// let out = pool_padded(&batch, &spec, &PoolExtras::default())?;
+/// assert_eq!(out.dims(), [2, 4]); // [B, 2 modes × D]
+/// assert_eq!(out.to_f32_vec()?, [2.0, 3.0, 3.0, 4.0, 5.0, 6.0, 5.0, 6.0]);
+/// # Ok::<(), stk_core::Error>(())
+/// ```
 pub fn pool_padded(batch: &PaddedBatch, spec: &PoolingSpec, extras: &PoolExtras) -> Result<Tensor> {
     fast::pool_padded(batch, spec, extras)
 }

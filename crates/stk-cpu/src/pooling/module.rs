@@ -34,6 +34,8 @@ pub struct Pooling {
 }
 
 impl Pooling {
+    /// A layer for token embeddings of width `embedding_dimension`, computing `modes` (at least
+    /// one: [`stk_core::Error::InvalidArgument`] otherwise), with or without the prompt.
     pub fn new(
         embedding_dimension: usize,
         modes: Vec<PoolingMode>,
@@ -129,12 +131,15 @@ impl Pooling {
         self
     }
 
+    /// The modes, in output order.
     pub fn modes(&self) -> &[PoolingMode] {
         &self.modes
     }
+    /// The token embedding width the config states (each mode outputs this many values).
     pub fn embedding_dimension(&self) -> usize {
         self.embedding_dimension
     }
+    /// False when the prompt's tokens are left out of the pooling.
     pub fn include_prompt(&self) -> bool {
         self.include_prompt
     }
