@@ -183,7 +183,7 @@ impl Tensor {
         }
     }
 
-    /// The shape.
+    /// The dimensions (the bytes are row-major and contiguous).
     pub fn shape(&self) -> &Shape {
         &self.shape
     }
@@ -191,11 +191,11 @@ impl Tensor {
     pub fn dims(&self) -> &[usize] {
         self.shape.dims()
     }
-    /// The element type.
+    /// The element type of the bytes: the type [`Tensor::as_slice`] must be asked for.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
-    /// The number of elements.
+    /// The number of elements, the product of the dimensions.
     pub fn numel(&self) -> usize {
         self.shape.numel()
     }
