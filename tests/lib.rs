@@ -402,4 +402,58 @@ mod tests {
         assert!(compare(&[1.0], &[1.0, 2.0], 1.0).is_err());
         assert!(compare(&[200.0], &[200.001], 1e-5).is_ok());
     }
+
+    #[test]
+    fn check_table_lists_every_failing_case() {
+        let cases = [("fine", 1), ("wrong", 2), ("panics", 3), ("also wrong", 4)];
+        let outcome = std::panic::catch_unwind(|| {
+            check_table(
+                "t",
+                &cases,
+                |c| c.0,
+                |c| match c.1 {
+                    1 => Ok(()),
+                    3 => panic!("boom"),
+                    n => Err(format!("got {n}")),
+                },
+            )
+        });
+        let payload = outcome.expect_err("failing cases must fail the table");
+        let message = panic_text(payload.as_ref());
+        for part in [
+            "t: 3 of 4 cases failed",
+            "wrong: got 2",
+            "panics: panicked: boom",
+            "also wrong: got 4",
+        ] {
+            assert!(message.contains(part), "{message:?} lacks {part:?}");
+        }
+        assert!(!message.contains("fine"), "{message}");
+    }
+
+    #[test]
+    fn read_output_reads_npy_and_jsonl() {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = dir.path().join("x.jsonl");
+        std::fs::write(&jsonl, "[1.0, 2.5]\n[3, 4]\n").unwrap();
+        let got = read_output(&jsonl);
+        assert_eq!(
+            (got.dims, got.values),
+            (vec![2, 2], vec![1.0, 2.5, 3.0, 4.0])
+        );
+        // An NPY 1.0 header padded to 64 bytes, then two f16 values.
+        let header = "{'descr': '<f2', 'fortran_order': False, 'shape': (1, 2), }";
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        let padded = format!("{header:<117}\n"); // 10 + 118 = 2 × 64 bytes
+        bytes.extend_from_slice(&(padded.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(padded.as_bytes());
+        for v in [0.5f32, -2.0] {
+            bytes.extend_from_slice(&stk_core::f16::from_f32(v).to_le_bytes());
+        }
+        let npy = dir.path().join("x.npy");
+        std::fs::write(&npy, bytes).unwrap();
+        let got = read_output(&npy);
+        assert_eq!(got.dtype, stk_core::DType::F16);
+        assert_eq!((got.dims, got.values), (vec![1, 2], vec![0.5, -2.0]));
+    }
 }
