@@ -7,7 +7,7 @@
 //! The cases are tables, one per command family (`encode` inputs and arguments, `encode` model
 //! folders, the module commands), each driven by one loop that lists every failing case by
 //! name. Count: before the tables, 17 `#[test]` functions here held 83 failing runs, and
-//! `cli_encode.rs`, `cli_modules.rs`, `cli_pipelines.rs` and `model2vec_fixtures.rs` held 41
+//! `cli_encode.rs`, `cli_modules.rs`, `cli_pipelines.rs` and `model2vec_fixtures.rs` held 42
 //! more, most of them the same inputs again. Now the tables hold 98 cases: 82 of those 83 (the
 //! unreadable-file case is a test of its own, as it cannot fail when run as root), the 14 of
 //! the other files that were not already here, and 2 new ones (a Pooling width that disagrees,
