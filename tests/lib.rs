@@ -396,10 +396,20 @@ mod tests {
             1e-5
         )
         .is_ok());
-        assert!(compare(&[1.0], &[1.1], 1e-5).is_err());
-        assert!(compare(&[f32::MAX], &[f32::INFINITY], 1.0).is_err());
-        assert!(compare(&[0.0], &[f32::NAN], 1.0).is_err());
-        assert!(compare(&[1.0], &[1.0, 2.0], 1.0).is_err());
+        for (got, want, tol, says) in [
+            (
+                &[1.0f32][..],
+                &[1.1f32][..],
+                1e-5,
+                "element 0: got 1, expected 1.1",
+            ),
+            (&[f32::MAX], &[f32::INFINITY], 1.0, "expected inf"),
+            (&[0.0], &[f32::NAN], 1.0, "expected NaN"),
+            (&[1.0], &[1.0, 2.0], 1.0, "length 1 != expected 2"),
+        ] {
+            let e = compare(got, want, tol).unwrap_err();
+            assert!(e.contains(says), "{e:?} lacks {says:?}");
+        }
         assert!(compare(&[200.0], &[200.001], 1e-5).is_ok());
     }
 
