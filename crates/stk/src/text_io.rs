@@ -997,6 +997,95 @@ mod tests {
         assert_eq!(String::from_utf8(jsonl_rows(&values, 3)).unwrap(), want);
     }
 
+    /// Calibration embeddings from NPY: f32/f16/f64, and what is refused.
+    #[test]
+    fn npy_embeddings_are_read() {
+        fn npy(descr: &str, shape: &str, fortran: &str, body: &[u8]) -> Vec<u8> {
+            let dict =
+                format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}\n");
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend((dict.len() as u16).to_le_bytes());
+            b.extend(dict.as_bytes());
+            b.extend(body);
+            b
+        }
+        let f32s: Vec<u8> = [1.0f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let f64s: Vec<u8> = [0.5f64, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f16s: Vec<u8> = [1.5f32, -1.0]
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        assert_eq!(
+            read_npy_f32(&npy("<f4", "(1, 2)", "False", &f32s)).unwrap(),
+            (vec![1.0, -2.0], 1, 2)
+        );
+        assert_eq!(
+            read_npy_f32(&npy("<f8", "(2, 1)", "False", &f64s)).unwrap(),
+            (vec![0.5, 3.0], 2, 1)
+        );
+        assert_eq!(
+            read_npy_f32(&npy("<f2", "(1, 2)", "False", &f16s)).unwrap(),
+            (vec![1.5, -1.0], 1, 2)
+        );
+        for (bytes, message) in [
+            (npy("<f4", "(1, 2)", "True", &f32s), "fortran_order"),
+            (npy("<f4", "(2,)", "False", &f32s), "2-D"),
+            (npy("<i4", "(1, 2)", "False", &f32s), "`<i4` is not read"),
+            (npy("<f4", "(2, 2)", "False", &f32s), "not the 2 x 2 x 4"),
+            (b"\x93NUMPY".to_vec(), "not an NPY file"),
+            (b"hello".to_vec(), "not an NPY file"),
+        ] {
+            let e = read_npy_f32(&bytes).unwrap_err();
+            assert!(e.contains(message), "{message}: {e}");
+        }
+    }
+
+    /// Integer elements: NPY `|i1` / `|u1`, safetensors `I8` / `U8`, JSONL integers.
+    #[test]
+    fn integer_outputs() {
+        use crate::quantize::{Elements, EncodedArray};
+        let dir = tempfile::tempdir().unwrap();
+        let array = EncodedArray::new(Elements::I8(vec![-128, 0, 127, 5]), 2, 2).unwrap();
+        let npy = dir.path().join("q.npy");
+        write_encoded(&npy, &array).unwrap();
+        let bytes = std::fs::read(&npy).unwrap();
+        let header = String::from_utf8_lossy(&bytes[10..NPY_HEADER_BYTES]).into_owned();
+        assert!(
+            header.contains("'descr': '|i1'") && header.contains("(2, 2)"),
+            "{header}"
+        );
+        assert_eq!(&bytes[NPY_HEADER_BYTES..], &[128, 0, 127, 5]);
+        let jl = dir.path().join("q.jsonl");
+        write_encoded(&jl, &array).unwrap();
+        assert_eq!(std::fs::read_to_string(&jl).unwrap(), "[-128,0]\n[127,5]\n");
+        let unsigned = EncodedArray::new(Elements::U8(vec![255, 1]), 1, 2).unwrap();
+        write_encoded(&jl, &unsigned).unwrap();
+        assert_eq!(std::fs::read_to_string(&jl).unwrap(), "[255,1]\n");
+        let st = dir.path().join("q.safetensors");
+        write_encoded(&st, &unsigned).unwrap();
+        let bytes = std::fs::read(&st).unwrap();
+        let header = String::from_utf8_lossy(&bytes[8..SAFETENSORS_HEADER_BYTES]).into_owned();
+        assert!(
+            header.contains(r#""dtype":"U8","shape":[1,2],"data_offsets":[0,2]"#),
+            "{header}"
+        );
+        assert_eq!(&bytes[SAFETENSORS_HEADER_BYTES..], &[255, 1]);
+        // A writer takes its own element type only (f32 into f16 excepted).
+        let mut w = EmbeddingWriter::with_element_type(
+            std::io::Cursor::new(Vec::new()),
+            OutputFormat::Npy,
+            ElementType::U8,
+            2,
+            &npy,
+        )
+        .unwrap();
+        assert!(w.write_elements(ElementSlice::I8(&[1, 2]), &npy).is_err());
+        assert!(w.write_rows(&[1.0, 2.0], &npy).is_err());
+    }
+
     #[test]
     fn outputs_round_trip() {
         let dir = tempfile::tempdir().unwrap();
