@@ -153,31 +153,43 @@ impl ElementType {
 /// Owned elements of one type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Elements {
+    /// f32 values.
     F32(Vec<f32>),
+    /// f16 values.
     F16(Vec<f16>),
+    /// Signed bytes (int8, binary).
     I8(Vec<i8>),
+    /// Unsigned bytes (uint8, ubinary).
     U8(Vec<u8>),
 }
 
 /// Borrowed elements of one type (what writers take).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ElementSlice<'a> {
+    /// f32 values.
     F32(&'a [f32]),
+    /// f16 values.
     F16(&'a [f16]),
+    /// Signed bytes (int8, binary).
     I8(&'a [i8]),
+    /// Unsigned bytes (uint8, ubinary).
     U8(&'a [u8]),
 }
 
 impl Elements {
+    /// Number of elements.
     pub fn len(&self) -> usize {
         self.as_slice().len()
     }
+    /// Whether there is no element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The type of the elements.
     pub fn element_type(&self) -> ElementType {
         self.as_slice().element_type()
     }
+    /// Borrowed.
     pub fn as_slice(&self) -> ElementSlice<'_> {
         match self {
             Elements::F32(v) => ElementSlice::F32(v),
@@ -189,6 +201,7 @@ impl Elements {
 }
 
 impl ElementSlice<'_> {
+    /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
             ElementSlice::F32(v) => v.len(),
@@ -197,9 +210,11 @@ impl ElementSlice<'_> {
             ElementSlice::U8(v) => v.len(),
         }
     }
+    /// Whether there is no element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The type of the elements.
     pub fn element_type(&self) -> ElementType {
         match self {
             ElementSlice::F32(_) => ElementType::F32,
@@ -235,18 +250,23 @@ impl EncodedArray {
             cols,
         })
     }
+    /// Number of embeddings.
     pub fn rows(&self) -> usize {
         self.rows
     }
+    /// Elements per embedding (`ceil(k/8)` bytes for binary precisions).
     pub fn cols(&self) -> usize {
         self.cols
     }
+    /// The element type (f32, i8 or u8).
     pub fn element_type(&self) -> ElementType {
         self.elements.element_type()
     }
+    /// The elements, row-major.
     pub fn elements(&self) -> &Elements {
         &self.elements
     }
+    /// The elements, row-major, owned.
     pub fn into_elements(self) -> Elements {
         self.elements
     }
@@ -316,9 +336,11 @@ impl Ranges {
     pub fn dim(&self) -> usize {
         self.min.len()
     }
+    /// Per-dimension minima (`ranges[0]`).
     pub fn min(&self) -> &[f32] {
         &self.min
     }
+    /// Per-dimension maxima (`ranges[1]`).
     pub fn max(&self) -> &[f32] {
         &self.max
     }
@@ -362,6 +384,7 @@ pub struct EncodeOptions {
     pub truncate_dim: Option<usize>,
     /// L2-normalize after truncation (whatever the model already did).
     pub normalize_embeddings: bool,
+    /// float32 (default), int8, uint8, binary or ubinary.
     pub precision: Precision,
     /// int8/uint8 ranges from calibration embeddings ([`Ranges::from_rows`]) instead of the
     /// rows being encoded; must cover the truncated width.
