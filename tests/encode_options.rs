@@ -93,7 +93,7 @@ fn streamed_batches_match_one_call() {
         if case.precision.needs_ranges() {
             let (ranges, n) = ranges_from_source(&model, &source, &options, 5).unwrap();
             assert_eq!(n, texts.len() as u64);
-            options.calibration = Some(ranges);
+            options.calibration = ranges;
         }
         let output = dir.path().join("out.npy");
         let rows = encode_stream(

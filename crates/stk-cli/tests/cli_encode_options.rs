@@ -321,7 +321,7 @@ fn bad_options_leave_no_file() {
                 "--calibration",
                 empty.to_str().unwrap(),
             ],
-            "no texts to compute int8/uint8 ranges from",
+            "holds no calibration texts",
         ),
         (
             &[
@@ -356,6 +356,27 @@ fn bad_options_leave_no_file() {
         assert!(!e.contains("panicked"), "{extra:?}: {e}");
         assert!(!out.exists(), "{extra:?} left {}", out.display());
     }
+    // An empty input is not an error: zero int8 rows.
+    let out = tmp.path().join("empty.npy");
+    let output = stk(
+        &[
+            "encode",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            empty.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--precision",
+            "int8",
+            "--truncate-dim",
+            "16",
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (dims, got) = read_output(&out, Precision::Int8);
+    assert_eq!((dims, got), (vec![0, 16], Elements::I8(Vec::new())));
     // int8 from standard input needs calibration: stdin cannot be read twice.
     let out = tmp.path().join("stdin.npy");
     let output = stk(

@@ -651,13 +651,14 @@ fn stream_output_shape(options: &StreamOptions<'_>, dim: usize) -> Result<(Eleme
 
 /// The int8/uint8 ranges of every text of `source`, encoded by `model` and truncated and
 /// normalized as `options` say (a first pass over the input, or over calibration texts).
-/// Returns the ranges and the number of texts. Standard input cannot be read twice: an error.
+/// Returns the ranges (`None` when there is no text) and the number of texts. Standard input
+/// cannot be read twice: an error.
 pub fn ranges_from_source(
     model: &Model,
     source: &TextSource,
     options: &EncodeOptions,
     batch_size: usize,
-) -> Result<(Ranges, u64)> {
+) -> Result<(Option<Ranges>, u64)> {
     if *source == TextSource::Stdin {
         return Err(Error::invalid(
             "int8/uint8 ranges cannot come from a first pass over standard input (it is read \
@@ -678,12 +679,6 @@ pub fn ranges_from_source(
                 Ok(())
             }
         }
-    })?;
-    let ranges = ranges.ok_or_else(|| {
-        Error::invalid(format!(
-            "{}: no texts to compute int8/uint8 ranges from",
-            source.display_path().display()
-        ))
     })?;
     Ok((ranges, count))
 }

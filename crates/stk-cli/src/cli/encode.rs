@@ -133,6 +133,12 @@ impl EncodeArgs {
             Some(file) => calibration_ranges(model, file, &options, batch_size)?,
             None => {
                 let (ranges, n) = ranges_from_source(model, input, &options, batch_size)?;
+                // An empty input has no row to quantize: any ranges give the same empty file.
+                let k = options.truncated_dim(model.dim())?;
+                let ranges = match ranges {
+                    Some(r) => r,
+                    None => Ranges::new(vec![0.0; k], vec![0.0; k])?,
+                };
                 (ranges, format!("a first pass over {n} texts"))
             }
         };
@@ -166,6 +172,7 @@ fn calibration_ranges(
     } else {
         let source = TextSource::from_arg(file);
         let (ranges, n) = ranges_from_source(model, &source, options, batch_size)?;
+        let ranges = ranges.ok_or_else(|| Error::config(file, "holds no calibration texts"))?;
         Ok((
             ranges,
             format!("{n} calibration texts in {}", file.display()),
