@@ -461,6 +461,19 @@ impl EncodeOptions {
 
 /// `quantize_embeddings(embeddings, precision, ranges)` for `rows` (`n × k` f32 values):
 /// int8/uint8 take `ranges`, or when `None` the ranges of `rows` themselves.
+///
+/// ```
+/// use stk::quantize::{quantize_embeddings, Elements, Precision};
+/// // [3, 1]: the range is [0, 1]; as in numpy, the maximum lands in bucket 254, not 255
+/// // (1 / (1 / 255) is 254.99998 in f32).
+/// let uint8 = quantize_embeddings(&[0.0, 1.0, 0.5], 1, Precision::Uint8, None)?;
+/// assert_eq!(uint8.elements(), &Elements::U8(vec![0, 254, 127]));
+/// // [2, 3] sign bits, first dimension in the high bit: rows of ceil(3/8) = 1 byte.
+/// let rows = [0.5, -1.0, 2.0, 0.0, 1.0, -2.0];
+/// let packed = quantize_embeddings(&rows, 3, Precision::Ubinary, None)?;
+/// assert_eq!(packed.elements(), &Elements::U8(vec![0b1010_0000, 0b0100_0000]));
+/// # Ok::<(), stk::Error>(())
+/// ```
 pub fn quantize_embeddings(
     rows: &[f32],
     k: usize,
