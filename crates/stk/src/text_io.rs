@@ -794,11 +794,20 @@ fn read_npy_f32(bytes: &[u8]) -> std::result::Result<(Vec<f32>, usize, usize), S
     let values = body
         .chunks_exact(size)
         .map(|c| match size {
-            4 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-            2 => half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
-            _ => f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32,
+            4 => Ok(f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            2 => Ok(half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            _ => {
+                let wide = f64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+                let narrow = wide as f32;
+                // As for f64 safetensors: a finite value must stay finite in f32.
+                if wide.is_finite() && !narrow.is_finite() {
+                    Err(format!("the f64 value {wide} is beyond the f32 range"))
+                } else {
+                    Ok(narrow)
+                }
+            }
         })
-        .collect();
+        .collect::<std::result::Result<_, _>>()?;
     Ok((values, rows, dim))
 }
 
@@ -1030,6 +1039,10 @@ mod tests {
             (npy("<f4", "(2,)", "False", &f32s), "2-D"),
             (npy("<i4", "(1, 2)", "False", &f32s), "`<i4` is not read"),
             (npy("<f4", "(2, 2)", "False", &f32s), "not the 2 x 2 x 4"),
+            (
+                npy("<f8", "(1, 1)", "False", &1e300f64.to_le_bytes()),
+                "beyond the f32 range",
+            ),
             (b"\x93NUMPY".to_vec(), "not an NPY file"),
             (b"hello".to_vec(), "not an NPY file"),
         ] {
