@@ -351,7 +351,7 @@ fn bad_options_leave_no_file() {
         args.extend_from_slice(extra);
         let output = stk(&args, None);
         let e = stderr(&output);
-        assert!(!output.status.success(), "{extra:?} succeeded");
+        assert_eq!(output.status.code(), Some(1), "{extra:?}: {e}");
         assert!(e.contains(message), "{extra:?}: {e}");
         assert!(!e.contains("panicked"), "{extra:?}: {e}");
         assert!(!out.exists(), "{extra:?} left {}", out.display());
@@ -393,7 +393,7 @@ fn bad_options_leave_no_file() {
         ],
         Some(b"a\nb\n"),
     );
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("standard input"),
         "{}",
