@@ -3,11 +3,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use numpy::ndarray::{Array1, Array2};
+use numpy::ndarray::Array2;
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
-use stk::{LoadOptions, Model, Semantics};
+use stk::{Elements, EncodeOptions, LoadOptions, Model, Precision, Semantics};
 
 use crate::arrays::type_name;
 use crate::errors::{type_error, value_error, IntoPyResult};
@@ -105,6 +105,39 @@ fn collect_texts<'py>(sentences: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, 
 }
 
 impl StaticModel {
+    /// `rows` embeddings (`out`) as a `[rows, width]` numpy array of the options' element type.
+    fn apply_options<'py>(
+        &self,
+        py: Python<'py>,
+        out: Vec<f32>,
+        rows: usize,
+        options: &EncodeOptions,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let dim = self.model.dim();
+        let shape_error = |e: numpy::ndarray::ShapeError| value_error(format!("output shape: {e}"));
+        if options.is_identity() {
+            let array = Array2::from_shape_vec((rows, dim), out).map_err(shape_error)?;
+            return Ok(array.into_pyarray(py).into_any());
+        }
+        let encoded = py.detach(|| options.apply(&out, dim)).py()?;
+        let shape = (encoded.rows(), encoded.cols());
+        Ok(match encoded.into_elements() {
+            Elements::F32(v) => Array2::from_shape_vec(shape, v)
+                .map_err(shape_error)?
+                .into_pyarray(py)
+                .into_any(),
+            Elements::I8(v) => Array2::from_shape_vec(shape, v)
+                .map_err(shape_error)?
+                .into_pyarray(py)
+                .into_any(),
+            Elements::U8(v) => Array2::from_shape_vec(shape, v)
+                .map_err(shape_error)?
+                .into_pyarray(py)
+                .into_any(),
+            Elements::F16(_) => return Err(value_error("encode options never give f16")),
+        })
+    }
+
     /// Encode `texts` into `out` in batches of `batch_size`, without the GIL, on this
     /// process's pool.
     fn encode_texts(
@@ -175,20 +208,30 @@ impl StaticModel {
         )
     }
 
-    /// Embeddings of `sentences` as a float32 array `[N, dim]` (`[dim]` for one `str`).
-    #[pyo3(signature = (sentences, batch_size=1024, show_progress_bar=false))]
+    /// Embeddings of `sentences` as an array `[N, width]` (`[width]` for one `str`): float32,
+    /// or with `truncate_dim` / `precision` as `SentenceTransformer.encode` gives them (see
+    /// `stk::quantize`; int8/uint8 ranges from the embeddings of this call).
+    #[pyo3(signature = (sentences, batch_size=1024, show_progress_bar=false, *, truncate_dim=None, precision="float32"))]
     fn encode<'py>(
         &self,
         py: Python<'py>,
         sentences: &Bound<'py, PyAny>,
         batch_size: usize,
         show_progress_bar: bool,
+        truncate_dim: Option<usize>,
+        precision: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let dim = self.model.dim();
+        let options = EncodeOptions {
+            truncate_dim,
+            precision: precision.parse::<Precision>().py()?,
+            ..EncodeOptions::default()
+        };
+        options.truncated_dim(self.model.dim()).py()?;
         if let Ok(one) = sentences.cast::<PyString>() {
             let text = one.to_str()?;
             let out = self.encode_texts(py, &[text], 1, false)?;
-            return Ok(Array1::from_vec(out).into_pyarray(py).into_any());
+            let array = self.apply_options(py, out, 1, &options)?;
+            return array.call_method1("reshape", ((-1i64,),));
         }
         // The Python strings stay referenced by `owned` while the GIL is released.
         let owned = collect_texts(sentences)?;
@@ -197,9 +240,7 @@ impl StaticModel {
             .map(|s| s.to_str())
             .collect::<PyResult<Vec<&str>>>()?;
         let out = self.encode_texts(py, &texts, batch_size, show_progress_bar)?;
-        let array = Array2::from_shape_vec((texts.len(), dim), out)
-            .map_err(|e| value_error(format!("output shape: {e}")))?;
-        Ok(array.into_pyarray(py).into_any())
+        self.apply_options(py, out, texts.len(), &options)
     }
 
     /// Encode UTF-8 texts laid end to end in `data`, text `i` being

@@ -10,8 +10,12 @@ pub mod model;
 pub mod model2vec;
 pub mod ops;
 pub mod pipeline;
+pub mod quantize;
 pub mod text_io;
 
 pub use model::{Embeddings, LoadOptions, Model, Semantics};
 pub use model2vec::MaxLength;
 pub use pipeline::Pipeline;
+pub use quantize::{
+    ElementSlice, ElementType, Elements, EncodeOptions, EncodedArray, Precision, Ranges,
+};

@@ -31,6 +31,7 @@ use rayon::prelude::*;
 use crate::gpu::GpuStatic;
 use crate::model2vec::{MaxLength, Model2Vec, Model2VecConfig, Model2VecLayout};
 use crate::pipeline::Pipeline;
+use crate::quantize::{EncodeOptions, EncodedArray};
 
 /// sentence-transformers' model configuration, which may set a default prompt.
 const PROMPT_CONFIG: &str = "config_sentence_transformers.json";
@@ -445,6 +446,15 @@ impl Model {
         let mut data = vec![0f32; len];
         self.encode_into(texts, &mut data)?;
         Embeddings::new(data, texts.len(), self.dim)
+    }
+
+    /// Encode `texts`, then apply `options` as `SentenceTransformer.encode` does after the
+    /// modules: truncation, normalization when asked, precision (int8/uint8 ranges from the
+    /// options' calibration, else from these texts' embeddings). See [`crate::quantize`].
+    pub fn encode_with(&self, texts: &[&str], options: &EncodeOptions) -> Result<EncodedArray> {
+        options.truncated_dim(self.dim)?;
+        let embeddings = self.encode(texts)?;
+        options.apply(embeddings.as_slice(), self.dim)
     }
 
     /// Encode `texts` into `out` (`texts.len() × dim` values, row-major), reusing the caller's

@@ -8,6 +8,13 @@
 //! * Output ([`OutputFormat`], by extension): `.safetensors` (tensor `embeddings`, f32
 //!   `[N, D]`), `.npy` (NPY 1.0, `<f4`, C order) or `.jsonl` (one JSON array per line); f16
 //!   (`F16`, `<f2`, values rounded to f16) when asked ([`StreamOptions::output_dtype`]).
+//!   Encode options ([`StreamOptions::encode`], see [`crate::quantize`]) change the width and
+//!   the element type: int8/binary are `I8` / `|i1`, uint8/ubinary `U8` / `|u1`, written as
+//!   integers in `.jsonl`. One writer ([`EmbeddingWriter`]) serves every element type.
+//! * int8/uint8 need the ranges of the whole run, which a stream does not have when it starts:
+//!   [`encode_stream`] takes them from [`EncodeOptions::calibration`] and refuses to run
+//!   without; [`ranges_from_source`] computes them in a first pass over texts (the input
+//!   itself, or calibration texts), and [`read_embeddings`] reads calibration embeddings.
 //!   The safetensors and NPY headers hold `N`, unknown until the input ends: they are written
 //!   at a fixed, space-padded size first and rewritten in place at the end. Every output goes
 //!   through [`write_file_atomic`]: on any error, no file (partial or not) is left behind.
@@ -24,6 +31,7 @@ use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use stk_core::{write_file_atomic, DType, Error, Result};
 
 use crate::model::Model;
+use crate::quantize::{ElementSlice, ElementType, Elements, EncodeOptions, Ranges};
 
 /// Where texts come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,8 +297,9 @@ const NPY_HEADER_BYTES: usize = 128;
 /// aligned for readers that map the file).
 const SAFETENSORS_HEADER_BYTES: usize = 192;
 
-/// The element types embeddings can be written in: f32 (what stk computes) or f16 (the size
-/// model2vec's `encode` answers in for an f16 table).
+/// The float types embeddings can be written in: f32 (what stk computes) or f16 (the size
+/// model2vec's `encode` answers in for an f16 table). Integer outputs come from a precision
+/// ([`crate::quantize::Precision`]), not from an output dtype.
 pub fn check_output_dtype(dtype: DType) -> Result<DType> {
     match dtype {
         DType::F32 | DType::F16 => Ok(dtype),
@@ -300,12 +309,21 @@ pub fn check_output_dtype(dtype: DType) -> Result<DType> {
     }
 }
 
+/// The element type of an f32 or f16 output dtype.
+fn float_element_type(dtype: DType) -> Result<ElementType> {
+    Ok(match check_output_dtype(dtype)? {
+        DType::F16 => ElementType::F16,
+        _ => ElementType::F32,
+    })
+}
+
 /// Writes `[N, D]` rows as they come; the header is fixed up by [`EmbeddingWriter::finish`].
 pub struct EmbeddingWriter<W: Write + Seek> {
     out: W,
     format: OutputFormat,
-    /// f32 or f16 ([`check_output_dtype`]).
-    dtype: DType,
+    /// The element type of the file.
+    dtype: ElementType,
+    /// Elements per row.
     dim: usize,
     rows: u64,
 }
@@ -318,16 +336,26 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
 
     /// Start a file whose values are written as `dtype` (f32 or f16).
     pub fn with_dtype(
-        mut out: W,
+        out: W,
         format: OutputFormat,
         dtype: DType,
+        dim: usize,
+        path: &Path,
+    ) -> Result<Self> {
+        Self::with_element_type(out, format, float_element_type(dtype)?, dim, path)
+    }
+
+    /// Start a file of `dtype` elements, `dim` to a row.
+    pub fn with_element_type(
+        mut out: W,
+        format: OutputFormat,
+        dtype: ElementType,
         dim: usize,
         path: &Path,
     ) -> Result<Self> {
         if dim == 0 {
             return Err(Error::invalid("cannot write embeddings of width 0"));
         }
-        let dtype = check_output_dtype(dtype)?;
         let io = |e| Error::io(path, e);
         match format {
             OutputFormat::Npy => out.write_all(&npy_header(0, dim, dtype)?).map_err(io)?,
@@ -345,8 +373,14 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
         })
     }
 
-    /// Append rows (`k × dim` values).
+    /// Append f32 rows (`k × dim` values), rounded to f16 for an f16 file.
     pub fn write_rows(&mut self, data: &[f32], path: &Path) -> Result<()> {
+        self.write_elements(ElementSlice::F32(data), path)
+    }
+
+    /// Append rows (`k × dim` elements) of the file's element type, or f32 rows for an f16
+    /// file (rounded to nearest).
+    pub fn write_elements(&mut self, data: ElementSlice<'_>, path: &Path) -> Result<()> {
         if data.len() % self.dim != 0 {
             return Err(Error::shape(
                 "embedding rows",
@@ -354,31 +388,53 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
                 &[data.len()],
             ));
         }
+        let rounded: Vec<half::f16>;
+        let data = match (self.dtype, data) {
+            (ElementType::F16, ElementSlice::F32(values)) => {
+                rounded = values.iter().map(|&v| half::f16::from_f32(v)).collect();
+                ElementSlice::F16(&rounded)
+            }
+            (want, got) if want == got.element_type() => got,
+            (want, got) => {
+                return Err(Error::dtype(
+                    "embedding rows",
+                    format!("{want:?}"),
+                    format!("{:?}", got.element_type()),
+                ))
+            }
+        };
         let io = |e| Error::io(path, e);
         match self.format {
-            OutputFormat::Npy | OutputFormat::Safetensors => match self.dtype {
-                DType::F16 => write_f16_le(&mut self.out, data).map_err(io)?,
-                _ => write_f32_le(&mut self.out, data).map_err(io)?,
-            },
+            OutputFormat::Npy | OutputFormat::Safetensors => {
+                write_le(&mut self.out, data).map_err(io)?
+            }
             OutputFormat::Jsonl => {
-                // f16 output: values rounded to f16 first, so the text holds what .npy would.
-                let rounded: Vec<f32>;
-                let data = match self.dtype {
-                    DType::F16 => {
-                        rounded = data
-                            .iter()
-                            .map(|&v| half::f16::from_f32(v).to_f32())
-                            .collect();
-                        &rounded[..]
-                    }
-                    _ => data,
-                };
                 // Rows are formatted in parallel, a block at a time, and written in order.
                 let block = self.dim * JSONL_ROWS_PER_TASK;
+                let dim = self.dim;
                 let mut texts: Vec<Vec<u8>> = Vec::new();
-                data.par_chunks(block)
-                    .map(|rows| jsonl_rows(rows, self.dim))
-                    .collect_into_vec(&mut texts);
+                match data {
+                    ElementSlice::F32(v) => v
+                        .par_chunks(block)
+                        .map(|rows| jsonl_rows(rows, dim))
+                        .collect_into_vec(&mut texts),
+                    // f16 values are written as the f32 they are, so the text holds what .npy would.
+                    ElementSlice::F16(v) => v
+                        .par_chunks(block)
+                        .map(|rows| {
+                            let wide: Vec<f32> = rows.iter().map(|h| h.to_f32()).collect();
+                            jsonl_rows(&wide, dim)
+                        })
+                        .collect_into_vec(&mut texts),
+                    ElementSlice::I8(v) => v
+                        .par_chunks(block)
+                        .map(|rows| jsonl_int_rows(rows, dim))
+                        .collect_into_vec(&mut texts),
+                    ElementSlice::U8(v) => v
+                        .par_chunks(block)
+                        .map(|rows| jsonl_int_rows(rows, dim))
+                        .collect_into_vec(&mut texts),
+                }
                 for text in &texts {
                     self.out.write_all(text).map_err(io)?;
                 }
@@ -441,30 +497,45 @@ fn jsonl_rows(rows: &[f32], dim: usize) -> Vec<u8> {
     text
 }
 
-fn write_f32_le(out: &mut impl Write, data: &[f32]) -> std::io::Result<()> {
-    if cfg!(target_endian = "little") {
-        out.write_all(bytemuck::cast_slice(data))
-    } else {
-        for v in data {
-            out.write_all(&v.to_le_bytes())?;
+/// Integer rows as JSON lines: `[-3,0,127]\n` per row.
+fn jsonl_int_rows<T: Copy + Into<i16>>(rows: &[T], dim: usize) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(rows.len() * 5);
+    for row in rows.chunks_exact(dim) {
+        text.push('[');
+        for (i, &v) in row.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            let _ = write!(text, "{}", v.into());
         }
-        Ok(())
+        text.push_str("]\n");
+    }
+    text.into_bytes()
+}
+
+/// Elements as little-endian bytes.
+fn write_le(out: &mut impl Write, data: ElementSlice<'_>) -> std::io::Result<()> {
+    match data {
+        ElementSlice::U8(v) => out.write_all(v),
+        ElementSlice::I8(v) => out.write_all(bytemuck::cast_slice(v)),
+        ElementSlice::F32(v) if cfg!(target_endian = "little") => {
+            out.write_all(bytemuck::cast_slice(v))
+        }
+        ElementSlice::F32(v) => {
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            out.write_all(&bytes)
+        }
+        ElementSlice::F16(v) => {
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            out.write_all(&bytes)
+        }
     }
 }
 
-/// `data` rounded to f16, little-endian.
-fn write_f16_le(out: &mut impl Write, data: &[f32]) -> std::io::Result<()> {
-    let mut bytes = Vec::with_capacity(data.len() * 2);
-    bytes.extend(
-        data.iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes()),
-    );
-    out.write_all(&bytes)
-}
-
-/// NPY 1.0 preamble + header for `(rows, dim)` `<f4` or `<f2`, padded to [`NPY_HEADER_BYTES`].
-fn npy_header(rows: u64, dim: usize, dtype: DType) -> Result<Vec<u8>> {
-    let descr = if dtype == DType::F16 { "<f2" } else { "<f4" };
+/// NPY 1.0 preamble + header for `(rows, dim)` elements, padded to [`NPY_HEADER_BYTES`].
+fn npy_header(rows: u64, dim: usize, dtype: ElementType) -> Result<Vec<u8>> {
+    let descr = dtype.npy_descr();
     let dict =
         format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
     // magic (6) + version (2) + header length (2) + dict + spaces + '\n'
@@ -483,16 +554,16 @@ fn npy_header(rows: u64, dim: usize, dtype: DType) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// safetensors length prefix + JSON header for one f32 or f16 `[rows, dim]` tensor, padded with
-/// spaces to [`SAFETENSORS_HEADER_BYTES`].
-fn safetensors_header(rows: u64, dim: usize, dtype: DType) -> Result<Vec<u8>> {
+/// safetensors length prefix + JSON header for one `[rows, dim]` tensor, padded with spaces to
+/// [`SAFETENSORS_HEADER_BYTES`].
+fn safetensors_header(rows: u64, dim: usize, dtype: ElementType) -> Result<Vec<u8>> {
     let bytes = rows
         .checked_mul(dim as u64)
         .and_then(|n| n.checked_mul(dtype.size_in_bytes() as u64))
         .ok_or_else(|| {
-            Error::invalid(format!("[{rows}, {dim}] {dtype} is too large for a file"))
+            Error::invalid(format!("[{rows}, {dim}] {dtype:?} is too large for a file"))
         })?;
-    let name = dtype.as_str().to_ascii_uppercase();
+    let name = dtype.safetensors_name();
     let json = format!(
         "{{\"{SAFETENSORS_NAME}\":{{\"dtype\":\"{name}\",\"shape\":[{rows},{dim}],\"data_offsets\":[0,{bytes}]}}}}"
     );
@@ -526,14 +597,218 @@ pub fn write_embeddings(path: &Path, data: &[f32], rows: usize, dim: usize) -> R
     })
 }
 
+/// Write finished encoded embeddings (any element type) to `path`, atomically.
+pub fn write_encoded(path: &Path, array: &crate::quantize::EncodedArray) -> Result<()> {
+    let format = OutputFormat::from_path(path)?;
+    write_file_atomic(path, |w| {
+        let mut writer = EmbeddingWriter::with_element_type(
+            w,
+            format,
+            array.element_type(),
+            array.cols(),
+            path,
+        )?;
+        writer.write_elements(array.elements().as_slice(), path)?;
+        writer.finish(path).map(|_| ())
+    })
+}
+
 /// Options of [`encode_stream`].
 pub struct StreamOptions<'a> {
     /// Texts read and encoded at a time (the memory bound).
     pub batch_size: usize,
     /// Called after each batch with (texts done, input bytes consumed or 0 when unknown).
     pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
-    /// Element type of the file: f32 (what stk computes) or f16.
+    /// Element type of a float32-precision file: f32 (what stk computes) or f16.
     pub output_dtype: DType,
+    /// Truncation, normalization and precision, applied to each batch. int8/uint8 need
+    /// [`EncodeOptions::calibration`] (see [`ranges_from_source`]): a stream never takes
+    /// ranges from one batch.
+    pub encode: EncodeOptions,
+}
+
+/// The element type and row width a stream writes.
+fn stream_output_shape(options: &StreamOptions<'_>, dim: usize) -> Result<(ElementType, usize)> {
+    let (element_type, cols) = options.encode.output_shape(dim)?;
+    if options.encode.precision.needs_ranges() && options.encode.calibration.is_none() {
+        return Err(Error::invalid(format!(
+            "{} output of a stream needs ranges for the whole input: pass calibration \
+             embeddings or texts, or compute them in a first pass over the input \
+             (they are never taken from one batch)",
+            options.encode.precision
+        )));
+    }
+    match (element_type, float_element_type(options.output_dtype)?) {
+        (_, ElementType::F32) => Ok((element_type, cols)),
+        (ElementType::F32, float) => Ok((float, cols)),
+        (_, _) => Err(Error::invalid(format!(
+            "output dtype {} applies to float32 precision only (precision {} writes its own \
+             integer type)",
+            options.output_dtype, options.encode.precision
+        ))),
+    }
+}
+
+/// The int8/uint8 ranges of every text of `source`, encoded by `model` and truncated and
+/// normalized as `options` say (a first pass over the input, or over calibration texts).
+/// Returns the ranges (`None` when there is no text) and the number of texts. Standard input
+/// cannot be read twice: an error.
+pub fn ranges_from_source(
+    model: &Model,
+    source: &TextSource,
+    options: &EncodeOptions,
+    batch_size: usize,
+) -> Result<(Option<Ranges>, u64)> {
+    if *source == TextSource::Stdin {
+        return Err(Error::invalid(
+            "int8/uint8 ranges cannot come from a first pass over standard input (it is read \
+             once): pass calibration embeddings or texts, or the input as a file",
+        ));
+    }
+    let dim = model.dim();
+    let mut ranges: Option<Ranges> = None;
+    let mut data = Vec::new();
+    let count = source.for_each_batch(batch_size, |texts, _| {
+        data.resize(texts.len() * dim, 0.0);
+        model.encode_into(texts, &mut data)?;
+        let rows = options.truncate_and_normalize(&data, dim)?;
+        match &mut ranges {
+            Some(r) => r.update(&rows),
+            None => {
+                ranges = Some(Ranges::from_rows(&rows, options.truncated_dim(dim)?)?);
+                Ok(())
+            }
+        }
+    })?;
+    Ok((ranges, count))
+}
+
+/// `[rows, dim]` f32 embeddings from a `.npy` (`<f4`, `<f2` or `<f8`, C order, 2-D) or a
+/// `.safetensors` file (its tensor `embeddings`, or its only tensor; f32/f16/bf16/f64), e.g.
+/// calibration embeddings for [`Ranges::from_rows`]. Returns `(values, rows, dim)`.
+pub fn read_embeddings(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    if has_extension(path, "safetensors") {
+        let file = stk_core::SafetensorsFile::open(path)?;
+        let names: Vec<&str> = file.names().collect();
+        let name = match names.as_slice() {
+            _ if names.contains(&SAFETENSORS_NAME) => SAFETENSORS_NAME,
+            [only] => only,
+            _ => {
+                return Err(Error::config(
+                    path,
+                    format!("expected a tensor `{SAFETENSORS_NAME}` or a single tensor"),
+                ))
+            }
+        };
+        let tensor = file.get(name)?;
+        let (rows, dim) = match tensor.dims() {
+            &[rows, dim] => (rows, dim),
+            other => {
+                return Err(Error::shape(
+                    format!("{} `{name}`", path.display()),
+                    "[N, D]",
+                    other,
+                ))
+            }
+        };
+        if !tensor.dtype().is_float() {
+            return Err(Error::dtype(
+                format!("{} `{name}`", path.display()),
+                "f32, f16 or bf16",
+                tensor.dtype(),
+            ));
+        }
+        Ok((tensor.to_f32_vec()?, rows, dim))
+    } else if has_extension(path, "npy") {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        read_npy_f32(&bytes).map_err(|reason| Error::config(path, reason))
+    } else {
+        Err(Error::invalid(format!(
+            "embeddings `{}`: unknown extension (expected .npy or .safetensors)",
+            path.display()
+        )))
+    }
+}
+
+/// A 2-D little-endian float NPY array as f32, or why not.
+fn read_npy_f32(bytes: &[u8]) -> std::result::Result<(Vec<f32>, usize, usize), String> {
+    let not_npy = || "is not an NPY file".to_string();
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(not_npy());
+    }
+    let (header_start, header_len) = match bytes[6] {
+        1 => (10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
+        2 | 3 if bytes.len() >= 12 => (
+            12,
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+        ),
+        _ => return Err(not_npy()),
+    };
+    let body_start = header_start + header_len;
+    let header = bytes
+        .get(header_start..body_start)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(not_npy)?;
+    let field = |key: &str| -> Option<&str> {
+        let rest = &header[header.find(&format!("'{key}':"))? + key.len() + 3..];
+        Some(rest.trim_start())
+    };
+    let descr = field("descr")
+        .and_then(|r| r.strip_prefix('\'')?.split('\'').next())
+        .ok_or("NPY header has no descr")?;
+    if field("fortran_order").is_none_or(|r| !r.starts_with("False")) {
+        return Err("only C-order NPY arrays are read (fortran_order must be False)".into());
+    }
+    let shape: Vec<usize> = field("shape")
+        .and_then(|r| r.strip_prefix('(')?.split(')').next())
+        .ok_or("NPY header has no shape")?
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.parse::<usize>()
+                .map_err(|_| format!("bad NPY shape entry `{d}`"))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let &[rows, dim] = shape.as_slice() else {
+        return Err(format!("expected a 2-D [N, D] array, got shape {shape:?}"));
+    };
+    let size = match descr {
+        "<f4" => 4,
+        "<f2" => 2,
+        "<f8" => 8,
+        other => {
+            return Err(format!(
+                "NPY dtype `{other}` is not read (expected <f4, <f2 or <f8)"
+            ))
+        }
+    };
+    let body = &bytes[body_start..];
+    let expected = rows.checked_mul(dim).and_then(|n| n.checked_mul(size));
+    if expected != Some(body.len()) {
+        return Err(format!(
+            "NPY data holds {} bytes, not the {rows} x {dim} x {size} of its shape",
+            body.len()
+        ));
+    }
+    let values = body
+        .chunks_exact(size)
+        .map(|c| match size {
+            4 => Ok(f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            2 => Ok(half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            _ => {
+                let wide = f64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+                let narrow = wide as f32;
+                // As for f64 safetensors: a finite value must stay finite in f32.
+                if wide.is_finite() && !narrow.is_finite() {
+                    Err(format!("the f64 value {wide} is beyond the f32 range"))
+                } else {
+                    Ok(narrow)
+                }
+            }
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    Ok((values, rows, dim))
 }
 
 /// Encode every text of `source` with `model` into `output` (format by extension), one batch at
@@ -550,10 +825,12 @@ pub fn encode_stream(
 ) -> Result<u64> {
     let format = OutputFormat::from_path(output)?;
     let dim = model.dim();
+    let (element_type, cols) = stream_output_shape(&options, dim)?;
+    let encode = &options.encode;
     let batch_size = options.batch_size;
     let mut rows = 0u64;
     write_file_atomic(output, |w| {
-        let writer = EmbeddingWriter::with_dtype(w, format, options.output_dtype, dim, output)?;
+        let writer = EmbeddingWriter::with_element_type(w, format, element_type, cols, output)?;
         // Set when the encoder stopped taking batches (it failed, or the writer did): the
         // reader then stops too, and the failure that stopped it is the one reported.
         let abandoned = &AtomicBool::new(false);
@@ -569,13 +846,15 @@ pub fn encode_stream(
                     Ok(())
                 })
             });
-            let (rows_tx, rows_rx) = sync_channel::<Vec<f32>>(1);
+            let (rows_tx, rows_rx) = sync_channel::<Elements>(1);
             let (spare_tx, spare_rx) = channel::<Vec<f32>>();
             let writing = scope.spawn(move || -> Result<u64> {
                 let mut writer = writer;
                 for data in rows_rx {
-                    writer.write_rows(&data, output)?;
-                    let _ = spare_tx.send(data);
+                    writer.write_elements(data.as_slice(), output)?;
+                    if let Elements::F32(buffer) = data {
+                        let _ = spare_tx.send(buffer);
+                    }
                 }
                 writer.finish(output)
             });
@@ -584,10 +863,22 @@ pub fn encode_stream(
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                 let mut data = spare_rx.try_recv().unwrap_or_default();
                 data.resize(refs.len() * dim, 0.0);
-                if let Err(e) = model.encode_into(&refs, &mut data) {
-                    encoded = Err(e);
-                    break;
-                }
+                // Truncation and packing are exact per batch; int8/uint8 use the whole run's
+                // ranges (calibration), checked in `stream_output_shape`.
+                let batch = model.encode_into(&refs, &mut data).and_then(|()| {
+                    if encode.is_identity() {
+                        Ok(Elements::F32(data))
+                    } else {
+                        encode.apply(&data, dim).map(|a| a.into_elements())
+                    }
+                });
+                let data = match batch {
+                    Ok(data) => data,
+                    Err(e) => {
+                        encoded = Err(e);
+                        break;
+                    }
+                };
                 rows += refs.len() as u64;
                 if rows_tx.send(data).is_err() {
                     break; // the writer failed: its error is returned below
@@ -708,6 +999,99 @@ mod tests {
             .map(|row| serde_json::to_string(row).unwrap() + "\n")
             .collect();
         assert_eq!(String::from_utf8(jsonl_rows(&values, 3)).unwrap(), want);
+    }
+
+    /// Calibration embeddings from NPY: f32/f16/f64, and what is refused.
+    #[test]
+    fn npy_embeddings_are_read() {
+        fn npy(descr: &str, shape: &str, fortran: &str, body: &[u8]) -> Vec<u8> {
+            let dict =
+                format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}\n");
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend((dict.len() as u16).to_le_bytes());
+            b.extend(dict.as_bytes());
+            b.extend(body);
+            b
+        }
+        let f32s: Vec<u8> = [1.0f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let f64s: Vec<u8> = [0.5f64, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f16s: Vec<u8> = [1.5f32, -1.0]
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        assert_eq!(
+            read_npy_f32(&npy("<f4", "(1, 2)", "False", &f32s)).unwrap(),
+            (vec![1.0, -2.0], 1, 2)
+        );
+        assert_eq!(
+            read_npy_f32(&npy("<f8", "(2, 1)", "False", &f64s)).unwrap(),
+            (vec![0.5, 3.0], 2, 1)
+        );
+        assert_eq!(
+            read_npy_f32(&npy("<f2", "(1, 2)", "False", &f16s)).unwrap(),
+            (vec![1.5, -1.0], 1, 2)
+        );
+        for (bytes, message) in [
+            (npy("<f4", "(1, 2)", "True", &f32s), "fortran_order"),
+            (npy("<f4", "(2,)", "False", &f32s), "2-D"),
+            (npy("<i4", "(1, 2)", "False", &f32s), "`<i4` is not read"),
+            (npy("<f4", "(2, 2)", "False", &f32s), "not the 2 x 2 x 4"),
+            (
+                npy("<f8", "(1, 1)", "False", &1e300f64.to_le_bytes()),
+                "beyond the f32 range",
+            ),
+            (b"\x93NUMPY".to_vec(), "not an NPY file"),
+            (b"hello".to_vec(), "not an NPY file"),
+        ] {
+            let e = read_npy_f32(&bytes).unwrap_err();
+            assert!(e.contains(message), "{message}: {e}");
+        }
+    }
+
+    /// Integer elements: NPY `|i1` / `|u1`, safetensors `I8` / `U8`, JSONL integers.
+    #[test]
+    fn integer_outputs() {
+        use crate::quantize::{Elements, EncodedArray};
+        let dir = tempfile::tempdir().unwrap();
+        let array = EncodedArray::new(Elements::I8(vec![-128, 0, 127, 5]), 2, 2).unwrap();
+        let npy = dir.path().join("q.npy");
+        write_encoded(&npy, &array).unwrap();
+        let bytes = std::fs::read(&npy).unwrap();
+        let header = String::from_utf8_lossy(&bytes[10..NPY_HEADER_BYTES]).into_owned();
+        assert!(
+            header.contains("'descr': '|i1'") && header.contains("(2, 2)"),
+            "{header}"
+        );
+        assert_eq!(&bytes[NPY_HEADER_BYTES..], &[128, 0, 127, 5]);
+        let jl = dir.path().join("q.jsonl");
+        write_encoded(&jl, &array).unwrap();
+        assert_eq!(std::fs::read_to_string(&jl).unwrap(), "[-128,0]\n[127,5]\n");
+        let unsigned = EncodedArray::new(Elements::U8(vec![255, 1]), 1, 2).unwrap();
+        write_encoded(&jl, &unsigned).unwrap();
+        assert_eq!(std::fs::read_to_string(&jl).unwrap(), "[255,1]\n");
+        let st = dir.path().join("q.safetensors");
+        write_encoded(&st, &unsigned).unwrap();
+        let bytes = std::fs::read(&st).unwrap();
+        let header = String::from_utf8_lossy(&bytes[8..SAFETENSORS_HEADER_BYTES]).into_owned();
+        assert!(
+            header.contains(r#""dtype":"U8","shape":[1,2],"data_offsets":[0,2]"#),
+            "{header}"
+        );
+        assert_eq!(&bytes[SAFETENSORS_HEADER_BYTES..], &[255, 1]);
+        // A writer takes its own element type only (f32 into f16 excepted).
+        let mut w = EmbeddingWriter::with_element_type(
+            std::io::Cursor::new(Vec::new()),
+            OutputFormat::Npy,
+            ElementType::U8,
+            2,
+            &npy,
+        )
+        .unwrap();
+        assert!(w.write_elements(ElementSlice::I8(&[1, 2]), &npy).is_err());
+        assert!(w.write_rows(&[1.0, 2.0], &npy).is_err());
     }
 
     #[test]

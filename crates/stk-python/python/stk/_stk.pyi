@@ -1,7 +1,7 @@
 """Type stubs of the native module ``stk._stk`` (see ``stk/__init__.py`` for the public API)."""
 
 from os import PathLike
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -35,8 +35,16 @@ class StaticModel:
         sentences: str | Iterable[str],
         batch_size: int = 1024,
         show_progress_bar: bool = False,
-    ) -> npt.NDArray[np.float32]:
-        """float32 embeddings ``[N, dim]`` (``[dim]`` for a single ``str``), computed without the GIL."""
+        *,
+        truncate_dim: int | None = None,
+        precision: Literal["float32", "int8", "uint8", "binary", "ubinary"] = "float32",
+    ) -> npt.NDArray[np.float32] | npt.NDArray[np.int8] | npt.NDArray[np.uint8]:
+        """Embeddings ``[N, width]`` (``[width]`` for a single ``str``), computed without the GIL.
+
+        ``truncate_dim`` keeps the first dimensions and ``precision`` quantizes as
+        ``SentenceTransformer.encode`` does (int8/uint8 ranges from the embeddings of this call;
+        binary/ubinary pack ``ceil(k/8)`` bytes a row): float32, int8 or uint8 arrays.
+        """
 
     def encode_arrow(self, array: Any, batch_size: int = 1024) -> Any:
         """A pyarrow string array as a ``FixedSizeList<float32, dim>`` array (nulls are refused)."""
