@@ -9,6 +9,7 @@
 mod arrays;
 mod errors;
 mod model;
+mod modules;
 mod ops;
 mod threads;
 
@@ -18,6 +19,7 @@ use pyo3::prelude::*;
 fn _stk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<model::StaticModel>()?;
+    m.add_class::<modules::StkModule>()?;
     m.add_function(wrap_pyfunction!(model::_load_pickled, m)?)?;
     m.add_function(wrap_pyfunction!(ops::pool, m)?)?;
     m.add_function(wrap_pyfunction!(ops::normalize, m)?)?;

@@ -28,7 +28,7 @@ use stk_cpu::pooling::Pooling;
 use stk_cpu::static_embedding::StaticEmbedding;
 use stk_cpu::word_embeddings::WordEmbeddings;
 use stk_cpu::word_weights::WordWeights;
-use stk_cpu::{Features, Module, TextModule};
+pub use stk_cpu::{Features, Module, TextModule};
 
 /// Texts per batch, the reference's default `encode(batch_size=32)`. Batches matter only where
 /// padding leaks into the result (a CNN whose output length differs from the mask), so stk
@@ -392,6 +392,44 @@ fn load_dense(spec: &ModuleSpec, widths: &mut Widths) -> Result<Dense> {
     spec.check_width(have, m.in_features(), what)?;
     *width = Some(m.out_features());
     Ok(m)
+}
+
+/// One module folder loaded on its own, outside a pipeline: what a binding needs to run a
+/// single module of a model it holds (the Python package's `accelerate` saves a
+/// sentence-transformers module to a folder and runs it here).
+pub enum LoadedModule {
+    /// A module that reads text (WordEmbeddings, BoW, StaticEmbedding).
+    Text(Box<dyn TextModule>),
+    /// Any other module: it transforms features.
+    Step(Box<dyn Module>),
+}
+
+/// Load the module of class `class` (a `modules.json` `type`, either spelling, or the bare class
+/// name) from `dir`, with the module's own checks. Width checks against neighbouring modules are
+/// the caller's: a module alone has no neighbours (its `forward` still refuses inputs of the
+/// wrong width). Pooling is loaded without a prompt length.
+pub fn load_module(class: &str, dir: &Path) -> Result<LoadedModule> {
+    let kind = if class.contains('.') {
+        ModuleKind::parse(class)?
+    } else {
+        ModuleKind::parse(&format!("sentence_transformers.models.{class}"))?
+    };
+    crate::folder::check_links_stay_inside(dir)?;
+    Ok(match kind {
+        ModuleKind::WordEmbeddings => LoadedModule::Text(Box::new(WordEmbeddings::from_dir(dir)?)),
+        ModuleKind::BoW => LoadedModule::Text(Box::new(BoW::from_dir(dir)?)),
+        ModuleKind::StaticEmbedding => {
+            LoadedModule::Text(Box::new(StaticEmbedding::from_dir(dir)?))
+        }
+        ModuleKind::WordWeights => LoadedModule::Step(Box::new(WordWeights::from_dir(dir)?)),
+        ModuleKind::Cnn => LoadedModule::Step(Box::new(Cnn::from_dir(dir)?)),
+        ModuleKind::Lstm => LoadedModule::Step(Box::new(Lstm::from_dir(dir)?)),
+        ModuleKind::Pooling => LoadedModule::Step(Box::new(Pooling::from_dir(dir)?)),
+        ModuleKind::Normalize => LoadedModule::Step(Box::new(Normalize::from_dir(dir)?)),
+        ModuleKind::Dense => LoadedModule::Step(Box::new(Dense::from_dir(dir)?)),
+        ModuleKind::LayerNorm => LoadedModule::Step(Box::new(LayerNorm::from_dir(dir)?)),
+        ModuleKind::Dropout => LoadedModule::Step(Box::new(Dropout::from_dir(dir)?)),
+    })
 }
 
 impl Pipeline {

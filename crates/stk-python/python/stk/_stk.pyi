@@ -75,6 +75,18 @@ class StaticModel:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickles as its folder and options; unpickling loads the folder again."""
 
+class Module:
+    """One sentence-transformers module folder run by stk (``accelerate`` uses it). Features are
+    numpy arrays under sentence-transformers' names: ``input_ids``/``attention_mask`` int64
+    ``[B, T]``, ``sentence_lengths`` int64 ``[B]``, ``token_embeddings`` float32 ``[B, T, D]``,
+    ``token_weights_sum`` float32 ``[B]``, ``sentence_embedding`` float32 ``[B, D]``."""
+
+    def __init__(self, class_name: str, folder: str | PathLike[str]) -> None: ...
+    @property
+    def reads_text(self) -> bool: ...
+    def encode_texts(self, texts: list[str]) -> dict[str, np.ndarray]: ...
+    def forward(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
 def _load_pickled(
     path: str | None,
     normalize: bool | None,
