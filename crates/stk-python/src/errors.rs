@@ -1,8 +1,8 @@
 //! `stk::Error` → Python exceptions: a missing file is `FileNotFoundError`, a wrong dtype is
-//! `TypeError`, anything else the input got wrong is `ValueError`. The message is stk's, which
+//! `TypeError`, out-of-memory is `MemoryError`, anything else the input got wrong is `ValueError`. The message is stk's, which
 //! names the offending tensor, file or argument.
 
-use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyFileNotFoundError, PyMemoryError, PyOSError, PyTypeError, PyValueError};
 use pyo3::PyErr;
 use stk::Error;
 
@@ -14,6 +14,8 @@ pub fn to_py(error: Error) -> PyErr {
         }
         Error::Io { .. } => PyOSError::new_err(message),
         Error::DType { .. } => PyTypeError::new_err(message),
+        // A caller can retry with a smaller batch, as after numpy's own allocation failures.
+        Error::OutOfMemory { .. } => PyMemoryError::new_err(message),
         _ => PyValueError::new_err(message),
     }
 }

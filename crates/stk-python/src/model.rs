@@ -7,7 +7,7 @@ use numpy::ndarray::Array2;
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
-use stk::{Elements, EncodeOptions, LoadOptions, Model, Precision, Semantics};
+use stk::{Elements, EncodeOptions, LoadOptions, MaxLength, Model, Precision, Semantics};
 
 use crate::arrays::type_name;
 use crate::errors::{type_error, value_error, IntoPyResult};
@@ -20,8 +20,47 @@ struct Source {
     path: Option<PathBuf>,
     normalize: Option<bool>,
     semantics: Option<String>,
-    max_length: Option<usize>,
+    max_length: MaxLengthArg,
     threads: Option<usize>,
+}
+
+/// `max_length` as model2vec's `from_pretrained` takes it: not passed (the config's
+/// `max_length`, else 512), `None` (no limit) or a number of tokens. Pickled as the string
+/// `"config"`, `None` or the number.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MaxLengthArg(MaxLength);
+
+impl<'py> FromPyObject<'_, 'py> for MaxLengthArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_none() {
+            return Ok(MaxLengthArg(MaxLength::Unlimited));
+        }
+        if let Ok(s) = obj.extract::<&str>() {
+            if s == "config" {
+                return Ok(MaxLengthArg(MaxLength::FromConfig));
+            }
+        }
+        match obj.extract::<usize>() {
+            Ok(n) => Ok(MaxLengthArg(MaxLength::Limit(n))),
+            Err(_) => Err(type_error(format!(
+                "max_length must be a non-negative int or None, got {}",
+                obj.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+impl MaxLengthArg {
+    /// The value `_load_pickled` reads back.
+    fn to_pickle<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self.0 {
+            MaxLength::FromConfig => "config".into_pyobject(py)?.into_any(),
+            MaxLength::Limit(n) => n.into_pyobject(py)?.into_any(),
+            MaxLength::Unlimited => py.None().into_bound(py),
+        })
+    }
 }
 
 /// A static embedding model (model2vec or sentence-transformers StaticEmbedding) loaded by stk.
@@ -41,7 +80,7 @@ fn load(py: Python<'_>, source: Source) -> PyResult<StaticModel> {
     let options = LoadOptions {
         semantics,
         normalize: source.normalize,
-        max_length: source.max_length.into(),
+        max_length: source.max_length.0,
         ..LoadOptions::default()
     };
     threads::pool(source.threads)?; // refuses `threads=0` before loading
@@ -62,7 +101,7 @@ pub fn _load_pickled(
     path: Option<PathBuf>,
     normalize: Option<bool>,
     semantics: Option<String>,
-    max_length: Option<usize>,
+    max_length: MaxLengthArg,
     threads: Option<usize>,
 ) -> PyResult<StaticModel> {
     load(
@@ -187,13 +226,13 @@ impl StaticModel {
     /// Load a model2vec folder or a sentence-transformers folder (`path=None`: the default
     /// model, potion-base-8M with an f16 table).
     #[staticmethod]
-    #[pyo3(signature = (path=None, *, normalize=None, semantics=None, max_length=Some(512), threads=None))]
+    #[pyo3(signature = (path=None, *, normalize=None, semantics=None, max_length=MaxLengthArg::default(), threads=None))]
     fn from_pretrained(
         py: Python<'_>,
         path: Option<PathBuf>,
         normalize: Option<bool>,
         semantics: Option<String>,
-        max_length: Option<usize>,
+        max_length: MaxLengthArg,
         threads: Option<usize>,
     ) -> PyResult<Self> {
         load(
@@ -335,7 +374,7 @@ impl StaticModel {
             path,
             self.source.normalize,
             semantics,
-            self.source.max_length,
+            self.source.max_length.to_pickle(py)?,
             self.source.threads,
         )
             .into_pyobject(py)?;

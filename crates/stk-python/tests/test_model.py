@@ -176,3 +176,31 @@ def test_os_fork_child_encodes(model):
     _, status = os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("config_max_length", [3, None, "absent"])
+def test_max_length_defaults_to_the_config_as_model2vec(default_model_dir, tmp_path, config_max_length):
+    """Not passing max_length takes the folder config's (else 512), as model2vec 0.10's
+    from_pretrained; passing it overrides the config; pickling keeps the choice."""
+    import json
+    import shutil
+
+    from model2vec import StaticModel as M2V
+
+    folder = tmp_path / "model"
+    shutil.copytree(default_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("max_length", None)
+    if config_max_length != "absent":
+        config["max_length"] = config_max_length
+    (folder / "config.json").write_text(json.dumps(config))
+    long_text = " ".join(bench_sentences(40))
+    texts = ["dog cat house tree river", long_text]
+    reference = M2V.from_pretrained(str(folder))
+    ours = stk.StaticModel.from_pretrained(str(folder))
+    assert_close(ours.encode(texts), reference.encode(texts), 2e-3, f"config max_length {config_max_length}")
+    assert_close(pickle.loads(pickle.dumps(ours)).encode(texts), ours.encode(texts), 0, "pickled")
+    explicit = stk.StaticModel.from_pretrained(str(folder), max_length=2)
+    assert_close(explicit.encode(texts), M2V.from_pretrained(str(folder), max_length=2).encode(texts), 2e-3, "explicit 2")
+    if config_max_length == 3:
+        assert not np.allclose(ours.encode(texts)[0], stk.StaticModel.from_pretrained(str(folder), max_length=None).encode(texts)[0])

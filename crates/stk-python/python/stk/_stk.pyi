@@ -17,7 +17,7 @@ class StaticModel:
         *,
         normalize: bool | None = None,
         semantics: str | None = None,
-        max_length: int | None = 512,
+        max_length: int | None = ...,
         threads: int | None = None,
     ) -> StaticModel:
         """Load a model2vec folder or a sentence-transformers folder.
@@ -25,7 +25,8 @@ class StaticModel:
         ``path=None`` loads the default model (potion-base-8M, f16 table). ``normalize``
         overrides the folder's setting; ``semantics`` is ``"model2vec"`` (model2vec's
         ``StaticModel.encode``) or ``"sentence-transformers"`` (``SentenceTransformer.encode``),
-        by default the folder's own; ``max_length`` is model2vec's token limit (``None``: none);
+        by default the folder's own; ``max_length`` is model2vec's token limit: not passed, the
+        folder config's ``max_length`` (else 512), as model2vec's ``from_pretrained``; ``None``: none;
         ``threads`` caps the worker threads (``None``: one per core).
         Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` for a broken one.
         """
@@ -91,7 +92,7 @@ def _load_pickled(
     path: str | None,
     normalize: bool | None,
     semantics: str | None,
-    max_length: int | None,
+    max_length: int | str | None,
     threads: int | None,
 ) -> StaticModel: ...
 def pool(
