@@ -32,6 +32,10 @@ BAD_LOADS = [
     ("unknown semantics", lambda tmp: stk.StaticModel.from_pretrained(None, semantics="bert"), ValueError, "unknown semantics"),
     ("zero threads", lambda tmp: stk.StaticModel.from_pretrained(None, threads=0), ValueError, "threads"),
     ("path of wrong type", lambda tmp: stk.StaticModel.from_pretrained(42), TypeError, "path"),
+    ("max_length of wrong type", lambda tmp: stk.StaticModel.from_pretrained(None, max_length="long"), TypeError, "max_length"),
+    ("negative max_length", lambda tmp: stk.StaticModel.from_pretrained(None, max_length=-1), TypeError, "max_length"),
+    ("module of unknown class", lambda tmp: stk._stk.Module("Transformer", tmp), ValueError, "Transformer"),
+    ("module folder missing", lambda tmp: stk._stk.Module("CNN", tmp / "nope"), FileNotFoundError, "nope"),
 ]
 
 
@@ -92,3 +96,27 @@ def test_bad_ops(what, call, error, message):
 
 def test_at_least_fifteen_bad_inputs():
     assert len(BAD_LOADS) + len(BAD_ENCODES) + len(BAD_OPS) >= 15
+
+
+def _golden_module(case, sub, cls):
+    from conftest import GOLDEN
+
+    return stk._stk.Module(cls, GOLDEN / case / "model" / sub)
+
+
+BAD_FORWARDS = [
+    ("int token embeddings", ("cnn_max", "1_CNN", "CNN"), {"token_embeddings": np.ones((1, 3, 4), np.int64)}, ValueError, "float32"),
+    ("wrong width", ("cnn_max", "1_CNN", "CNN"), {"token_embeddings": np.ones((1, 3, 5), np.float32)}, ValueError, "5"),
+    ("ids of rank 1", ("wordemb_weights_mean_norm", "1_WordWeights", "WordWeights"),
+     {"input_ids": np.ones(3, np.int64), "token_embeddings": np.ones((1, 3, 4), np.float32)}, ValueError, r"\[B, T\]"),
+    ("negative id", ("wordemb_weights_mean_norm", "1_WordWeights", "WordWeights"),
+     {"input_ids": -np.ones((1, 3), np.int64), "token_embeddings": np.ones((1, 3, 4), np.float32)}, ValueError, "id -1"),
+    ("negative length", ("cnn_max", "1_CNN", "CNN"),
+     {"sentence_lengths": -np.ones(1, np.int64), "token_embeddings": np.ones((1, 3, 4), np.float32)}, ValueError, "negative"),
+]
+
+
+@pytest.mark.parametrize("what,module,features,error,message", BAD_FORWARDS, ids=[b[0] for b in BAD_FORWARDS])
+def test_bad_module_forwards(what, module, features, error, message):
+    with pytest.raises(error, match=message):
+        _golden_module(*module).forward(features)
