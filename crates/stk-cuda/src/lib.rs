@@ -10,7 +10,8 @@
 //! * The ops, three ways each: host tensors in and out (checked by the validation every
 //!   backend shares, `stk_core::validate`), `*_device` on [`DeviceTensor`]s, and the
 //!   device-buffer API for backends (`*_views` on the caller's cudarc views and stream,
-//!   `unsafe *_raw` on raw pointers): [`pool`] / [`pool_device`] (fused pooling, all modes,
+//!   `unsafe *_raw` on raw pointers; pooling also `*_with_workspace`, which splits the rows of
+//!   small batches over several blocks): [`pool`] / [`pool_device`] (fused pooling, all modes,
 //!   padded, varlen and spans), [`embedding_bag`] (StaticEmbedding / model2vec),
 //!   [`normalize`], [`layer_pool`] (WeightedLayerPooling), and `bench` (CUDA-event timing
 //!   against the copy bandwidth; behind the `bench` feature, which the `stk bench` command
