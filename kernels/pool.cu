@@ -282,12 +282,17 @@ __device__ __forceinline__ float* partials_of(void* workspace, int chunks, int p
     return reinterpret_cast<float*>(static_cast<int64_t*>(workspace) + 8 * rows_out);
 }
 
-template <typename T>
-__device__ __forceinline__ void store_out(void* out, int out_f32, int64_t at, float v) {
-    if (out_f32) {
-        static_cast<float*>(out)[at] = v;
+// Store V output values at element `at` (a multiple of V): whole 16-byte stores for V > 1 in
+// the output type T. f32 output of a 16-bit T (the rare token_weights_sum case) is stored an
+// element at a time, which keeps the register budget of the 64-register kernels.
+template <typename T, int V>
+__device__ __forceinline__ void store_out_pack(void* out, int out_f32, int64_t at,
+                                               const float (&v)[V]) {
+    if (out_f32 && sizeof(T) != sizeof(float)) {
+        #pragma unroll
+        for (int i = 0; i < V; ++i) static_cast<float*>(out)[at + i] = v[i];
     } else {
-        static_cast<T*>(out)[at] = narrow<T>(v);
+        store_pack<T, V>(static_cast<T*>(out) + at, v);
     }
 }
 
@@ -553,6 +558,7 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
                     have_tok = true;
                 }
                 const int64_t at = ((int64_t)blockIdx.x * num_slots + k) * D + j;
+                float vals[V];
                 #pragma unroll
                 for (int i = 0; i < V; ++i) {
                     float v;
@@ -570,8 +576,9 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
                             break;
                         default: v = have_tok ? pack_get<T, V>(tok, i) : 0.f; break;
                     }
-                    store_out<T>(out, out_f32, at + i, v);
+                    vals[i] = v;
                 }
+                store_out_pack<T, V>(out, out_f32, at, vals);
             }
         }
     }
@@ -597,7 +604,8 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
         }
         const float denom = norm_divisor(block_sum(sumsq, scratch), norm_add, norm_floor);
         if (g == 0) {
-            // Each thread rescales exactly the values it stored above.
+            // Each thread rescales exactly the values it stored above, an element at a time:
+            // 16-byte loads and stores here would push the 64-register kernels into spills.
             for (int c0 = 0; c0 < D; c0 += chunk) {
                 const int j = c0 + lane * V;
                 if (j >= D) continue;
@@ -605,7 +613,9 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
                     const int64_t at = ((int64_t)blockIdx.x * num_slots + k) * D + j;
                     #pragma unroll
                     for (int i = 0; i < V; ++i) {
-                        store_out<T>(out, out_f32, at + i, load_out<T>(out, out_f32, at + i) / denom);
+                        const float v = load_out<T>(out, out_f32, at + i) / denom;
+                        if (out_f32) static_cast<float*>(out)[at + i] = v;
+                        else static_cast<T*>(out)[at + i] = narrow<T>(v);
                     }
                 }
             }

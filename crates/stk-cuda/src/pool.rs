@@ -443,8 +443,9 @@ pub struct PoolProblem<'a> {
     /// Positions left out at the start of each row (device sources; a plan has applied it).
     pub prompt: usize,
     pub normalize: bool,
-    /// Whether the tokens (and cls embeddings) are 16-byte aligned: whole allocations are;
-    /// a caller's view may not be, and then gets the element-wise kernel.
+    /// Whether the tokens (and cls embeddings) and the output are 16-byte aligned (the
+    /// packed kernels load and store 16 bytes at a time): whole allocations are; a caller's
+    /// view may not be, and then gets the element-wise kernel.
     pub aligned: bool,
 }
 

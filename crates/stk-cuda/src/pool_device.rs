@@ -434,7 +434,8 @@ impl CudaDevice {
             source: p.rows.source(p.token_rows)?,
             prompt: p.spec.excluded_prompt(),
             normalize: p.normalize,
-            aligned: aligned16(&[p.tokens]),
+            // 16-byte loads of the tokens and 16-byte stores of the output.
+            aligned: aligned16(&[p.tokens, p.out]),
         };
         let chunks = chunks.max(1);
         let workspace = if chunks > 1 {
@@ -473,8 +474,8 @@ impl CudaDevice {
             });
             // SAFETY: the caller's contract above gives every buffer's extent; the kernel
             // clamps the layout's values into token_rows (`seq_len` argument) and reads the
-            // mask only at b × seq_len + j < token_rows; 16-byte loads only for an aligned
-            // token buffer; a split's workspace holds `pool_workspace_bytes` (checked above),
+            // mask only at b × seq_len + j < token_rows; 16-byte loads and stores only for
+            // aligned token and output buffers; a split's workspace holds `pool_workspace_bytes` (checked above),
             // which is what the kernel indexes for B rows in `chunks` chunks of D columns.
             unsafe { self.launch(&l.shape, stream, &args) }?;
         }
