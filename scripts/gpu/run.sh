@@ -27,7 +27,8 @@ mkdir -p "$(dirname "$log")"
 copies=("$log")
 if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT"
-    copies+=("$OUT/$(basename "$log")")
+    copy="$(cd "$OUT" && pwd)/$(basename "$log")"
+    [ "$copy" -ef "$log" ] || copies+=("$copy")
 fi
 exec > >(tee "${copies[@]}") 2>&1
 budget="${STK_GPU_BUDGET_S:-450}"
