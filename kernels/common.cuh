@@ -88,6 +88,36 @@ __device__ __forceinline__ float pack_get(const typename PackRaw<T, V>::type& ra
     }
 }
 
+// The bits of one element, in the low bits of a word.
+__device__ __forceinline__ uint32_t bits_of(float v) { return __float_as_uint(v); }
+__device__ __forceinline__ uint32_t bits_of(f16 v) { return __half_as_ushort(v); }
+__device__ __forceinline__ uint32_t bits_of(bf16 v) { return __bfloat16_as_ushort(v); }
+
+// Store V f32 values at p as elements of T (rounded by narrow<T>): one element when V == 1,
+// else whole 16-byte stores (V * sizeof(T) is a multiple of 16 and p is 16-byte aligned: the
+// host picks the V > 1 kernels only for aligned buffers and rows a multiple of V long).
+template <typename T, int V>
+__device__ __forceinline__ void store_pack(T* p, const float (&v)[V]) {
+    if constexpr (V == 1) {
+        *p = narrow<T>(v[0]);
+    } else {
+        constexpr int per_word = (int)(4 / sizeof(T));  // elements per 32-bit word: 1 or 2
+        constexpr int words = V / per_word;
+        static_assert(words % 4 == 0, "whole 16-byte stores");
+        #pragma unroll
+        for (int q = 0; q < words / 4; ++q) {
+            uint32_t w[4];
+            #pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int e = (4 * q + k) * per_word;
+                w[k] = bits_of(narrow<T>(v[e]));
+                if constexpr (per_word == 2) w[k] |= bits_of(narrow<T>(v[e + 1])) << 16;
+            }
+            reinterpret_cast<uint4*>(p)[q] = uint4{w[0], w[1], w[2], w[3]};
+        }
+    }
+}
+
 // -inf, spelled without <math.h> (which NVRTC lacks).
 __device__ __forceinline__ float negative_infinity() { return __uint_as_float(0xff800000u); }
 

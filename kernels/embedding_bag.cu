@@ -17,10 +17,17 @@
 // lanes_per_row * V columns of one row, and each lane loads U rows before adding them, so
 // U * 32 / lanes_per_row table rows of a bag are in flight per warp. Sub-groups are combined
 // with shuffles. The table is read through the read-only cache: frequent tokens hit in L2.
+// Sums are blocked as in kernels/pool.cu: a lane adds its rows in f32 and folds the block sum
+// into its f64 totals (in dynamic shared memory, blockDim.x * V doubles, out of the loop's
+// registers) every BAG_BLOCK_STEPS unrolled steps (BAG_UNROLL rows each), so a long bag's
+// error does not grow with its length; the sub-groups' totals, rounded to f32, are then
+// combined by a fixed butterfly of shuffles (same bits every run).
 #include "common.cuh"
 
 #define BAG_THREADS 256
 #define BAG_UNROLL 4
+// Unrolled steps (BAG_UNROLL rows each) a lane sums in f32 before folding into f64.
+#define BAG_BLOCK_STEPS 16
 
 #define DIVIDE_NONE 0
 #define DIVIDE_COUNT 1
@@ -33,6 +40,11 @@ __device__ __forceinline__ void embedding_bag_body(
     const int64_t* __restrict__ offsets, int64_t num_ids, int64_t vocab, int64_t num_bags,
     int divide_by, int normalize, float norm_add, float norm_floor, int lanes_per_row,
     float* __restrict__ out) {
+    DYNAMIC_SHARED(float, bag_smem);
+    // This lane's V f64 totals, side by side (one address; the bank conflicts of this layout
+    // cost little, as a fold comes once every BAG_BLOCK_STEPS steps). Only this thread uses
+    // them, so no barrier is needed.
+    volatile double* total = reinterpret_cast<double*>(bag_smem) + threadIdx.x * V;
     const int lane = threadIdx.x & 31;
     const int64_t bag = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (bag >= num_bags) return;  // the whole warp leaves together: shuffles stay full-warp
@@ -66,8 +78,12 @@ __device__ __forceinline__ void embedding_bag_body(
         const bool active = j < D;
         float acc[V];
         #pragma unroll
-        for (int i = 0; i < V; ++i) acc[i] = 0.f;
+        for (int i = 0; i < V; ++i) {
+            acc[i] = 0.f;
+            total[i] = 0.0;
+        }
         if (active) {
+            int steps = 0;  // unrolled steps in the current f32 block
             for (int64_t k = k0 + sub; k < k1; k += (int64_t)rows_per_step * BAG_UNROLL) {
                 typename PackRaw<T, V>::type raw[BAG_UNROLL];
                 float w[BAG_UNROLL];
@@ -90,8 +106,18 @@ __device__ __forceinline__ void embedding_bag_body(
                         for (int i = 0; i < V; ++i) acc[i] += pack_get<T, V>(raw[u], i) * w[u];
                     }
                 }
+                if (++steps == BAG_BLOCK_STEPS) {
+                    #pragma unroll
+                    for (int i = 0; i < V; ++i) {
+                        total[i] = total[i] + (double)acc[i];
+                        acc[i] = 0.f;
+                    }
+                    steps = 0;
+                }
             }
         }
+        #pragma unroll
+        for (int i = 0; i < V; ++i) acc[i] = (float)(total[i] + (double)acc[i]);
         // Sum the sub-groups; every sub-group ends with the same totals.
         for (int m = lanes_per_row; m < 32; m <<= 1) {
             #pragma unroll
@@ -123,12 +149,12 @@ __device__ __forceinline__ void embedding_bag_body(
     }
 }
 
-#define EMBEDDING_BAG_KERNEL(NAME, T, V)                                                      \
-    extern "C" __global__ void __launch_bounds__(BAG_THREADS, 4)                                \
+#define EMBEDDING_BAG_KERNEL(NAME, T, V, MIN_BLOCKS)                                          \
+    extern "C" __global__ void __launch_bounds__(BAG_THREADS, MIN_BLOCKS)                     \
         NAME(const T* __restrict__ table, int D, const int32_t* __restrict__ mapping,         \
              const float* __restrict__ weights, const uint32_t* __restrict__ ids,             \
              const int64_t* __restrict__ offsets, int64_t num_ids, int64_t vocab,             \
-             int64_t num_bags, int divide_by, int normalize, float norm_add, float norm_floor, \
+             int64_t num_bags, int divide_by, int normalize, float norm_add, float norm_floor,\
              int lanes_per_row, float* __restrict__ out) {                                    \
         embedding_bag_body<T, V>(table, D, mapping, weights, ids, offsets, num_ids, vocab,    \
                                  num_bags, divide_by, normalize, norm_add, norm_floor,        \
@@ -136,9 +162,11 @@ __device__ __forceinline__ void embedding_bag_body(
     }                                                                                         \
     SIM_REGISTER(NAME)
 
-EMBEDDING_BAG_KERNEL(embedding_bag_f32_v4, float, 4)
-EMBEDDING_BAG_KERNEL(embedding_bag_f32_v1, float, 1)
-EMBEDDING_BAG_KERNEL(embedding_bag_f16_v8, f16, 8)
-EMBEDDING_BAG_KERNEL(embedding_bag_f16_v1, f16, 1)
-EMBEDDING_BAG_KERNEL(embedding_bag_i8_v16, int8_t, 16)
-EMBEDDING_BAG_KERNEL(embedding_bag_i8_v1, int8_t, 1)
+EMBEDDING_BAG_KERNEL(embedding_bag_f32_v4, float, 4, 4)
+EMBEDDING_BAG_KERNEL(embedding_bag_f32_v1, float, 1, 4)
+EMBEDDING_BAG_KERNEL(embedding_bag_f16_v8, f16, 8, 4)
+EMBEDDING_BAG_KERNEL(embedding_bag_f16_v1, f16, 1, 4)
+// 16 int8 columns per lane need more than 64 registers with the blocked sums: 3 blocks
+// (24 warps) per SM instead of 4.
+EMBEDDING_BAG_KERNEL(embedding_bag_i8_v16, int8_t, 16, 3)
+EMBEDDING_BAG_KERNEL(embedding_bag_i8_v1, int8_t, 1, 4)

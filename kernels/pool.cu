@@ -25,7 +25,26 @@
 // group covers `lanes * V` columns and takes every groups-th token row, each thread loading U
 // rows before it adds them, so U * groups rows of the block are in flight. The groups' partial
 // sums are combined in shared memory in a fixed order (no atomics: the result does not depend
-// on scheduling). Accumulation is f32 for every input type.
+// on scheduling). Sums are blocked, as stk-cpu's are: each thread adds its rows in f32 and,
+// every POOL_BLOCK_ROWS of its rows, adds that f32 block sum to an f64 total; the groups'
+// totals are combined in f64 and divided once. The rounding error is that of a 64-row f32 sum
+// and does not grow with the sequence length (a single running f32 sum over 20,000 identical
+// rows is off by ~7e-5 relative; `cargo xtask kernel-sim` checks the blocked one within 1e-6
+// of f64). The order is fixed by the launch shape, so every run gives the same bits.
+//
+// Long rows split over several blocks (`phase`, `chunks`, `workspace`), for batches too small
+// to fill the GPU with one block per row. Three launches of the same kernel on one stream,
+// no float atomics, the same bits every run:
+//   PHASE_FACTS    grid B: each row's facts (token range, cls/last rows, divisors) into the
+//                  workspace (the mask is scanned once per row, not once per chunk)
+//   PHASE_PARTIAL  grid B * chunks: block (b, c) sums chunk c of row b's token range (rows
+//                  [lo + c * per, lo + (c + 1) * per), per = ceil(rows / chunks)) and writes its
+//                  f32 sum, weighted sum and max of each column into the workspace
+//   PHASE_COMBINE  grid B: adds the chunks' partials in chunk order (in f64) and runs the
+//                  epilogue (every mode's slot, the fused normalize)
+// PHASE_WHOLE (one launch, one block per row) does all of it in one block.
+//   workspace     [B] facts of 8 int64, then [B, chunks, 3, D] f32 partials
+//                 (`pool_workspace_bytes` in pool.rs)
 //
 // Two variants per input type: `pool_sum_*` keeps one running sum per column (cls, mean,
 // mean_sqrt_len_tokens, lasttoken: the common single-mode cases) and fits 64 registers at 512
@@ -46,14 +65,23 @@
 #define SOURCE_SPANS 2
 #define SOURCE_MASK 3
 
+#define PHASE_WHOLE 0
+#define PHASE_FACTS 1
+#define PHASE_PARTIAL 2
+#define PHASE_COMBINE 3
+#define INT64_MAX_VALUE 0x7fffffffffffffffLL
+
 #define POOL_SUM_THREADS 512
 #define POOL_FULL_THREADS 256
 #define POOL_UNROLL 4
+// Rows one thread adds in f32 before folding them into its f64 totals (a multiple of
+// POOL_UNROLL, so the unrolled loop folds on whole steps).
+#define POOL_BLOCK_ROWS 64
 
-// Combine the per-group partials of `a` into group 0 (all threads must call).
+// Combine the per-group maxima of `a` into group 0, in group order (all threads must call).
+// `red` holds blockDim.x * V floats.
 template <int V>
-__device__ __forceinline__ void combine_groups(float (&a)[V], float* red, int groups, int lanes,
-                                               bool is_max) {
+__device__ __forceinline__ void combine_max(float (&a)[V], float* red, int groups, int lanes) {
     __syncthreads();
     #pragma unroll
     for (int i = 0; i < V; ++i) red[i * blockDim.x + threadIdx.x] = a[i];
@@ -61,10 +89,22 @@ __device__ __forceinline__ void combine_groups(float (&a)[V], float* red, int gr
     if ((int)threadIdx.x < lanes) {
         for (int g = 1; g < groups; ++g) {
             #pragma unroll
-            for (int i = 0; i < V; ++i) {
-                const float o = red[i * blockDim.x + g * lanes + threadIdx.x];
-                a[i] = is_max ? max_keep_nan(a[i], o) : a[i] + o;
-            }
+            for (int i = 0; i < V; ++i) a[i] = max_keep_nan(a[i], red[i * blockDim.x + g * lanes + threadIdx.x]);
+        }
+    }
+}
+
+// Add the per-group f64 totals (thread t's total of element i at total[i * blockDim.x + t])
+// into group 0's entries, in group order (all threads must call).
+template <int V>
+__device__ __forceinline__ void combine_totals(double* total, int groups, int lanes) {
+    __syncthreads();
+    if ((int)threadIdx.x < lanes) {
+        #pragma unroll
+        for (int i = 0; i < V; ++i) {
+            double t = total[i * blockDim.x + threadIdx.x];
+            for (int g = 1; g < groups; ++g) t += total[i * blockDim.x + g * lanes + threadIdx.x];
+            total[i * blockDim.x + threadIdx.x] = t;
         }
     }
 }
@@ -205,18 +245,85 @@ __device__ __forceinline__ RowFacts rows_of_plan(const int64_t* row_rows,
     return f;
 }
 
-template <typename T>
-__device__ __forceinline__ void store_out(void* out, int out_f32, int64_t at, float v) {
-    if (out_f32) {
-        static_cast<float*>(out)[at] = v;
+// A row's facts in the workspace of a split launch: 8 int64 slots per row.
+__device__ __forceinline__ void store_facts(void* workspace, int64_t b, const RowFacts& f) {
+    int64_t* w = static_cast<int64_t*>(workspace) + 8 * b;
+    w[0] = f.begin;
+    w[1] = f.end;
+    w[2] = f.cls_row;
+    w[3] = f.last_row;
+    w[4] = f.origin;
+    w[5] = f.holes ? 1 : 0;
+    float* d = reinterpret_cast<float*>(w + 6);
+    d[0] = f.div_mean;
+    d[1] = f.div_sqrt;
+    d[2] = f.div_weighted;
+}
+
+__device__ __forceinline__ RowFacts load_facts(const void* workspace, int64_t b) {
+    const int64_t* w = static_cast<const int64_t*>(workspace) + 8 * b;
+    RowFacts f;
+    f.begin = w[0];
+    f.end = w[1];
+    f.cls_row = w[2];
+    f.last_row = w[3];
+    f.origin = w[4];
+    f.holes = w[5] != 0;
+    const float* d = reinterpret_cast<const float*>(w + 6);
+    f.div_mean = d[0];
+    f.div_sqrt = d[1];
+    f.div_weighted = d[2];
+    return f;
+}
+
+// The split launches' partials: [B, chunks, 3, D] f32 after the B rows of facts.
+__device__ __forceinline__ float* partials_of(void* workspace, int chunks, int phase) {
+    const int64_t rows_out = phase == PHASE_PARTIAL ? gridDim.x / chunks : gridDim.x;
+    return reinterpret_cast<float*>(static_cast<int64_t*>(workspace) + 8 * rows_out);
+}
+
+// Store V output values at element `at` (a multiple of V): whole 16-byte stores for V > 1 in
+// the output type T. f32 output of a 16-bit T (the rare token_weights_sum case) is stored an
+// element at a time, which keeps the register budget of the 64-register kernels.
+template <typename T, int V>
+__device__ __forceinline__ void store_out_pack(void* out, int out_f32, int64_t at,
+                                               const float (&v)[V]) {
+    if (out_f32 && sizeof(T) != sizeof(float)) {
+        #pragma unroll
+        for (int i = 0; i < V; ++i) static_cast<float*>(out)[at + i] = v[i];
     } else {
-        static_cast<T*>(out)[at] = narrow<T>(v);
+        store_pack<T, V>(static_cast<T*>(out) + at, v);
     }
 }
 
 template <typename T>
 __device__ __forceinline__ float load_out(const void* out, int out_f32, int64_t at) {
     return out_f32 ? static_cast<const float*>(out)[at] : widen(static_cast<const T*>(out)[at]);
+}
+
+// Add the f32 block sums to this thread's f64 totals (in shared memory, out of the token
+// loop's registers: element i at total[i * blockDim.x + threadIdx.x]) and start the next
+// block at zero.
+template <int V, bool FULL>
+__device__ __forceinline__ void fold_block(float (&sum)[V], float (&wsum)[V], double* sum_total,
+                                           double* wsum_total) {
+    #pragma unroll
+    for (int i = 0; i < V; ++i) {
+        sum_total[i * blockDim.x + threadIdx.x] += (double)sum[i];
+        sum[i] = 0.f;
+        if constexpr (FULL) {
+            wsum_total[i * blockDim.x + threadIdx.x] += (double)wsum[i];
+            wsum[i] = 0.f;
+        }
+    }
+}
+
+// total / divisor in f32: the total rounded to f32 (an overflow is +-inf, as the reference's
+// f32 sum overflows to inf), then one f32 division. One rounding more than stk-cpu's f64
+// division (at most one ulp apart), and no f64 division, which the GPU does in a register-
+// hungry software routine.
+__device__ __forceinline__ float divide_total(double total, float divisor) {
+    return (float)total / divisor;
 }
 
 // Add one token row (pack p, weight w) to the accumulators.
@@ -244,15 +351,23 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
                                           int64_t seq_len, int mask_bytes, int64_t prompt,
                                           void* out, int out_f32, int D, int lanes, uint64_t slots,
                                           int num_slots, int normalize, float norm_add,
-                                          float norm_floor) {
-    // blockDim.x * max(V, 2) floats (the groups' partials, or blockDim.x int64 for the mask
-    // reductions), 32 for block_sum, then the row's epilogue facts (8 int64 slots).
+                                          float norm_floor, int phase, int chunks,
+                                          void* workspace) {
+    // Each thread's f64 sum totals (blockDim.x * V doubles; first used as blockDim.x int64 by
+    // the mask reductions), with FULL its weighted-sum totals (as many) and the maxima's
+    // combine area (blockDim.x * V floats), 32 floats for block_sum, then the row's epilogue
+    // facts (8 int64 slots). `pool_shared_bytes` in pool.rs sizes it.
     DYNAMIC_SHARED(float, smem);
-    float* red = smem;
-    float* scratch = smem + blockDim.x * (V > 2 ? V : 2);
+    double* sum_total = reinterpret_cast<double*>(smem);
+    double* wsum_total = sum_total + blockDim.x * V;
+    float* max_red = reinterpret_cast<float*>(wsum_total + (FULL ? blockDim.x * V : 0));
+    float* scratch = max_red + (FULL ? blockDim.x * V : 0);
     int64_t* epilogue = reinterpret_cast<int64_t*>(scratch + 32);
 
-    const int64_t b = blockIdx.x;
+    // The output row, and (PHASE_PARTIAL) which of its chunks this block sums. Past the row
+    // facts, the output row (the non-partial phases) is blockIdx.x.
+    const int64_t b = phase == PHASE_PARTIAL ? (int64_t)(blockIdx.x / chunks) : (int64_t)blockIdx.x;
+    const int part = phase == PHASE_PARTIAL ? (int)(blockIdx.x % chunks) : 0;
     const int groups = blockDim.x / lanes;
     const int g = threadIdx.x / lanes;
     const int lane = threadIdx.x % lanes;
@@ -269,9 +384,13 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
     int64_t seg0 = 0, seg1 = 1;  // the device sources have one segment, [f.begin, f.end)
     if (source == SOURCE_PLAN) {
         const int64_t* row_segments = static_cast<const int64_t*>(ranges);
-        f = rows_of_plan(row_rows, row_divisors, b);
         seg0 = row_segments[b];
         seg1 = row_segments[b + 1];
+    }
+    if (phase == PHASE_PARTIAL || phase == PHASE_COMBINE) {
+        f = load_facts(workspace, b);
+    } else if (source == SOURCE_PLAN) {
+        f = rows_of_plan(row_rows, row_divisors, b);
     } else if (source == SOURCE_CU_SEQ_LENS) {
         const int32_t* cu = static_cast<const int32_t*>(ranges);
         f = rows_of_run(cu[b], cu[b + 1], seq_len, prompt, token_weights_sum, b);
@@ -281,6 +400,30 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
     } else {
         f = rows_of_mask(ranges, mask_bytes, seq_len, prompt, token_weights_sum, b,
                          reinterpret_cast<int64_t*>(smem));
+    }
+    if (phase == PHASE_FACTS) {
+        if (threadIdx.x == 0) store_facts(workspace, b, f);
+        return;
+    }
+    // Token rows [cb, ce) are this block's: the whole row, or (PHASE_PARTIAL) its chunk. Kept
+    // in shared memory (epilogue slots 4 and 5, the row's range [f.begin, f.end) in 6 and 7)
+    // out of the token loop's registers.
+    if (threadIdx.x == 0) {
+        int64_t cb = 0, ce = INT64_MAX_VALUE;
+        if (phase == PHASE_PARTIAL) {
+            int64_t lo = f.begin, hi = f.end;
+            if (source == SOURCE_PLAN) {
+                lo = seg1 > seg0 ? segments[2 * seg0] : 0;
+                hi = seg1 > seg0 ? segments[2 * seg1 - 1] : 0;
+            }
+            const int64_t per = (hi - lo + chunks - 1) / chunks;
+            cb = lo + part * per;
+            ce = cb + per < hi ? cb + per : hi;
+        }
+        epilogue[4] = cb;
+        epilogue[5] = ce;
+        epilogue[6] = f.begin;
+        epilogue[7] = f.end;
     }
     // What only the epilogue reads waits in shared memory, out of the token loop's registers.
     if (threadIdx.x == 0) {
@@ -292,78 +435,117 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
     }
     __syncthreads();
     const int64_t origin = f.origin;
-    const int64_t out_row = b * (int64_t)num_slots * D;
     const int chunk = lanes * V;
 
-    float sumsq = 0.f;
     for (int c0 = 0; c0 < D; c0 += chunk) {
         const int j = c0 + lane * V;  // first column of this thread's pack
         // D is a multiple of V, so an active pack fits. Threads past the last whole group
         // (blockDim.x not a multiple of lanes) take no rows.
         const bool active = g < groups && j < D;
         float sum[V], wsum[V], mx[V];
+        __syncthreads();  // the previous columns' totals have been read
         #pragma unroll
         for (int i = 0; i < V; ++i) {
             sum[i] = 0.f;
             wsum[i] = 0.f;
             mx[i] = negative_infinity();
+            sum_total[i * blockDim.x + threadIdx.x] = 0.0;
+            if constexpr (FULL) wsum_total[i * blockDim.x + threadIdx.x] = 0.0;
         }
-        if (active && (need_sum || need_wsum || need_max)) {
+        if (active && phase != PHASE_COMBINE && (need_sum || need_wsum || need_max)) {
             const int64_t row_step = (int64_t)groups * D;  // elements between a group's rows
             for (int64_t s = seg0; s < seg1; ++s) {
-                const int64_t end = source == SOURCE_PLAN ? segments[2 * s + 1] : f.end;
-                int64_t r = (source == SOURCE_PLAN ? segments[2 * s] : f.begin) + g;
+                int64_t end = source == SOURCE_PLAN ? segments[2 * s + 1] : epilogue[7];
+                int64_t r = source == SOURCE_PLAN ? segments[2 * s] : epilogue[6];
+                const int64_t cb = epilogue[4], ce = epilogue[5];
+                end = end < ce ? end : ce;
+                r = (r > cb ? r : cb) + g;
                 const T* p = x + r * D + j;
                 // Weight of row r (weightedmean); exact in f32 for positions below 2^24.
                 float w = (float)(r - origin + 1);
-                if (f.holes) {
-                    // A mask with holes: the rows whose mask is zero are skipped (the flat
-                    // mask index of token row r is r).
-                    for (; r < end; r += groups, p += row_step, w += (float)groups) {
-                        if (mask_at(ranges, mask_bytes, r)) {
-                            accumulate<T, V, FULL>(load_pack<T, V>(p), w, sum, wsum, mx);
+                // This thread's rows r, r + groups, ... below end, in blocks of
+                // POOL_BLOCK_ROWS, each summed in f32 and then folded into the f64 totals.
+                int64_t left = r < end ? (end - r + groups - 1) / groups : 0;
+                while (left > 0) {
+                    int n = left < POOL_BLOCK_ROWS ? (int)left : POOL_BLOCK_ROWS;
+                    left -= n;
+                    if (f.holes) {
+                        // A mask with holes: the rows whose mask is zero are skipped (the
+                        // flat mask index of token row r is r).
+                        for (; n > 0; --n, r += groups, p += row_step, w += (float)groups) {
+                            if (mask_at(ranges, mask_bytes, r)) {
+                                accumulate<T, V, FULL>(load_pack<T, V>(p), w, sum, wsum, mx);
+                            }
                         }
                     }
-                    continue;
-                }
-                // Full steps: U rows per thread, loads issued before any is used.
-                for (; r + (int64_t)(POOL_UNROLL - 1) * groups < end;
-                     r += (int64_t)POOL_UNROLL * groups, p += POOL_UNROLL * row_step) {
-                    typename PackRaw<T, V>::type raw[POOL_UNROLL];
-                    #pragma unroll
-                    for (int u = 0; u < POOL_UNROLL; ++u) raw[u] = load_pack<T, V>(p + u * row_step);
-                    #pragma unroll
-                    for (int u = 0; u < POOL_UNROLL; ++u) {
-                        accumulate<T, V, FULL>(raw[u], w, sum, wsum, mx);
+                    // Full steps: U rows per thread, loads issued before any is used.
+                    for (; n >= POOL_UNROLL; n -= POOL_UNROLL, p += POOL_UNROLL * row_step) {
+                        typename PackRaw<T, V>::type raw[POOL_UNROLL];
+                        #pragma unroll
+                        for (int u = 0; u < POOL_UNROLL; ++u) raw[u] = load_pack<T, V>(p + u * row_step);
+                        #pragma unroll
+                        for (int u = 0; u < POOL_UNROLL; ++u) {
+                            accumulate<T, V, FULL>(raw[u], w, sum, wsum, mx);
+                            if constexpr (FULL) w += (float)groups;
+                        }
+                    }
+                    // The block's last rows, one at a time.
+                    for (; n > 0; --n, p += row_step) {
+                        accumulate<T, V, FULL>(load_pack<T, V>(p), w, sum, wsum, mx);
                         if constexpr (FULL) w += (float)groups;
                     }
+                    fold_block<V, FULL>(sum, wsum, sum_total, wsum_total);
                 }
-                // The last rows of the segment, one at a time.
-                for (; r < end; r += groups, p += row_step) {
-                    accumulate<T, V, FULL>(load_pack<T, V>(p), w, sum, wsum, mx);
-                    if constexpr (FULL) w += (float)groups;
+            }
+        }
+        if (phase == PHASE_COMBINE && active && g == 0) {
+            // The chunks' partials, added in chunk order.
+            for (int c = 0; c < chunks; ++c) {
+                const float* q = partials_of(workspace, chunks, phase) + ((int64_t)blockIdx.x * chunks + c) * 3 * (int64_t)D + j;
+                #pragma unroll
+                for (int i = 0; i < V; ++i) {
+                    if (need_sum) sum_total[i * blockDim.x + threadIdx.x] += (double)q[i];
+                    if constexpr (FULL) {
+                        if (need_wsum) wsum_total[i * blockDim.x + threadIdx.x] += (double)q[D + i];
+                        if (need_max) mx[i] = max_keep_nan(mx[i], q[2 * D + i]);
+                    }
                 }
             }
         }
         if (groups > 1) {
-            if (need_sum) combine_groups<V>(sum, red, groups, lanes, false);
+            if (need_sum) combine_totals<V>(sum_total, groups, lanes);
             if constexpr (FULL) {
-                if (need_wsum) combine_groups<V>(wsum, red, groups, lanes, false);
-                if (need_max) combine_groups<V>(mx, red, groups, lanes, true);
+                if (need_wsum) combine_totals<V>(wsum_total, groups, lanes);
+                if (need_max) combine_max<V>(mx, max_red, groups, lanes);
             }
+        }
+        if (phase == PHASE_PARTIAL) {
+            if (g == 0 && active) {
+                float* q = partials_of(workspace, chunks, phase) + (int64_t)blockIdx.x * 3 * D + j;
+                #pragma unroll
+                for (int i = 0; i < V; ++i) {
+                    q[i] = (float)sum_total[i * blockDim.x + threadIdx.x];
+                    if constexpr (FULL) {
+                        q[D + i] = (float)wsum_total[i * blockDim.x + threadIdx.x];
+                        q[2 * D + i] = mx[i];
+                    }
+                }
+            }
+            continue;  // the combine launch writes the output
         }
         if (g == 0 && active) {
             const int64_t cls_row = epilogue[0], last_row = epilogue[1];
             const float* divisors = reinterpret_cast<const float*>(epilogue + 2);
             const float div_mean = divisors[0], div_sqrt = divisors[1];
             const float div_weighted = divisors[2];
+            const int own = threadIdx.x;  // group 0: this thread's totals hold the row's sums
             for (int k = 0; k < num_slots; ++k) {
                 const int code = (int)((slots >> (4 * k)) & 0xf);
                 typename PackRaw<T, V>::type tok;
                 bool have_tok = false;
                 if (code == MODE_CLS) {
                     if (cls_embeddings != nullptr) {
-                        tok = load_pack<T, V>(cls_embeddings + b * D + j);
+                        tok = load_pack<T, V>(cls_embeddings + (int64_t)blockIdx.x * D + j);
                         have_tok = true;
                     } else if (cls_row >= 0) {
                         tok = load_pack<T, V>(x + cls_row * D + j);
@@ -375,42 +557,65 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
                     tok = load_pack<T, V>(x + (last_row >= 0 ? last_row : -2 - last_row) * D + j);
                     have_tok = true;
                 }
-                const int64_t at = out_row + (int64_t)k * D + j;
+                const int64_t at = ((int64_t)blockIdx.x * num_slots + k) * D + j;
+                float vals[V];
                 #pragma unroll
                 for (int i = 0; i < V; ++i) {
                     float v;
                     switch (code) {
                         case MODE_MAX: v = mx[i]; break;
-                        case MODE_MEAN: v = sum[i] / div_mean; break;
-                        case MODE_MEAN_SQRT_LEN: v = sum[i] / div_sqrt; break;
-                        case MODE_WEIGHTED_MEAN: v = wsum[i] / div_weighted; break;
+                        case MODE_MEAN: v = divide_total(sum_total[own + i * blockDim.x], div_mean); break;
+                        case MODE_MEAN_SQRT_LEN:
+                            v = divide_total(sum_total[own + i * blockDim.x], div_sqrt);
+                            break;
+                        case MODE_WEIGHTED_MEAN:
+                            v = divide_total(wsum_total[own + i * blockDim.x], div_weighted);
+                            break;
                         case MODE_LAST_TOKEN:
                             v = have_tok ? pack_get<T, V>(tok, i) * (last_row >= 0 ? 1.f : 0.f) : 0.f;
                             break;
                         default: v = have_tok ? pack_get<T, V>(tok, i) : 0.f; break;
                     }
-                    store_out<T>(out, out_f32, at + i, v);
-                    // Normalize sees the value as stored (rounded to the output type), as a
-                    // separate Normalize after Pooling would.
-                    const float stored = out_f32 ? v : widen(narrow<T>(v));
-                    sumsq += stored * stored;
+                    vals[i] = v;
                 }
+                store_out_pack<T, V>(out, out_f32, at, vals);
             }
         }
     }
 
-    if (normalize) {
-        const float denom = norm_divisor(block_sum(sumsq, scratch), norm_add, norm_floor);
+    if (normalize && phase != PHASE_PARTIAL) {
+        // The squares of the values this thread stored, read back: normalize sees each value
+        // as stored (rounded to the output type), as a separate Normalize after Pooling would.
+        // (Read back rather than summed in the loop above, to keep a register free there.)
+        float sumsq = 0.f;
         if (g == 0) {
-            // Each thread rescales exactly the values it stored above.
             for (int c0 = 0; c0 < D; c0 += chunk) {
                 const int j = c0 + lane * V;
                 if (j >= D) continue;
                 for (int k = 0; k < num_slots; ++k) {
-                    const int64_t at = out_row + (int64_t)k * D + j;
+                    const int64_t at = ((int64_t)blockIdx.x * num_slots + k) * D + j;
                     #pragma unroll
                     for (int i = 0; i < V; ++i) {
-                        store_out<T>(out, out_f32, at + i, load_out<T>(out, out_f32, at + i) / denom);
+                        const float stored = load_out<T>(out, out_f32, at + i);
+                        sumsq += stored * stored;
+                    }
+                }
+            }
+        }
+        const float denom = norm_divisor(block_sum(sumsq, scratch), norm_add, norm_floor);
+        if (g == 0) {
+            // Each thread rescales exactly the values it stored above, an element at a time:
+            // 16-byte loads and stores here would push the 64-register kernels into spills.
+            for (int c0 = 0; c0 < D; c0 += chunk) {
+                const int j = c0 + lane * V;
+                if (j >= D) continue;
+                for (int k = 0; k < num_slots; ++k) {
+                    const int64_t at = ((int64_t)blockIdx.x * num_slots + k) * D + j;
+                    #pragma unroll
+                    for (int i = 0; i < V; ++i) {
+                        const float v = load_out<T>(out, out_f32, at + i) / denom;
+                        if (out_f32) static_cast<float*>(out)[at + i] = v;
+                        else static_cast<T*>(out)[at + i] = narrow<T>(v);
                     }
                 }
             }
@@ -425,11 +630,12 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
              const int64_t* __restrict__ row_rows, const float* __restrict__ row_divisors,    \
              const float* __restrict__ token_weights_sum, int64_t seq_len, int mask_bytes,    \
              int64_t prompt, void* out, int out_f32, int D, int lanes, uint64_t slots,        \
-             int num_slots, int normalize, float norm_add, float norm_floor) {                \
+             int num_slots, int normalize, float norm_add, float norm_floor, int phase,       \
+             int chunks, void* workspace) {                                                   \
         pool_body<T, V, FULL>(x, cls_embeddings, source, ranges, segments, row_rows,          \
                               row_divisors, token_weights_sum, seq_len, mask_bytes, prompt,   \
                               out, out_f32, D, lanes, slots, num_slots, normalize, norm_add,  \
-                              norm_floor);                                                     \
+                              norm_floor, phase, chunks, workspace);                           \
     }                                                                                          \
     SIM_REGISTER(NAME)
 

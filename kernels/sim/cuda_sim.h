@@ -49,6 +49,11 @@ template <typename T>
 inline T __ldg(const T* p) {
     return *p;
 }
+inline uint32_t __float_as_uint(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
 inline float __uint_as_float(uint32_t u) {
     float f;
     memcpy(&f, &u, 4);
@@ -64,6 +69,8 @@ struct __nv_bfloat16 {
 };
 
 inline __half __ushort_as_half(unsigned short s) { return __half{s}; }
+inline unsigned short __half_as_ushort(__half h) { return h.x; }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.x; }
 
 inline float __half2float(__half h) {
     const uint32_t sign = (uint32_t)(h.x & 0x8000u) << 16;

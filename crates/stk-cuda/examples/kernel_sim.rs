@@ -11,7 +11,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::checks::{self, strategies::*, HostRows, Kernels};
+use common::checks::{self, rows_per_output, strategies::*, HostRows, Kernels, Split};
 use common::strategies::{padded_problem, span_problem, varlen_problem};
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -24,7 +24,9 @@ use stk_cuda::embedding_bag::{embedding_bag_launch, BagBuffers, BagProblem};
 use stk_cuda::launch::LaunchShape;
 use stk_cuda::layer_pool::layer_pool_launch;
 use stk_cuda::normalize::normalize_launch;
-use stk_cuda::pool::{pool_launch, PoolBuffers, PoolProblem, RowSource};
+use stk_cuda::pool::{
+    pool_split_launches, pool_workspace_bytes, PoolBuffers, PoolLaunch, PoolProblem, RowSource,
+};
 use stk_cuda::{BagReduce, NormRule, PoolInput, PoolPlan};
 
 /// One argument of a simulated launch: a buffer is its bytes.
@@ -114,6 +116,24 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// Run a pooling's launches in order, as on one stream: each launch sees the output and
+    /// the workspace the previous one left (the workspace starts as garbage, 0xA5 bytes, as
+    /// a caller's uninitialized buffer would). Returns the output's bytes.
+    fn run_pool(&self, launches: &[PoolLaunch], mut b: PoolBuffers<Vec<u8>>) -> Result<Vec<u8>> {
+        for l in launches {
+            let args = l.args(b.clone());
+            let mut bufs = self.run(&l.shape, &args)?;
+            // The buffers come back in argument order: ..., out, workspace (when given).
+            if b.workspace.is_some() {
+                b.workspace = bufs.pop();
+            }
+            b.out = bufs.pop().expect("the output buffer");
+        }
+        Ok(b.out)
+    }
+}
+
 /// Index of the output among the buffer arguments (nulls are not buffers).
 fn out_index(args: &[Arg]) -> usize {
     args.iter().filter(|a| matches!(a, Arg::Buf(_))).count() - 1
@@ -156,6 +176,7 @@ impl Kernels for Sim {
             row_divisors: Some(buf(plan.row_divisors())),
             token_weights_sum: None,
             out: zeros(b * w, plan.out_dtype()),
+            workspace: None,
         });
         let out = self.run(&l.shape, &args)?;
         Tensor::from_bytes(plan.out_dims(), plan.out_dtype(), &out[out_index(&args)])
@@ -243,6 +264,7 @@ impl Kernels for Sim {
         spec: &PoolingSpec,
         tws: Option<&[f32]>,
         normalize: bool,
+        split: Split,
     ) -> Result<Tensor> {
         let dim = *tokens.dims().last().unwrap();
         let token_rows = tokens.numel() / dim.max(1);
@@ -260,32 +282,41 @@ impl Kernels for Sim {
         };
         let out_dtype = validate::pool_output_dtype(tokens.dtype(), spec, tws.is_some(), None);
         let out_dims = [batch, spec.modes.len() * dim];
-        let Some(l) = pool_launch(&PoolProblem {
-            dtype: tokens.dtype(),
-            out_dtype,
-            batch,
-            dim,
-            modes: &spec.modes,
-            source,
-            prompt: spec.excluded_prompt(),
-            normalize,
-            aligned: true,
-        })?
+        let chunks = split.chunks(batch, rows_per_output(rows, token_rows));
+        let Some(launches) = pool_split_launches(
+            &PoolProblem {
+                dtype: tokens.dtype(),
+                out_dtype,
+                batch,
+                dim,
+                modes: &spec.modes,
+                source,
+                prompt: spec.excluded_prompt(),
+                normalize,
+                aligned: true,
+            },
+            chunks,
+        )?
         else {
             return Tensor::zeros(out_dims, out_dtype);
         };
-        let args = l.args(PoolBuffers {
-            tokens: tokens.bytes().to_vec(),
-            cls: None,
-            ranges,
-            segments: None,
-            row_rows: None,
-            row_divisors: None,
-            token_weights_sum: tws.map(buf),
-            out: zeros(out_dims[0] * out_dims[1], out_dtype),
-        });
-        let out = self.run(&l.shape, &args)?;
-        Tensor::from_bytes(out_dims, out_dtype, &out[out_index(&args)])
+        let workspace =
+            (chunks > 1).then(|| vec![0xA5u8; pool_workspace_bytes(batch, chunks, dim).unwrap()]);
+        let out = self.run_pool(
+            &launches,
+            PoolBuffers {
+                tokens: tokens.bytes().to_vec(),
+                cls: None,
+                ranges,
+                segments: None,
+                row_rows: None,
+                row_divisors: None,
+                token_weights_sum: tws.map(buf),
+                out: zeros(out_dims[0] * out_dims[1], out_dtype),
+                workspace,
+            },
+        )?;
+        Tensor::from_bytes(out_dims, out_dtype, &out)
     }
 }
 
@@ -355,6 +386,10 @@ fn main() {
     report(
         "B = 1, T = 32768, every mode, device paths, fused normalize",
         checks::long_sequence(&sim),
+    );
+    report(
+        "T = 20,000: blocked sums within 1e-6 of f64 (host plan, device rows, bag)",
+        checks::long_sums(&sim),
     );
     ok &= random("padded pooling", cases, padded_problem(), |p| {
         checks::padded(&sim, p)

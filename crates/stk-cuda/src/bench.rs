@@ -7,13 +7,16 @@ use crate::embedding_bag::{BagReduce, DeviceEmbeddingTable};
 use crate::normalize::NormRule;
 use crate::pool_device::{RawPool, RawRows};
 use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::DevicePtr;
 use rand::{Rng, SeedableRng};
 use stk_core::{DType, Error, PoolingSpec, Result, Tensor, TokenBags};
 
 /// Warm-up and timed repetitions of one measurement.
 #[derive(Debug, Clone, Copy)]
 pub struct Repeats {
+    /// Untimed runs first (clocks up, caches and JIT warm).
     pub warmup: usize,
+    /// Timed runs, averaged.
     pub iters: usize,
 }
 
@@ -42,6 +45,7 @@ pub struct KernelMeasurement {
 }
 
 impl KernelMeasurement {
+    /// Effective bandwidth: [`KernelMeasurement::bytes`] per second.
     pub fn bytes_per_s(&self) -> f64 {
         self.bytes as f64 / (self.ms * 1e-3)
     }
@@ -156,41 +160,56 @@ pub fn bench_pool(
     let out_dtype = stk_core::validate::pool_output_dtype(dtype, spec, false, None);
     let mut out = dev.zeros([b, spec.modes.len() * d], out_dtype)?;
     let stream = dev.stream().clone();
+    let rows = |mask: u64| RawRows::Padded {
+        mask,
+        batch: b,
+        seq_len: t,
+        mask_bytes: 8,
+    };
+    // The split a small batch gets: its workspace, allocated once outside the timed part,
+    // as a backend would.
+    let probe = RawPool {
+        tokens: 0,
+        dtype,
+        token_rows: b * t,
+        dim: d,
+        rows: rows(0),
+        spec,
+        token_weights_sum: None,
+        out: 0,
+        normalize,
+    };
+    let (chunks, workspace_bytes) = (probe.chunks(), probe.workspace_bytes());
+    let workspace = dev.alloc_zeros::<u8>(workspace_bytes.max(1))?;
     let ms = dev.time_ms(repeats, || {
         let (x_ptr, _x) = x.ptr(&stream);
         let (mask_ptr, _m) = mask_dev.ptr(&stream);
         let (out_ptr, _o) = out.ptr_mut(&stream);
+        let (ws_ptr, _w) = workspace.device_ptr(&stream);
         let raw = RawPool {
             tokens: x_ptr,
-            dtype,
-            token_rows: b * t,
-            dim: d,
-            rows: RawRows::Padded {
-                mask: mask_ptr,
-                batch: b,
-                seq_len: t,
-                mask_bytes: 8,
-            },
-            spec,
-            token_weights_sum: None,
+            rows: rows(mask_ptr),
             out: out_ptr,
-            normalize,
+            ..probe
         };
         // SAFETY: whole allocations of this device on its stream: x holds b × t × d elements
-        // of dtype, the mask b × t i64, out b × modes × d of the output dtype (allocated
-        // above from the same shapes); the guards keep them alive past the enqueue.
+        // of dtype, the mask b × t i64, out b × modes × d of the output dtype, the workspace
+        // the bytes the split needs (allocated above from the same shapes); the guards keep
+        // them alive past the enqueue.
         #[allow(unsafe_code)]
         unsafe {
-            dev.pool_raw(stream.cu_stream(), &raw)
+            dev.pool_raw_with_workspace(stream.cu_stream(), &raw, ws_ptr, workspace_bytes)
         }
     })?;
     let size = dtype.size_in_bytes();
+    // The workspace traffic (chunk partials written and read back) is not counted: it is
+    // overhead of the split, not work the pooling must do.
     let bytes = real_rows * d * size + b * t * 8 + out.size_in_bytes();
     let copy = dev.copy_bandwidth(tokens.bytes().len().max(1 << 26), repeats)?;
     let modes: Vec<_> = spec.modes.iter().map(|m| m.as_str()).collect();
     Ok(KernelMeasurement {
         label: format!(
-            "pool {} {dtype} [{b}, {t}, {d}] lengths={lengths:?}{}",
+            "pool {} {dtype} [{b}, {t}, {d}] lengths={lengths:?}{} chunks={chunks}",
             modes.join("+"),
             if normalize { " +normalize" } else { "" }
         ),
@@ -198,7 +217,7 @@ pub fn bench_pool(
         bytes,
         copy_bytes_per_s: copy,
         detail: format!(
-            "device-buffer path (mask read on the device, no host plan); real token rows + the i64 mask read, output written; {:.1}% of the {} positions are real tokens, padding is not read",
+            "device-buffer path (mask read on the device, no host plan; rows split in {chunks} chunks with a {workspace_bytes}-byte workspace); real token rows + the i64 mask read, output written; {:.1}% of the {} positions are real tokens, padding is not read",
             100.0 * real_rows as f64 / (b * t).max(1) as f64,
             b * t
         ),

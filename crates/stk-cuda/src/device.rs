@@ -86,6 +86,7 @@ impl CudaDevice {
         })
     }
 
+    /// The device's index (the ordinal `CudaDevice::new` was given).
     pub fn ordinal(&self) -> usize {
         self.ordinal
     }
@@ -261,11 +262,17 @@ pub fn shared_device(ordinal: usize) -> Result<Arc<CudaDevice>> {
 /// The element storage of a [`DeviceTensor`].
 #[derive(Debug)]
 pub enum DeviceData {
+    /// f32 elements.
     F32(CudaSlice<f32>),
+    /// IEEE half elements.
     F16(CudaSlice<f16>),
+    /// bfloat16 elements.
     BF16(CudaSlice<bf16>),
+    /// int8 elements (quantized tables).
     I8(CudaSlice<i8>),
+    /// int32 elements (`cu_seq_lens`, id mappings).
     I32(CudaSlice<i32>),
+    /// int64 elements (masks, offsets, spans).
     I64(CudaSlice<i64>),
 }
 
@@ -279,15 +286,19 @@ pub struct DeviceTensor {
 }
 
 impl DeviceTensor {
+    /// The tensor's shape.
     pub fn shape(&self) -> &Shape {
         &self.shape
     }
+    /// The tensor's dimensions.
     pub fn dims(&self) -> &[usize] {
         self.shape.dims()
     }
+    /// The number of elements (the product of the dimensions).
     pub fn numel(&self) -> usize {
         self.shape.numel()
     }
+    /// The element type.
     pub fn dtype(&self) -> DType {
         match self.data {
             DeviceData::F32(_) => DType::F32,

@@ -78,9 +78,11 @@ impl DeviceEmbeddingTable {
             vocab: checked.vocab,
         })
     }
+    /// Columns of the table (D).
     pub fn dim(&self) -> usize {
         self.dim
     }
+    /// Rows stored in the table (after any id mapping, possibly fewer than the vocabulary).
     pub fn rows(&self) -> usize {
         self.rows
     }
@@ -88,6 +90,7 @@ impl DeviceEmbeddingTable {
     pub fn vocab(&self) -> usize {
         self.vocab
     }
+    /// The stored element type of the table (f32, f16 or int8).
     pub fn dtype(&self) -> DType {
         self.table.dtype()
     }
@@ -109,14 +112,17 @@ pub struct DeviceTokenBags {
 }
 
 impl DeviceTokenBags {
+    /// Bags (output rows).
     pub fn num_bags(&self) -> usize {
         self.num_bags
     }
+    /// Token ids over all bags.
     pub fn num_ids(&self) -> usize {
         self.num_ids
     }
 }
 
+#[doc(hidden)]
 /// Lanes of a warp that cover one row: the row's packs rounded up to a power of two, ≤ 32.
 pub fn lanes_per_row(dim: usize, dtype: DType) -> u32 {
     let v = pack_for(dim, dtype);
@@ -133,6 +139,7 @@ fn pack_for(dim: usize, dtype: DType) -> usize {
     }
 }
 
+#[doc(hidden)]
 /// One embedding-bag launch. The kernel's arguments are, in order: table, `dim`, mapping (or
 /// null), weights (or null), ids (or null when there are none), offsets (i64), `num_ids,
 /// vocab, num_bags, divide_by, normalize, norm.add, norm.floor, lanes_per_row`, output
@@ -150,6 +157,7 @@ pub struct BagLaunch {
     pub lanes_per_row: i32,
 }
 
+#[doc(hidden)]
 /// The buffers of one embedding-bag launch.
 #[derive(Debug, Clone)]
 pub struct BagBuffers<B> {
@@ -183,6 +191,7 @@ impl BagLaunch {
     }
 }
 
+#[doc(hidden)]
 /// What a bag launch computes: the table's shape, the bags, the reduction.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BagProblem {
@@ -196,6 +205,7 @@ pub struct BagProblem {
     pub normalize: Option<NormRule>,
 }
 
+#[doc(hidden)]
 /// The launch computing `p.num_bags` bags (`None` when there is nothing to compute). The
 /// table is a whole allocation ([`DeviceEmbeddingTable`]), so 16-byte loads only need D to be
 /// a multiple of the pack.
@@ -207,12 +217,14 @@ pub fn embedding_bag_launch(p: &BagProblem) -> Result<Option<BagLaunch>> {
     let grid = u32::try_from(p.num_bags.div_ceil(warps_per_block))
         .map_err(|_| Error::invalid(format!("{} bags exceed one launch", p.num_bags)))?;
     let dim = p.dim;
+    let pack = pack_for(dim, p.dtype);
     Ok(Some(BagLaunch {
         shape: LaunchShape {
-            kernel: ptx::select("embedding_bag", p.dtype, pack_for(dim, p.dtype) > 1)?,
+            kernel: ptx::select("embedding_bag", p.dtype, pack > 1)?,
             grid,
             threads: BAG_THREADS,
-            shared_bytes: 0,
+            // Each thread's f64 totals, one per element of its pack.
+            shared_bytes: BAG_THREADS * pack as u32 * 8,
         },
         dim: i32::try_from(dim).map_err(|_| Error::invalid(format!("D = {dim} exceeds 2^31")))?,
         num_ids: p.num_ids as i64,
@@ -226,6 +238,8 @@ pub fn embedding_bag_launch(p: &BagProblem) -> Result<Option<BagLaunch>> {
 }
 
 impl CudaDevice {
+    /// Copy validated bags (their ids and CSR offsets) to the device, for
+    /// [`CudaDevice::embedding_bag_device`].
     pub fn upload_bags(&self, bags: &TokenBags) -> Result<DeviceTokenBags> {
         let offsets: Vec<i64> = bags.offsets().iter().map(|&o| o as i64).collect();
         Ok(DeviceTokenBags {

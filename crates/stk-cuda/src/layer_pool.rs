@@ -14,6 +14,7 @@ pub const LAYER_POOL_THREADS: u32 = 256;
 /// Enough blocks to fill any current GPU several times over; the kernel loops over the rest.
 const MAX_BLOCKS: usize = 1 << 16;
 
+#[doc(hidden)]
 /// One weighted-layer-pooling launch. The kernel's arguments are, in order: kept layers,
 /// weights, `num_layers, n, weight_sum`, output ([`LayerPoolLaunch::args`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +39,7 @@ impl LayerPoolLaunch {
     }
 }
 
+#[doc(hidden)]
 /// The launch averaging `kept` layers of `n` elements (`None` when a layer is empty); 16-byte
 /// loads only when the buffers are `aligned` to 16 bytes.
 pub fn layer_pool_launch(

@@ -10,19 +10,27 @@
 //! * The ops, three ways each: host tensors in and out (checked by the validation every
 //!   backend shares, `stk_core::validate`), `*_device` on [`DeviceTensor`]s, and the
 //!   device-buffer API for backends (`*_views` on the caller's cudarc views and stream,
-//!   `unsafe *_raw` on raw pointers): [`pool`] / [`pool_device`] (fused pooling, all modes,
+//!   `unsafe *_raw` on raw pointers; pooling also `*_with_workspace`, which splits the rows of
+//!   small batches over several blocks): [`pool`] / [`pool_device`] (fused pooling, all modes,
 //!   padded, varlen and spans), [`embedding_bag`] (StaticEmbedding / model2vec),
-//!   [`normalize`], [`layer_pool`] (WeightedLayerPooling), and [`bench`] (CUDA-event timing
-//!   against the copy bandwidth).
+//!   [`normalize`], [`layer_pool`] (WeightedLayerPooling), and `bench` (CUDA-event timing
+//!   against the copy bandwidth; behind the `bench` feature, which the `stk bench` command
+//!   enables, so a library user does not compile it or its `rand` dependency).
+//!
+//! The launch descriptions (`launch`, `pool::pool_launch`, ...) are public only for the kernel
+//! simulator (`examples/kernel_sim.rs`) and hidden from the documentation: they are not an API.
 //!
 //! Without a CUDA driver, [`CudaDevice::new`] returns [`stk_core::Error::NoCudaDriver`]; with a
 //! driver older than the PTX needs, [`stk_core::Error::DriverTooOld`]; with a driver but no
 //! such device, [`stk_core::Error::NoCudaDevice`]. Nothing panics.
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
+#[cfg(feature = "bench")]
 pub mod bench;
 mod device;
 pub mod embedding_bag;
+#[doc(hidden)]
 pub mod launch;
 pub mod layer_pool;
 pub mod normalize;

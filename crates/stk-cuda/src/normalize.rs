@@ -16,7 +16,9 @@ pub const NORMALIZE_THREADS: u32 = 256;
 /// The two conventions in use differ exactly here, so the rule is a parameter.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NormRule {
+    /// Added to the norm (`1e-32` for model2vec, 0 for sentence-transformers).
     pub add: f32,
+    /// The smallest divisor (`1e-12` for sentence-transformers, 0 for model2vec).
     pub floor: f32,
 }
 
@@ -59,6 +61,7 @@ pub(crate) fn rows_and_dim(what: &str, dims: &[usize]) -> Result<(usize, usize)>
     Ok((rows, d))
 }
 
+#[doc(hidden)]
 /// One normalize launch: its shape and scalar arguments. The kernel's arguments are, in
 /// order: input, output, then `rows, dim, norm.add, norm.floor` ([`NormalizeLaunch::args`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +86,7 @@ impl NormalizeLaunch {
     }
 }
 
+#[doc(hidden)]
 /// The launch normalizing `rows` rows of `dim` elements of `dtype` (`None` when there is no
 /// element); 16-byte loads only when the buffers are `aligned` to 16 bytes.
 pub fn normalize_launch(

@@ -24,6 +24,43 @@ pub const POOL_SUM_THREADS: u32 = 512;
 pub const POOL_FULL_THREADS: u32 = 256;
 /// Output slots one launch can fill (4 bits each in a 64-bit argument).
 pub const MAX_POOL_SLOTS: usize = 16;
+/// Batches of at least this many output rows fill the GPU with one block per row and are
+/// never split.
+pub const SPLIT_BELOW_BATCH: usize = 256;
+/// A chunk of a split row has at least this many token rows (on average).
+pub const SPLIT_MIN_ROWS: usize = 128;
+/// Blocks a split launch aims for: a few waves on a 132-SM H200. A constant rather than the
+/// device's SM count, so that the chunking, and with it the result's bits, is the same on
+/// every GPU.
+pub const SPLIT_TARGET_BLOCKS: usize = 512;
+
+/// Chunks each output row is split into (1: no split) for `batch` output rows of
+/// `rows_per_output` token rows on average: small batches of long rows are split until the
+/// launch has about [`SPLIT_TARGET_BLOCKS`] blocks, chunks of at least [`SPLIT_MIN_ROWS`].
+pub fn split_chunks(batch: usize, rows_per_output: usize) -> usize {
+    if batch == 0 || batch >= SPLIT_BELOW_BATCH {
+        return 1;
+    }
+    let by_rows = rows_per_output / SPLIT_MIN_ROWS;
+    let by_grid = SPLIT_TARGET_BLOCKS.div_ceil(batch);
+    by_rows.min(by_grid).max(1)
+}
+
+/// Bytes of device workspace a split pooling of `batch` rows in `chunks` chunks of `dim`
+/// columns needs (0 without a split): each row's facts (8 int64), then the chunks' f32
+/// partial sums, weighted sums and maxima (`[B, chunks, 3, D]`), as `kernels/pool.cu` lays
+/// them out. `None` when the size overflows.
+pub fn pool_workspace_bytes(batch: usize, chunks: usize, dim: usize) -> Option<usize> {
+    if chunks <= 1 {
+        return Some(0);
+    }
+    let partials = batch
+        .checked_mul(chunks)?
+        .checked_mul(3)?
+        .checked_mul(dim)?
+        .checked_mul(4)?;
+    batch.checked_mul(64)?.checked_add(partials)
+}
 
 /// The kernel's code for a mode (`MODE_*` in `kernels/pool.cu`).
 fn mode_code(m: PoolingMode) -> u64 {
@@ -40,7 +77,9 @@ fn mode_code(m: PoolingMode) -> u64 {
 /// The token embeddings to pool, in any layout.
 #[derive(Debug, Clone, Copy)]
 pub enum PoolInput<'a> {
+    /// `[B, T, D]` tokens with an optional `[B, T]` 0/1 attention mask.
     Padded(&'a PaddedBatch),
+    /// `[N, D]` tokens and `cu_seq_lens [B + 1]`.
     Varlen(&'a VarlenBatch),
     /// Late chunking: one output row per span.
     Spans(&'a SpanBatch),
@@ -190,9 +229,11 @@ impl PoolPlan {
     pub fn out_dtype(&self) -> DType {
         self.out_dtype
     }
+    /// Output rows (sequences or spans).
     pub fn batch(&self) -> usize {
         self.batch
     }
+    /// Columns per mode (D).
     pub fn dim(&self) -> usize {
         self.dim
     }
@@ -200,6 +241,7 @@ impl PoolPlan {
     pub fn token_rows(&self) -> usize {
         self.token_rows
     }
+    /// The pooling modes, in output order.
     pub fn modes(&self) -> &[PoolingMode] {
         &self.modes
     }
@@ -353,6 +395,7 @@ fn run_row(range: Range<usize>, prompt: usize, segments: &mut Vec<i64>) -> RowFa
     }
 }
 
+#[doc(hidden)]
 /// Where a launch finds each output row's token rows (`SOURCE_*` in `kernels/pool.cu`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowSource {
@@ -385,6 +428,7 @@ impl RowSource {
     }
 }
 
+#[doc(hidden)]
 /// What one pooling launch computes, whatever its row source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolProblem<'a> {
@@ -399,11 +443,13 @@ pub struct PoolProblem<'a> {
     /// Positions left out at the start of each row (device sources; a plan has applied it).
     pub prompt: usize,
     pub normalize: bool,
-    /// Whether the tokens (and cls embeddings) are 16-byte aligned: whole allocations are;
-    /// a caller's view may not be, and then gets the element-wise kernel.
+    /// Whether the tokens (and cls embeddings) and the output are 16-byte aligned (the
+    /// packed kernels load and store 16 bytes at a time): whole allocations are; a caller's
+    /// view may not be, and then gets the element-wise kernel.
     pub aligned: bool,
 }
 
+#[doc(hidden)]
 /// One pooling launch: its shape and scalar arguments ([`PoolLaunch::args`] gives the order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolLaunch {
@@ -419,8 +465,14 @@ pub struct PoolLaunch {
     pub num_slots: i32,
     pub normalize: i32,
     pub norm: NormRule,
+    /// `PHASE_*` of `kernels/pool.cu`: 0 one launch per batch, else 1 (row facts), 2 (chunk
+    /// partials), 3 (combine and epilogue) of a split.
+    pub phase: i32,
+    /// Chunks per output row (1 without a split).
+    pub chunks: i32,
 }
 
+#[doc(hidden)]
 /// The buffers of one pooling launch. `ranges` is the plan's `row_segments` or the device
 /// source's buffer; the plan's other tables are given exactly with [`RowSource::Plan`].
 #[derive(Debug, Clone)]
@@ -433,6 +485,8 @@ pub struct PoolBuffers<B> {
     pub row_divisors: Option<B>,
     pub token_weights_sum: Option<B>,
     pub out: B,
+    /// The split launches' workspace ([`pool_workspace_bytes`]); `None` without a split.
+    pub workspace: Option<B>,
 }
 
 impl PoolLaunch {
@@ -459,10 +513,14 @@ impl PoolLaunch {
             Arg::I32(self.normalize),
             Arg::F32(self.norm.add),
             Arg::F32(self.norm.floor),
+            Arg::I32(self.phase),
+            Arg::I32(self.chunks),
+            Arg::opt(b.workspace),
         ]
     }
 }
 
+#[doc(hidden)]
 /// Threads per block, threads per group (`lanes`) and dynamic shared memory bytes of a
 /// pooling kernel reading `dim` columns in packs of `v`.
 pub fn block_shape(full: bool, dim: usize, v: usize) -> (u32, u32, u32) {
@@ -474,12 +532,16 @@ pub fn block_shape(full: bool, dim: usize, v: usize) -> (u32, u32, u32) {
     let packs = (dim / v).max(1);
     // A group spans the row's packs, in whole warps, at most the whole block.
     let lanes = (packs.div_ceil(32) * 32).min(threads as usize) as u32;
-    // The groups' partials (or the mask reductions' int64s), block_sum's 32 floats, and the
-    // row's epilogue facts (8 int64), as `pool_body` lays them out.
-    let shared = (threads as usize * v.max(2) + 32 + 16) * 4;
+    // Each thread's f64 sum totals (which first hold the mask reductions' int64s), with the
+    // full kernel its f64 weighted-sum totals and the maxima's f32 combine area, then
+    // block_sum's 32 floats and the row's epilogue facts (8 int64), as `pool_body` lays them
+    // out.
+    let per_thread = if full { 8 + 8 + 4 } else { 8 };
+    let shared = threads as usize * v * per_thread + (32 + 16) * 4;
     (threads, lanes, shared as u32)
 }
 
+#[doc(hidden)]
 /// The launch carrying out `p` (`None` when there is nothing to compute: no row or D = 0).
 pub fn pool_launch(p: &PoolProblem<'_>) -> Result<Option<PoolLaunch>> {
     if p.modes.is_empty() || p.modes.len() > MAX_POOL_SLOTS {
@@ -521,10 +583,48 @@ pub fn pool_launch(p: &PoolProblem<'_>) -> Result<Option<PoolLaunch>> {
         num_slots: p.modes.len() as i32,
         normalize: i32::from(p.normalize),
         norm: NormRule::SENTENCE_TRANSFORMERS,
+        phase: 0,
+        chunks: 1,
     }))
 }
 
+/// The launches carrying out `p` with each output row split into `chunks` chunks, in the
+/// order they are enqueued on one stream: one launch when `chunks <= 1`, else the row facts,
+/// the chunk partials (`batch × chunks` blocks) and the combine (`None`: nothing to compute).
+/// The split launches need a workspace of [`pool_workspace_bytes`].
+#[doc(hidden)]
+pub fn pool_split_launches(p: &PoolProblem<'_>, chunks: usize) -> Result<Option<Vec<PoolLaunch>>> {
+    let Some(whole) = pool_launch(p)? else {
+        return Ok(None);
+    };
+    if chunks <= 1 {
+        return Ok(Some(vec![whole]));
+    }
+    let too_many = || {
+        Error::invalid(format!(
+            "{} rows in {chunks} chunks exceed one launch",
+            p.batch
+        ))
+    };
+    let split_grid =
+        u32::try_from(p.batch.checked_mul(chunks).ok_or_else(too_many)?).map_err(|_| too_many())?;
+    let chunks = i32::try_from(chunks).map_err(|_| too_many())?;
+    let phase = |phase: i32, grid: u32| {
+        let mut l = whole.clone();
+        l.phase = phase;
+        l.chunks = chunks;
+        l.shape.grid = grid;
+        l
+    };
+    Ok(Some(vec![
+        phase(1, whole.shape.grid),
+        phase(2, split_grid),
+        phase(3, whole.shape.grid),
+    ]))
+}
+
 impl PoolPlan {
+    #[doc(hidden)]
     /// The launch that carries out this plan (`None` when there is nothing to compute: no
     /// sequence or D = 0).
     pub fn launch(&self, normalize: bool) -> Result<Option<PoolLaunch>> {
@@ -553,6 +653,7 @@ pub struct DevicePoolPlan {
 }
 
 impl DevicePoolPlan {
+    /// The host plan these tables were uploaded from.
     pub fn plan(&self) -> &PoolPlan {
         &self.plan
     }
@@ -676,6 +777,7 @@ impl CudaDevice {
             row_divisors: Some(divisors_ptr),
             token_weights_sum: None,
             out: out_ptr,
+            workspace: None,
         });
         // SAFETY: whole allocations of this device. Every row number in the plan is below
         // token_rows (built from the validated batch); tokens holds token_rows * D elements,

@@ -9,7 +9,9 @@
 //! token buffer: wrong values give wrong rows, never a read outside the caller's buffers.
 
 use crate::device::CudaDevice;
-use crate::pool::{pool_launch, PoolBuffers, PoolProblem, RowSource};
+use crate::pool::{
+    pool_split_launches, pool_workspace_bytes, split_chunks, PoolBuffers, PoolProblem, RowSource,
+};
 use crate::views::{aligned16, rows_of, FloatElement, MaskElement};
 use cudarc::driver::sys::CUstream;
 use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
@@ -20,14 +22,22 @@ use stk_core::{DType, Error, PoolingSpec, Result};
 #[derive(Debug)]
 pub enum DeviceRows<'a, 'b, M: MaskElement = i64> {
     /// Varlen: `[N, D]` tokens, `cu_seq_lens [B + 1]` (i32, as flash-attention keeps them).
-    Varlen { cu_seq_lens: &'a CudaView<'b, i32> },
+    Varlen {
+        /// Sequence `b` is token rows `cu_seq_lens[b]..cu_seq_lens[b + 1]`.
+        cu_seq_lens: &'a CudaView<'b, i32>,
+    },
     /// Late chunking: `[N, D]` tokens, `spans [S, 2]` (i64 start and end rows); one output
     /// row per span.
-    Spans { spans: &'a CudaView<'b, i64> },
+    Spans {
+        /// Span `s` is token rows `spans[2s]..spans[2s + 1]`.
+        spans: &'a CudaView<'b, i64>,
+    },
     /// Padded: `[B, seq_len, D]` tokens and their `[B, seq_len]` attention mask (any integer
     /// width; nonzero counts).
     Padded {
+        /// T: positions per sequence.
         seq_len: usize,
+        /// `[B, T]` attention mask, row-major.
         mask: &'a CudaView<'b, M>,
     },
 }
@@ -47,14 +57,28 @@ impl<'a, 'b> DeviceRows<'a, 'b, i64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawRows {
     /// `cu_seq_lens`: `batch + 1` i32 values.
-    Varlen { cu_seq_lens: u64, batch: usize },
+    Varlen {
+        /// Device address of the i32 `cu_seq_lens`.
+        cu_seq_lens: u64,
+        /// B: sequences (output rows).
+        batch: usize,
+    },
     /// `spans`: `batch * 2` i64 values.
-    Spans { spans: u64, batch: usize },
+    Spans {
+        /// Device address of the i64 (start, end) pairs.
+        spans: u64,
+        /// S: spans (output rows).
+        batch: usize,
+    },
     /// `mask`: `batch * seq_len` integers of `mask_bytes` (1, 4 or 8) bytes.
     Padded {
+        /// Device address of the `[B, T]` mask.
         mask: u64,
+        /// B: sequences (output rows).
         batch: usize,
+        /// T: positions per sequence.
         seq_len: usize,
+        /// Bytes per mask element: 1, 4 or 8.
         mask_bytes: i32,
     },
 }
@@ -110,10 +134,15 @@ impl RawRows {
 pub struct RawPool<'a> {
     /// `token_rows × dim` elements of `dtype`.
     pub tokens: u64,
+    /// Element type of the tokens: f32, f16 or bf16.
     pub dtype: DType,
+    /// Rows of the token buffer (`B × T` padded, `N` varlen and spans).
     pub token_rows: usize,
+    /// D: columns per token row.
     pub dim: usize,
+    /// How the token rows form output rows, with the layout buffer's address.
     pub rows: RawRows,
+    /// The modes (in output order) and the prompt exclusion.
     pub spec: &'a PoolingSpec,
     /// `batch` f32 values replacing the token counts as divisors (WordWeights), or `None`.
     pub token_weights_sum: Option<u64>,
@@ -124,6 +153,27 @@ pub struct RawPool<'a> {
 }
 
 impl RawPool<'_> {
+    /// Output rows (sequences or spans).
+    pub fn batch(&self) -> usize {
+        self.rows.batch()
+    }
+    /// Chunks each output row is split into by [`CudaDevice::pool_raw_with_workspace`]
+    /// (1: one block per row, no workspace needed), from the batch size and the token rows per
+    /// output row ([`crate::pool::split_chunks`]).
+    pub fn chunks(&self) -> usize {
+        let batch = self.batch();
+        let rows_per_output = match self.rows {
+            RawRows::Padded { seq_len, .. } => seq_len,
+            _ => self.token_rows.checked_div(batch).unwrap_or(0),
+        };
+        split_chunks(batch, rows_per_output)
+    }
+    /// Bytes of device workspace [`CudaDevice::pool_raw_with_workspace`] needs for this
+    /// pooling (0: none; `usize::MAX` when the size overflows).
+    pub fn workspace_bytes(&self) -> usize {
+        pool_workspace_bytes(self.batch(), self.chunks(), self.dim).unwrap_or(usize::MAX)
+    }
+
     /// The output dtype the reference gives: the tokens' dtype, f32 when `token_weights_sum`
     /// divides a mode.
     pub fn out_dtype(&self) -> DType {
@@ -143,7 +193,6 @@ impl CudaDevice {
     /// exclusion and the optional normalize run in one launch; nothing is copied, allocated
     /// or synchronized, so the call can be captured in a CUDA graph (with cudarc's event
     /// tracking off, see ARCHITECTURE.md "API for backends").
-    #[allow(unsafe_code)]
     #[allow(clippy::too_many_arguments)]
     pub fn pool_views<T: FloatElement, O: FloatElement, M: MaskElement>(
         &self,
@@ -155,6 +204,71 @@ impl CudaDevice {
         token_weights_sum: Option<&CudaView<'_, f32>>,
         normalize: bool,
         out: &mut CudaViewMut<'_, O>,
+    ) -> Result<()> {
+        self.pool_views_split(
+            stream,
+            tokens,
+            dim,
+            rows,
+            spec,
+            token_weights_sum,
+            normalize,
+            out,
+            None,
+        )
+    }
+
+    /// [`CudaDevice::pool_views`] with a caller-owned device `workspace` of at least
+    /// [`RawPool::workspace_bytes`] bytes (the same for every call of the same shapes, so a
+    /// backend sizes it once): a batch too small to fill the GPU with one block per output
+    /// row has its rows split over several blocks ([`crate::pool::split_chunks`]), whose
+    /// partial sums are combined in a fixed order (no float atomics: the same bits every
+    /// run). Three launches on `stream` then (row facts, chunk partials, combine with the
+    /// fused normalize); still no copy, allocation or synchronization, so the call can be
+    /// captured in a CUDA graph. The workspace's contents need not be initialized and are
+    /// scratch afterwards.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pool_views_with_workspace<T: FloatElement, O: FloatElement, M: MaskElement>(
+        &self,
+        stream: &CudaStream,
+        tokens: &CudaView<'_, T>,
+        dim: usize,
+        rows: DeviceRows<'_, '_, M>,
+        spec: &PoolingSpec,
+        token_weights_sum: Option<&CudaView<'_, f32>>,
+        normalize: bool,
+        out: &mut CudaViewMut<'_, O>,
+        workspace: &mut CudaViewMut<'_, u8>,
+    ) -> Result<()> {
+        self.pool_views_split(
+            stream,
+            tokens,
+            dim,
+            rows,
+            spec,
+            token_weights_sum,
+            normalize,
+            out,
+            Some((None, workspace)),
+        )
+    }
+
+    /// [`CudaDevice::pool_views_with_workspace`] with the number of chunks per row chosen by
+    /// the caller (tests: splits of short rows); `None` chooses as the public call does.
+    #[doc(hidden)]
+    #[allow(unsafe_code)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn pool_views_split<T: FloatElement, O: FloatElement, M: MaskElement>(
+        &self,
+        stream: &CudaStream,
+        tokens: &CudaView<'_, T>,
+        dim: usize,
+        rows: DeviceRows<'_, '_, M>,
+        spec: &PoolingSpec,
+        token_weights_sum: Option<&CudaView<'_, f32>>,
+        normalize: bool,
+        out: &mut CudaViewMut<'_, O>,
+        split: Option<(Option<usize>, &mut CudaViewMut<'_, u8>)>,
     ) -> Result<()> {
         self.check_stream(stream)?;
         let token_rows = rows_of("token_embeddings", tokens.len(), dim)?;
@@ -236,12 +350,21 @@ impl CudaDevice {
             out: out_ptr,
             normalize,
         };
-        // SAFETY: every pointer comes from a cudarc view of this context (stream checked)
-        // with the length the contract of `pool_raw` asks for (checked above: tokens
-        // token_rows × dim, the layout buffer, token_weights_sum B, out B × modes × dim); out
-        // is borrowed mutably, so it overlaps no input; the borrows and guards outlive the
-        // enqueue.
-        unsafe { self.pool_raw(stream.cu_stream(), &raw) }
+        let Some((chunks, workspace)) = split else {
+            // SAFETY: every pointer comes from a cudarc view of this context (stream
+            // checked) with the length the contract of `pool_raw` asks for (checked above:
+            // tokens token_rows × dim, the layout buffer, token_weights_sum B, out
+            // B × modes × dim); out is borrowed mutably, so it overlaps no input; the borrows
+            // and guards outlive the enqueue.
+            return unsafe { self.pool_raw(stream.cu_stream(), &raw) };
+        };
+        let chunks = chunks.unwrap_or_else(|| raw.chunks());
+        let ws_len = workspace.len();
+        let (ws_ptr, _w) = workspace.device_ptr_mut(stream);
+        // SAFETY: as above; the workspace is a view of this context, borrowed mutably (it
+        // overlaps nothing else), of workspace.len() bytes, which `pool_raw_chunks` checks
+        // against what the split needs.
+        unsafe { self.pool_raw_chunks(stream.cu_stream(), &raw, chunks, Some((ws_ptr, ws_len))) }
     }
 
     /// [`CudaDevice::pool_views`] on raw device pointers, for foreign callers (C, Python).
@@ -255,6 +378,45 @@ impl CudaDevice {
     /// not be valid: the kernel clamps them into the token rows.
     #[allow(unsafe_code)]
     pub unsafe fn pool_raw(&self, stream: CUstream, p: &RawPool<'_>) -> Result<()> {
+        // SAFETY: the caller's contract, which is this function's.
+        unsafe { self.pool_raw_chunks(stream, p, 1, None) }
+    }
+
+    /// [`CudaDevice::pool_views_with_workspace`] on raw device pointers, for foreign callers.
+    ///
+    /// # Safety
+    /// The contract of [`CudaDevice::pool_raw`], and: `workspace` is a device address in this
+    /// context of `workspace_bytes` bytes, 8-byte aligned, overlapping no other buffer, that
+    /// stays allocated until the launches have run on `stream`. `workspace_bytes` must be at
+    /// least [`RawPool::workspace_bytes`] (checked; an error otherwise). With
+    /// [`RawPool::chunks`] = 1 the workspace is not touched (it may then be 0 and 0).
+    #[allow(unsafe_code)]
+    pub unsafe fn pool_raw_with_workspace(
+        &self,
+        stream: CUstream,
+        p: &RawPool<'_>,
+        workspace: u64,
+        workspace_bytes: usize,
+    ) -> Result<()> {
+        // SAFETY: the caller's contract, which is this function's.
+        unsafe { self.pool_raw_chunks(stream, p, p.chunks(), Some((workspace, workspace_bytes))) }
+    }
+
+    /// [`CudaDevice::pool_raw_with_workspace`] with `chunks` per output row chosen by the
+    /// caller (1: one launch, no workspace read or written).
+    ///
+    /// # Safety
+    /// As [`CudaDevice::pool_raw_with_workspace`], with the workspace of
+    /// `pool_workspace_bytes(batch, chunks, dim)` bytes.
+    #[doc(hidden)]
+    #[allow(unsafe_code)]
+    pub unsafe fn pool_raw_chunks(
+        &self,
+        stream: CUstream,
+        p: &RawPool<'_>,
+        chunks: usize,
+        workspace: Option<(u64, usize)>,
+    ) -> Result<()> {
         let batch = p.rows.batch();
         if let RawRows::Spans { .. } = p.rows {
             validate::span_spec(p.spec)?;
@@ -272,24 +434,51 @@ impl CudaDevice {
             source: p.rows.source(p.token_rows)?,
             prompt: p.spec.excluded_prompt(),
             normalize: p.normalize,
-            aligned: aligned16(&[p.tokens]),
+            // 16-byte loads of the tokens and 16-byte stores of the output.
+            aligned: aligned16(&[p.tokens, p.out]),
         };
-        let Some(l) = pool_launch(&problem)? else {
+        let chunks = chunks.max(1);
+        let workspace = if chunks > 1 {
+            let need = pool_workspace_bytes(batch, chunks, p.dim).ok_or_else(|| {
+                Error::invalid(format!(
+                    "a workspace for {batch} rows in {chunks} chunks of {} columns overflows",
+                    p.dim
+                ))
+            })?;
+            match workspace {
+                Some((ptr, bytes)) if bytes >= need && ptr % 8 == 0 => Some(ptr),
+                Some((ptr, bytes)) => {
+                    return Err(Error::invalid(format!(
+                        "pooling workspace of {bytes} bytes at {ptr:#x}: {need} bytes, 8-byte aligned, needed"
+                    )))
+                }
+                None => return Err(Error::invalid("a split pooling needs a workspace")),
+            }
+        } else {
+            None
+        };
+        let Some(launches) = pool_split_launches(&problem, chunks)? else {
             return Ok(());
         };
-        let args = l.args(PoolBuffers {
-            tokens: p.tokens,
-            cls: None,
-            ranges: p.rows.buffer(),
-            segments: None,
-            row_rows: None,
-            row_divisors: None,
-            token_weights_sum: p.token_weights_sum,
-            out: p.out,
-        });
-        // SAFETY: the caller's contract above gives every buffer's extent; the kernel clamps
-        // the layout's values into token_rows (`seq_len` argument) and reads the mask only at
-        // b × seq_len + j < token_rows; 16-byte loads only for an aligned token buffer.
-        unsafe { self.launch(&l.shape, stream, &args) }
+        for l in &launches {
+            let args = l.args(PoolBuffers {
+                tokens: p.tokens,
+                cls: None,
+                ranges: p.rows.buffer(),
+                segments: None,
+                row_rows: None,
+                row_divisors: None,
+                token_weights_sum: p.token_weights_sum,
+                out: p.out,
+                workspace,
+            });
+            // SAFETY: the caller's contract above gives every buffer's extent; the kernel
+            // clamps the layout's values into token_rows (`seq_len` argument) and reads the
+            // mask only at b × seq_len + j < token_rows; 16-byte loads and stores only for
+            // aligned token and output buffers; a split's workspace holds `pool_workspace_bytes` (checked above),
+            // which is what the kernel indexes for B rows in `chunks` chunks of D columns.
+            unsafe { self.launch(&l.shape, stream, &args) }?;
+        }
+        Ok(())
     }
 }

@@ -13,8 +13,11 @@ use stk_core::{DType, Error, Result};
 /// 32-bit integers (`U32`), floats (`F32`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamKind {
+    /// A pointer or a 64-bit integer.
     U64,
+    /// A 32-bit integer.
     U32,
+    /// A 32-bit float.
     F32,
 }
 
@@ -23,7 +26,9 @@ pub enum ParamKind {
 pub struct Kernel {
     /// The `kernels/<family>.cu` it comes from.
     pub family: &'static str,
+    /// The entry point's name, `{op}_{dtype}_v{pack}`.
     pub name: &'static str,
+    /// The kinds of its parameters, in order, as the PTX declares them.
     pub params: &'static [ParamKind],
     /// `.maxntid`: the largest block it was compiled for.
     pub max_threads: Option<u32>,
@@ -41,7 +46,9 @@ pub use generated::{KERNELS, PTX_ISA};
 /// One `kernels/<name>.cu` file: its PTX text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Family {
+    /// The family's name (`pool`, `embedding_bag`, `normalize`, `layer_pool`).
     pub name: &'static str,
+    /// The committed PTX text (`kernels/ptx/<name>.ptx`).
     pub ptx: &'static str,
 }
 

@@ -6,6 +6,7 @@ use stk_core::{bf16, f16, DType, Error, Result};
 
 /// A float element a kernel reads (f32, f16, bf16).
 pub trait FloatElement: DeviceRepr {
+    /// The stk dtype of this element type.
     const DTYPE: DType;
 }
 impl FloatElement for f32 {
@@ -20,6 +21,7 @@ impl FloatElement for bf16 {
 
 /// An attention-mask element: any integer width the kernels read (nonzero counts).
 pub trait MaskElement: DeviceRepr {
+    /// The width of one mask element in bytes (1, 4 or 8), as the kernel reads it.
     const BYTES: i32;
 }
 impl MaskElement for u8 {

@@ -39,10 +39,18 @@ fn device_calls_capture_in_a_cuda_graph() {
     let mut mask = stream.alloc_zeros::<i64>(b * t).unwrap();
     let mut pooled = stream.alloc_zeros::<f32>(b * 2 * d).unwrap();
     let mut normalized = stream.alloc_zeros::<f32>(b * 2 * d).unwrap();
+    // The same pooling split in 4 chunks per row (three launches and a workspace), with the
+    // normalize fused.
+    let chunks = 4;
+    let ws_bytes = stk_cuda::pool::pool_workspace_bytes(b, chunks, d).unwrap();
+    let mut workspace = stream.alloc_zeros::<u8>(ws_bytes).unwrap();
+    let mut split = stream.alloc_zeros::<f32>(b * 2 * d).unwrap();
     let run = |tokens: &cudarc::driver::CudaSlice<f32>,
                mask: &cudarc::driver::CudaSlice<i64>,
                pooled: &mut cudarc::driver::CudaSlice<f32>,
-               normalized: &mut cudarc::driver::CudaSlice<f32>| {
+               normalized: &mut cudarc::driver::CudaSlice<f32>,
+               split: &mut cudarc::driver::CudaSlice<f32>,
+               workspace: &mut cudarc::driver::CudaSlice<u8>| {
         let (tv, mv) = (tokens.slice(..), mask.slice(..));
         let rows = DeviceRows::Padded {
             seq_len: t,
@@ -68,11 +76,34 @@ fn device_calls_capture_in_a_cuda_graph() {
             &mut normalized.slice_mut(..),
         )
         .unwrap();
+        let rows = DeviceRows::Padded {
+            seq_len: t,
+            mask: &mv,
+        };
+        dev.pool_views_split(
+            &stream,
+            &tv,
+            d,
+            rows,
+            &spec,
+            None,
+            true,
+            &mut split.slice_mut(..),
+            Some((Some(chunks), &mut workspace.slice_mut(..))),
+        )
+        .unwrap();
     };
     stream
         .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
         .unwrap();
-    run(&tokens, &mask, &mut pooled, &mut normalized);
+    run(
+        &tokens,
+        &mask,
+        &mut pooled,
+        &mut normalized,
+        &mut split,
+        &mut workspace,
+    );
     let graph = stream
         .end_capture(CUgraphInstantiate_flags(0))
         .unwrap()
@@ -88,12 +119,30 @@ fn device_calls_capture_in_a_cuda_graph() {
         stream.memcpy_htod(&m, &mut mask).unwrap();
         graph.launch().unwrap();
         let replayed = stream.clone_dtoh(&normalized).unwrap();
-        run(&tokens, &mask, &mut pooled, &mut normalized);
+        let replayed_split = stream.clone_dtoh(&split).unwrap();
+        run(
+            &tokens,
+            &mask,
+            &mut pooled,
+            &mut normalized,
+            &mut split,
+            &mut workspace,
+        );
         let direct = stream.clone_dtoh(&normalized).unwrap();
+        let direct_split = stream.clone_dtoh(&split).unwrap();
         assert_eq!(
             replayed, direct,
             "replay {round} differs from the direct call"
         );
+        assert_eq!(
+            replayed_split, direct_split,
+            "split replay {round} differs from the direct call"
+        );
         assert!(replayed.iter().any(|&v| v != 0.0));
+        // The split with its fused normalize agrees with pool + normalize (the order of the
+        // additions differs, so not bit for bit).
+        for (i, (s, n)) in replayed_split.iter().zip(&replayed).enumerate() {
+            assert!((s - n).abs() <= 1e-5, "value {i}: split {s} vs {n}");
+        }
     }
 }

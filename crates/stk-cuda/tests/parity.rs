@@ -144,6 +144,14 @@ fn span_pooling_matches_cpu() {
 }
 
 #[test]
+fn long_sums_on_gpu() {
+    let Some(dev) = gpu("long_sums_on_gpu") else {
+        return;
+    };
+    ok(checks::long_sums(dev));
+}
+
+#[test]
 fn long_sequence_on_gpu() {
     let Some(dev) = gpu("long_sequence_on_gpu") else {
         return;

@@ -318,20 +318,25 @@ fn pool_block_shapes() {
     };
     let mean = vec![PoolingMode::Mean];
     // The target shape: 128 lanes of 8 bf16 cover D = 1024; 4 groups of rows in flight.
-    // Shared memory: the groups' partials, 32 floats for block_sum, 16 for the row's facts.
+    // Shared memory: each thread's f64 totals (8 bytes per pack element), 32 floats for
+    // block_sum, 16 for the row's facts.
     assert_eq!(
         shape([1, 2, 1024], DType::BF16, mean.clone()),
-        ("pool_sum_bf16_v8", (512, 128, (512 * 8 + 48) * 4))
+        ("pool_sum_bf16_v8", (512, 128, 512 * 8 * 8 + 48 * 4))
     );
     assert_eq!(shape([1, 2, 768], DType::BF16, mean.clone()).1 .1, 96);
     assert_eq!(
         shape([1, 2, 96], DType::F32, vec![PoolingMode::Max]),
-        ("pool_full_f32_v4", (256, 32, (256 * 4 + 48) * 4))
+        // f64 sums and weighted sums, f32 maxima per pack element.
+        (
+            "pool_full_f32_v4",
+            (256, 32, 256 * 4 * (8 + 8 + 4) + 48 * 4)
+        )
     );
     // One element per load still leaves room for the mask reductions' int64 per thread.
     assert_eq!(
         shape([1, 2, 7], DType::F16, mean.clone()),
-        ("pool_sum_f16_v1", (512, 32, (512 * 2 + 48) * 4))
+        ("pool_sum_f16_v1", (512, 32, 512 * 8 + 48 * 4))
     );
     assert_eq!(shape([1, 2, 5000], DType::F32, mean).1 .1, 512);
 }
@@ -354,4 +359,58 @@ fn embedding_bag_lanes() {
     assert_eq!(lanes_per_row(512, DType::F32), 32);
     assert_eq!(lanes_per_row(3, DType::F32), 4);
     assert_eq!(lanes_per_row(1, DType::F16), 1);
+}
+
+/// Small batches of long rows are split until the launch has about 512 blocks (B = 1 with
+/// T = 32768: 256 chunks of 128 rows); large batches and short rows are not; the split is three
+/// launches (facts, partials over B × chunks blocks, combine) with a workspace sized for them.
+#[test]
+fn small_batches_of_long_rows_are_split() {
+    use stk_cuda::pool::{
+        pool_split_launches, pool_workspace_bytes, split_chunks, PoolProblem, RowSource,
+    };
+    for (batch, rows, chunks) in [
+        (1, 32768, 256),
+        (16, 2048, 16),
+        (16, 32768, 32),
+        (255, 4096, 3),
+        (256, 512, 1),
+        (1, 255, 1),
+        (1, 256, 2),
+        (0, 1000, 1),
+    ] {
+        assert_eq!(split_chunks(batch, rows), chunks, "B = {batch}, T = {rows}");
+    }
+    let modes = [PoolingMode::Mean];
+    let problem = PoolProblem {
+        dtype: DType::BF16,
+        out_dtype: DType::BF16,
+        batch: 1,
+        dim: 1024,
+        modes: &modes,
+        source: RowSource::Mask {
+            seq_len: 32768,
+            mask_bytes: 8,
+        },
+        prompt: 0,
+        normalize: true,
+        aligned: true,
+    };
+    let launches = pool_split_launches(&problem, 256).unwrap().unwrap();
+    let grids: Vec<(i32, u32, i32)> = launches
+        .iter()
+        .map(|l| (l.phase, l.shape.grid, l.chunks))
+        .collect();
+    assert_eq!(grids, [(1, 1, 256), (2, 256, 256), (3, 1, 256)]);
+    assert_eq!(
+        pool_workspace_bytes(1, 256, 1024),
+        Some(64 + 256 * 3 * 1024 * 4)
+    );
+    assert_eq!(pool_workspace_bytes(7, 1, 1024), Some(0));
+    assert_eq!(pool_workspace_bytes(usize::MAX, 2, 8), None);
+    let whole = pool_split_launches(&problem, 1).unwrap().unwrap();
+    assert_eq!(
+        (whole.len(), whole[0].phase, whole[0].shape.grid),
+        (1, 0, 1)
+    );
 }

@@ -11,7 +11,7 @@ use stk_core::{DType, PoolingMode};
 use stk_cuda::embedding_bag::{embedding_bag_launch, BagBuffers, BagProblem};
 use stk_cuda::layer_pool::layer_pool_launch;
 use stk_cuda::normalize::normalize_launch;
-use stk_cuda::pool::{pool_launch, PoolBuffers, PoolProblem, RowSource};
+use stk_cuda::pool::{pool_split_launches, PoolBuffers, PoolProblem, RowSource};
 use stk_cuda::{ptx, BagReduce, NormRule};
 
 #[test]
@@ -97,7 +97,7 @@ fn every_launch_fits_its_kernel() {
                         mask_bytes: 8,
                     },
                 ] {
-                    let l = pool_launch(&PoolProblem {
+                    let problem = PoolProblem {
                         dtype,
                         out_dtype: dtype,
                         batch: 3,
@@ -107,21 +107,27 @@ fn every_launch_fits_its_kernel() {
                         prompt: 1,
                         normalize: true,
                         aligned,
-                    })
-                    .unwrap()
-                    .unwrap();
-                    let args = l.args(PoolBuffers {
-                        tokens: 0u64,
-                        cls: None,
-                        ranges: 0,
-                        segments: Some(0),
-                        row_rows: Some(0),
-                        row_divisors: Some(0),
-                        token_weights_sum: None,
-                        out: 0,
-                    });
-                    l.shape.check(&args).unwrap();
-                    checked.insert(l.shape.kernel.name);
+                    };
+                    // One launch, and the three of a split (with its workspace).
+                    for chunks in [1, 4] {
+                        let launches = pool_split_launches(&problem, chunks).unwrap().unwrap();
+                        assert_eq!(launches.len(), if chunks == 1 { 1 } else { 3 });
+                        for l in launches {
+                            let args = l.args(PoolBuffers {
+                                tokens: 0u64,
+                                cls: None,
+                                ranges: 0,
+                                segments: Some(0),
+                                row_rows: Some(0),
+                                row_divisors: Some(0),
+                                token_weights_sum: None,
+                                out: 0,
+                                workspace: (chunks > 1).then_some(0),
+                            });
+                            l.shape.check(&args).unwrap();
+                            checked.insert(l.shape.kernel.name);
+                        }
+                    }
                 }
             }
             let l = normalize_launch(4, 64, dtype, NormRule::MODEL2VEC, aligned)

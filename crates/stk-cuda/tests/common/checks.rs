@@ -38,6 +38,7 @@ pub trait Kernels {
     ) -> Result<Tensor>;
     /// Pooling through the device-buffer path: `tokens` (`[rows, D]` or `[B, T, D]`) and the
     /// layout's index buffer on the device, each row's token rows found by the kernel.
+    #[allow(clippy::too_many_arguments)]
     fn pool_device_rows(
         &self,
         tokens: &Tensor,
@@ -45,7 +46,38 @@ pub trait Kernels {
         spec: &PoolingSpec,
         token_weights_sum: Option<&[f32]>,
         normalize: bool,
+        split: Split,
     ) -> Result<Tensor>;
+}
+
+/// Whether a device-path pooling splits its rows over several blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// One block per output row (`pool_views`, no workspace).
+    Never,
+    /// As `pool_views_with_workspace` chooses (`split_chunks`).
+    Auto,
+    /// This many chunks per row (also for rows too short for `Auto` to split).
+    Chunks(usize),
+}
+
+impl Split {
+    /// The chunks per row for `batch` rows of `rows_per_output` token rows.
+    pub fn chunks(self, batch: usize, rows_per_output: usize) -> usize {
+        match self {
+            Split::Never => 1,
+            Split::Auto => stk_cuda::pool::split_chunks(batch, rows_per_output),
+            Split::Chunks(n) => n,
+        }
+    }
+}
+
+/// Token rows per output row, as `RawPool::chunks` counts them.
+pub fn rows_per_output(rows: &HostRows, token_rows: usize) -> usize {
+    match rows {
+        HostRows::Mask { seq_len, .. } => *seq_len,
+        _ => token_rows.checked_div(rows.batch()).unwrap_or(0),
+    }
 }
 
 /// The index buffer of a device layout, as the host builds it for a test.
@@ -89,6 +121,7 @@ fn pool_views_on<T, O>(
     spec: &PoolingSpec,
     tws: Option<&[f32]>,
     normalize: bool,
+    split: Split,
 ) -> Result<Tensor>
 where
     T: stk_cuda::FloatElement + stk_core::Element + cudarc::driver::ValidAsZeroBits,
@@ -106,7 +139,12 @@ where
     let out_len = batch * spec.modes.len() * dim;
     let mut out = upload(&stream, &vec![<O as bytemuck::Zeroable>::zeroed(); out_len])?;
     let tws_dev = tws.map(|w| upload(&stream, w)).transpose()?;
+    let chunks = split.chunks(batch, rows_per_output(rows, values.len() / dim.max(1)));
+    let ws_bytes = stk_cuda::pool::pool_workspace_bytes(batch, chunks, dim).unwrap();
+    let mut workspace = upload(&stream, &vec![0u8; ws_bytes.max(1)])?;
     {
+        let mut ws_v = workspace.slice_mut(0..ws_bytes);
+        let split_arg = (split != Split::Never).then_some((Some(chunks), &mut ws_v));
         let tokens_v = tokens_dev.slice(0..values.len());
         let tws_v = tws_dev.as_ref().map(|w| w.slice(0..batch));
         let mut out_v = out.slice_mut(0..out_len);
@@ -116,16 +154,16 @@ where
                 let cu_dev = upload(&stream, cu)?;
                 let cu_v = cu_dev.slice(0..cu.len());
                 let layout = DeviceRows::varlen(&cu_v);
-                dev.pool_views(
-                    &stream, &tokens_v, dim, layout, spec, tws_v, normalize, &mut out_v,
+                dev.pool_views_split(
+                    &stream, &tokens_v, dim, layout, spec, tws_v, normalize, &mut out_v, split_arg,
                 )?;
             }
             HostRows::Spans(sp) => {
                 let sp_dev = upload(&stream, sp)?;
                 let sp_v = sp_dev.slice(0..sp.len());
                 let layout = DeviceRows::spans(&sp_v);
-                dev.pool_views(
-                    &stream, &tokens_v, dim, layout, spec, tws_v, normalize, &mut out_v,
+                dev.pool_views_split(
+                    &stream, &tokens_v, dim, layout, spec, tws_v, normalize, &mut out_v, split_arg,
                 )?;
             }
             HostRows::Mask { mask, seq_len } => {
@@ -135,8 +173,8 @@ where
                     seq_len: *seq_len,
                     mask: &m_v,
                 };
-                dev.pool_views(
-                    &stream, &tokens_v, dim, layout, spec, tws_v, normalize, &mut out_v,
+                dev.pool_views_split(
+                    &stream, &tokens_v, dim, layout, spec, tws_v, normalize, &mut out_v, split_arg,
                 )?;
             }
         }
@@ -187,6 +225,7 @@ impl Kernels for CudaDevice {
         spec: &PoolingSpec,
         tws: Option<&[f32]>,
         normalize: bool,
+        split: Split,
     ) -> Result<Tensor> {
         use stk_core::{bf16, f16};
         let out = stk_core::validate::pool_output_dtype(tokens.dtype(), spec, tws.is_some(), None);
@@ -197,7 +236,7 @@ impl Kernels for CudaDevice {
             (DType::BF16, DType::BF16) => pool_views_on::<bf16, bf16>,
             _ => pool_views_on::<bf16, f32>,
         };
-        f(self, tokens, rows, spec, tws, normalize)
+        f(self, tokens, rows, spec, tws, normalize, split)
     }
 }
 
@@ -389,11 +428,23 @@ pub fn device_padded(k: &dyn Kernels, p: &PaddedProblem) -> Check {
     }
     let spec = p.spec();
     let rows = HostRows::Mask { mask, seq_len: t };
-    let got = k
-        .pool_device_rows(batch.tokens(), &rows, &spec, p.tws.as_deref(), p.normalize)
-        .map_err(|e| e.to_string())?;
-    let layout = Layout::Padded(batch);
-    against_reference(&got, &layout, &spec, p.tws.as_deref(), p.dtype, p.normalize)
+    let layout = Layout::Padded(batch.clone());
+    // One block per row, and each row split in 2 to 4 chunks (uneven, some empty).
+    for split in [Split::Never, Split::Chunks(2 + t % 3)] {
+        let got = k
+            .pool_device_rows(
+                batch.tokens(),
+                &rows,
+                &spec,
+                p.tws.as_deref(),
+                p.normalize,
+                split,
+            )
+            .map_err(|e| e.to_string())?;
+        against_reference(&got, &layout, &spec, p.tws.as_deref(), p.dtype, p.normalize)
+            .map_err(|e| format!("{split:?}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// A varlen batch through the device path (`cu_seq_lens` read by the kernel).
@@ -401,23 +452,23 @@ pub fn device_varlen(k: &dyn Kernels, p: &VarlenProblem) -> Check {
     let batch = p.batch();
     let cu: Vec<i32> = batch.cu_seq_lens().iter().map(|&c| c as i32).collect();
     let spec = p.spec();
-    let got = k
-        .pool_device_rows(
-            batch.tokens(),
-            &HostRows::CuSeqLens(cu),
+    let rows = HostRows::CuSeqLens(cu);
+    let chunks = 2 + batch.tokens().dims()[0] % 3;
+    for split in [Split::Never, Split::Chunks(chunks)] {
+        let got = k
+            .pool_device_rows(batch.tokens(), &rows, &spec, None, p.normalize, split)
+            .map_err(|e| e.to_string())?;
+        against_reference(
+            &got,
+            &Layout::Varlen(batch.clone()),
             &spec,
             None,
+            p.dtype,
             p.normalize,
         )
-        .map_err(|e| e.to_string())?;
-    against_reference(
-        &got,
-        &Layout::Varlen(batch),
-        &spec,
-        None,
-        p.dtype,
-        p.normalize,
-    )
+        .map_err(|e| format!("{split:?}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Span pooling (late chunking), through the host plan and through the device path, against
@@ -437,22 +488,20 @@ pub fn spans(k: &dyn Kernels, p: &SpanProblem) -> Check {
     against_reference(&planned, &sequences, &spec, None, p.dtype, p.normalize)
         .map_err(|e| format!("host plan: {e}"))?;
     let flat: Vec<i64> = p.spans.iter().flatten().copied().collect();
-    let device = k
-        .pool_device_rows(
-            batch.tokens(),
-            &HostRows::Spans(flat),
-            &spec,
-            None,
-            p.normalize,
-        )
-        .map_err(|e| e.to_string())?;
-    against_reference(&device, &sequences, &spec, None, p.dtype, p.normalize)
-        .map_err(|e| format!("device spans: {e}"))
+    let rows = HostRows::Spans(flat);
+    for split in [Split::Never, Split::Chunks(3)] {
+        let device = k
+            .pool_device_rows(batch.tokens(), &rows, &spec, None, p.normalize, split)
+            .map_err(|e| e.to_string())?;
+        against_reference(&device, &sequences, &spec, None, p.dtype, p.normalize)
+            .map_err(|e| format!("device spans, {split:?}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// One sequence of 32768 tokens (B = 1, the shape a small batch of long documents gives):
-/// every mode, through the mask, cu_seq_lens and a whole-array span, in f32 and bf16, against
-/// the f64 reference.
+/// every mode, through the mask, cu_seq_lens and a whole-array span, in f32 and bf16, in one
+/// block and split over 256 blocks, with the fused normalize, against the f64 reference.
 pub fn long_sequence(k: &dyn Kernels) -> Check {
     use stk_core::{PoolingMode, VarlenBatch};
     const T: usize = 32768;
@@ -476,18 +525,101 @@ pub fn long_sequence(k: &dyn Kernels) -> Check {
             HostRows::CuSeqLens(vec![0, T as i32]),
             HostRows::Spans(vec![0, T as i64]),
         ] {
-            let got = k
-                .pool_device_rows(&tokens, &rows, &spec, None, true)
-                .map_err(|e| e.to_string())?;
-            against_reference(&got, &layout, &spec, None, dtype, true).map_err(|e| {
-                format!(
-                    "{dtype} {rows:?}: {e}",
-                    rows = std::mem::discriminant(&rows)
-                )
-            })?;
+            // One block, and the split a small batch gets (256 chunks of 128 rows).
+            for split in [Split::Never, Split::Auto] {
+                let got = k
+                    .pool_device_rows(&tokens, &rows, &spec, None, true, split)
+                    .map_err(|e| e.to_string())?;
+                against_reference(&got, &layout, &spec, None, dtype, true).map_err(|e| {
+                    format!(
+                        "{dtype} {rows:?} {split:?}: {e}",
+                        rows = std::mem::discriminant(&rows)
+                    )
+                })?;
+            }
         }
     }
     Ok(())
+}
+
+/// Long sums do not drift: T = 20,000 rows, identical (where one running f32 sum drifts
+/// most: ~7e-5 relative) and varied, through the host plan and every device row source,
+/// and a bag of 20,000 ids; mean, weighted mean and mean/sqrt(n) within 1e-6 (relative to
+/// values of at least 1) of the f64 reference. The same launch twice gives the same bits.
+pub fn long_sums(k: &dyn Kernels) -> Check {
+    use stk_core::{PaddedBatch, PoolingMode, VarlenBatch};
+    const T: usize = 20_000;
+    const D: usize = 8;
+    let identical: Vec<f32> = (0..T * D).map(|i| 0.1 + (i % D) as f32 * 0.37).collect();
+    let varied: Vec<f32> = (0..T * D)
+        .map(|i| ((i as f32 * 0.618_034).fract() - 0.3) * 1.7)
+        .collect();
+    let spec = PoolingSpec::new(vec![
+        PoolingMode::Mean,
+        PoolingMode::WeightedMean,
+        PoolingMode::MeanSqrtLenTokens,
+    ])
+    .unwrap();
+    let within = |got: &Tensor, exact: &[f64], what: &str| -> Check {
+        for (i, (&g, &w)) in f32s(got).iter().zip(exact).enumerate() {
+            let err = (f64::from(g) - w).abs();
+            if err > 1e-6 * w.abs().max(1.0) || g.is_nan() {
+                return Err(format!(
+                    "{what}: value {i}: {g} vs exact {w} (error {err:e})"
+                ));
+            }
+        }
+        Ok(())
+    };
+    for (name, values) in [("identical rows", identical), ("varied rows", varied)] {
+        let tokens = Tensor::from_vec([T, D], values.clone()).unwrap();
+        let varlen = VarlenBatch::new(tokens.clone(), &[0, T as i64]).unwrap();
+        let exact = pool_reference_f64(&Layout::Varlen(varlen.clone()), &spec, None, None);
+        let padded = PaddedBatch::new(tokens.reshape([1, T, D]).unwrap(), None).unwrap();
+        let plan = k
+            .pool((&padded).into(), &spec, &PoolExtras::default(), false)
+            .map_err(|e| e.to_string())?;
+        within(&plan, &exact, &format!("{name}, host plan"))?;
+        let again = k
+            .pool((&varlen).into(), &spec, &PoolExtras::default(), false)
+            .map_err(|e| e.to_string())?;
+        within(&again, &exact, &format!("{name}, varlen host plan"))?;
+        if again.bytes() != plan.bytes() {
+            return Err(format!(
+                "{name}: padded and varlen plans differ in their bits"
+            ));
+        }
+        for rows in [
+            HostRows::Mask {
+                mask: vec![1; T],
+                seq_len: T,
+            },
+            HostRows::CuSeqLens(vec![0, T as i32]),
+            HostRows::Spans(vec![0, T as i64]),
+        ] {
+            for split in [Split::Never, Split::Auto] {
+                let got = k
+                    .pool_device_rows(&tokens, &rows, &spec, None, false, split)
+                    .map_err(|e| e.to_string())?;
+                let what = format!("{name}, device rows {split:?} {rows:?}");
+                within(&got, &exact, &what.chars().take(80).collect::<String>())?;
+            }
+        }
+    }
+    // One bag of 20,000 ids of one table row: its mean is that row.
+    let table = Tensor::from_vec(
+        [2, D],
+        (0..2 * D)
+            .map(|i| 0.1 + i as f32 * 0.37)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let bags = TokenBags::from_bags(&[vec![1u32; T]], 2).unwrap();
+    let got = k
+        .embedding_bag(&table, None, None, &bags, BagReduce::MeanByCount, None)
+        .map_err(|e| e.to_string())?;
+    let exact: Vec<f64> = f32s(&table)[D..].iter().map(|&v| f64::from(v)).collect();
+    within(&got, &exact, "embedding bag of 20,000 ids")
 }
 
 /// NaN and infinities propagate as stk-cpu (and torch) propagate them: max keeps a NaN,
