@@ -201,7 +201,7 @@ int stk_normalize(const void *x,
                   float *out,
                   size_t out_len);
 
-// `stk_pool` on device buffers of CUDA device `device`, enqueued on `stream` (a `CUstream`
+// `stk_pool` on device buffers of CUDA device `device_ordinal`, enqueued on `stream` (a `CUstream`
 // of the device's primary context; `NULL`: the legacy default stream). Nothing is copied,
 // allocated or synchronized, so the call can be captured in a CUDA graph. The padded layout
 // needs the mask (i32 or i64); the varlen layout i32 `cu_seq_lens`. `out` gets `out_len`
@@ -218,7 +218,7 @@ int stk_pool_device(int device_ordinal,
                     void *stream);
 
 // `stk_normalize` on device buffers (`x` and `out`: `rows * dim` elements of `dtype`), on
-// CUDA device `device` and `stream`, as `stk_pool_device`. Returns `STK_ERR_NO_CUDA` without a
+// CUDA device `device_ordinal` and `stream`, as `stk_pool_device`. Returns `STK_ERR_NO_CUDA` without a
 // CUDA driver.
 //
 // # Safety
