@@ -39,6 +39,12 @@ pub struct stk_model {
     pub(crate) model: stk_facade::Model,
 }
 
+// What the header promises about threads: a model may be shared by threads and freed by another.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<stk_model>();
+};
+
 /// A pooling, as sentence-transformers' `Pooling` module computes it. The layout follows from
 /// `tokens_rank` and the buffer given beside the tokens:
 ///

@@ -269,6 +269,40 @@ fn the_cpp_example_builds_and_prints_similarities() {
     );
 }
 
+/// The example linked with `libstk.a` (as README says) prints what the shared build prints.
+#[test]
+fn the_static_library_links_and_matches_the_shared_one() {
+    let root = repo_root();
+    let lib = lib_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let (shared, fixed) = (tmp.path().join("shared"), tmp.path().join("static"));
+    let compile = |exe: &Path, libs: &[&std::ffi::OsStr]| {
+        run(Command::new("c++")
+            .args(["-std=c++17", "-o"])
+            .arg(exe)
+            .arg(root.join("examples/cpp/encode.cpp"))
+            .arg("-I")
+            .arg(root.join("include"))
+            .args(libs));
+    };
+    compile(&shared, &["-L".as_ref(), lib.as_os_str(), "-lstk".as_ref()]);
+    let archive = lib.join("libstk.a");
+    compile(
+        &fixed,
+        &[
+            archive.as_os_str(),
+            "-lpthread".as_ref(),
+            "-ldl".as_ref(),
+            "-lm".as_ref(),
+        ],
+    );
+    let static_output = run(Command::new(&fixed).env_clear());
+    assert_eq!(
+        static_output,
+        run(Command::new(&shared).env("LD_LIBRARY_PATH", &lib))
+    );
+}
+
 #[test]
 fn the_shared_library_exports_only_stk_symbols() {
     let lib = lib_dir().join("libstk.so");
