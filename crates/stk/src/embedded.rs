@@ -101,3 +101,14 @@ mod tests {
         }
     }
 }
+
+#[cfg(all(test, not(feature = "embedded-model")))]
+mod tests_without_the_feature {
+    #[test]
+    fn the_default_model_names_the_feature_that_embeds_it() {
+        let err = crate::Model::load_default(&crate::LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`embedded-model` feature"), "{err}");
+    }
+}
