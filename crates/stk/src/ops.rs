@@ -20,12 +20,17 @@ pub enum PoolInput {
 /// The tensors of a pooling, by feature name, before they are checked against each other
 /// ([`PoolInputs::from_tensors`]). At most one of `attention_mask`, `cu_seq_lens` and `spans`.
 pub struct PoolTensors {
+    /// `[B, T, D]` (padded) or `[N, D]` / `[1, N, D]` (varlen, spans) float tokens.
     pub token_embeddings: Tensor,
+    /// Padded: `[B, T]` 0/1 values (absent: every token counts).
     pub attention_mask: Option<Tensor>,
-    /// `cu_seq_lens_q` in a file.
+    /// Varlen: `[B + 1]` i32 or i64 offsets (`cu_seq_lens_q` in a file).
     pub cu_seq_lens: Option<Tensor>,
+    /// Late chunking: `[S, 2]` integer `[start, end)` rows.
     pub spans: Option<Tensor>,
+    /// `[B]` divisors replacing the token counts of `mean` (WordWeights).
     pub token_weights_sum: Option<Tensor>,
+    /// `[B, D]` rows that `cls` pools instead of the first token.
     pub cls_token_embeddings: Option<Tensor>,
 }
 
