@@ -10,11 +10,14 @@
 //!   CUDA stand-in, with AddressSanitizer) through the GPU parity checks.
 //! * `test [--rust | --python]`: `cargo test --workspace`, then the Python package's pytest
 //!   suite in the venv `target/venv` (see `test.rs`); README's and CI's test command.
+//! * `capi-header [--check]`: generate `include/stk.h` (the C header of libstk) from
+//!   crates/stk-capi with cbindgen; `--check` fails when the committed header is stale.
 //! * `gpu-bundle`: build the GPU tests and the `stk` binary (release) and gather them with
 //!   `run.sh` into `gpu-bundle/`, to run on a GPU machine that has no Rust toolchain.
 #![deny(unsafe_code)]
 
 mod bundle;
+mod capi;
 mod cuda;
 mod ptx;
 mod sim;
@@ -26,7 +29,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: cargo xtask ptx [--check] | cargo xtask kernel-sim [--cases N] | cargo xtask gpu-bundle [--out DIR] | cargo xtask test [--rust | --python]";
+    "usage: cargo xtask ptx [--check] | cargo xtask kernel-sim [--cases N] | cargo xtask gpu-bundle [--out DIR] | cargo xtask capi-header [--check] | cargo xtask test [--rust | --python]";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -52,6 +55,8 @@ fn run(args: Vec<String>) -> Result<()> {
         ),
         ["gpu-bundle"] => bundle::gpu_bundle(&root, &root.join("gpu-bundle")),
         ["gpu-bundle", "--out", dir] => bundle::gpu_bundle(&root, &PathBuf::from(dir)),
+        ["capi-header"] => capi::write(&root),
+        ["capi-header", "--check"] => capi::check(&root),
         ["test", rest @ ..] => test::run(&root, rest),
         ["help"] | ["--help"] | ["-h"] => {
             println!("{USAGE}");

@@ -13,8 +13,25 @@ use std::sync::Arc;
 /// An opened, validated safetensors file.
 pub struct SafetensorsFile {
     path: PathBuf,
-    map: Arc<memmap2::Mmap>,
+    map: Arc<FileBytes>,
     entries: BTreeMap<String, (Stored, Shape, Range<usize>)>,
+}
+
+/// The bytes of a safetensors file that tensors borrow: a memory map of a file on disk, or
+/// bytes compiled into the program (the embedded default model, `include_bytes!`).
+pub(crate) enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Static(&'static [u8]),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(map) => map,
+            FileBytes::Static(bytes) => bytes,
+        }
+    }
 }
 
 /// How a tensor is stored in the file.
@@ -56,14 +73,32 @@ impl SafetensorsFile {
         }
         let len = meta.len();
         if len < 8 {
-            return Err(bad(format!(
-                "the file has {len} bytes, fewer than the 8-byte header length"
-            )));
+            // Checked before mapping too: an empty file cannot be mapped at all.
+            return Err(bad(too_short(len)));
         }
         // SAFETY: the map is read-only. Like every mmap reader, we assume no other process
         // truncates the file while it is mapped (model folders are not written in place).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        let map = Arc::new(map);
+        Self::parse(path, Arc::new(FileBytes::Mapped(map)))
+    }
+
+    /// A safetensors file compiled into the program (`include_bytes!`); `path` names it in
+    /// messages. The same checks as [`SafetensorsFile::open`]; tensors borrow `bytes` when they
+    /// are aligned for their dtype (so put them in an aligned static), else are copied once.
+    pub fn from_static(path: impl Into<PathBuf>, bytes: &'static [u8]) -> Result<Self> {
+        Self::parse(path.into(), Arc::new(FileBytes::Static(bytes)))
+    }
+
+    /// Validate the header and index the tensors of `map` (what every constructor shares).
+    fn parse(path: PathBuf, map: Arc<FileBytes>) -> Result<Self> {
+        let bad = |reason: String| Error::Safetensors {
+            path: path.clone(),
+            reason,
+        };
+        let len = map.len() as u64;
+        if len < 8 {
+            return Err(bad(too_short(len)));
+        }
         let st =
             safetensors::SafeTensors::deserialize(&map[..]).map_err(|e| bad(describe(e, len)))?;
         let base = map.as_ptr() as usize;
@@ -161,6 +196,10 @@ impl SafetensorsFile {
             Ok(())
         })
     }
+}
+
+fn too_short(len: u64) -> String {
+    format!("the file has {len} bytes, fewer than the 8-byte header length")
 }
 
 /// A sentence for a safetensors parse error (the crate's own `Display` prints variant names).
@@ -281,6 +320,41 @@ mod tests {
             err.contains("`c` not found") && err.contains("a, b"),
             "{err}"
         );
+    }
+
+    /// `bytes` at an address `offset` bytes past an 8-byte boundary, for the program's lifetime.
+    fn leak_at(bytes: &[u8], offset: usize) -> &'static [u8] {
+        let words: &'static mut [u64] = Vec::leak(vec![0u64; (bytes.len() + offset).div_ceil(8)]);
+        let all: &'static mut [u8] = bytemuck::cast_slice_mut(words);
+        all[offset..offset + bytes.len()].copy_from_slice(bytes);
+        &all[offset..offset + bytes.len()]
+    }
+
+    #[test]
+    fn static_bytes_read_like_the_file_and_are_borrowed_when_aligned() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.safetensors");
+        let b = Tensor::from_slice([3], &[f16::ONE, f16::ZERO, f16::NEG_ONE]).unwrap();
+        write_safetensors(&p, &[("b", &b)]).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        // (byte offset of the file, whether its f16 data can be borrowed in place)
+        for (offset, borrowed) in [(0, true), (2, true), (1, false)] {
+            let f = SafetensorsFile::from_static("embedded", leak_at(&bytes, offset)).unwrap();
+            let t = f.get("b").unwrap();
+            assert_eq!(t.is_mapped(), borrowed, "offset {offset}");
+            assert_eq!(t.as_slice::<f16>().unwrap(), b.as_slice::<f16>().unwrap());
+        }
+        // Bad bytes get the file's messages, naming the given path.
+        for (bytes, words) in [
+            (&bytes[..5], "fewer than the 8-byte header"),
+            (&bytes[..bytes.len() - 1], "truncated"),
+        ] {
+            let err = SafetensorsFile::from_static("embedded", leak_at(bytes, 0))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("embedded") && err.contains(words), "{err}");
+        }
     }
 
     /// A safetensors file of float64 tensors, as model2vec writes them.

@@ -1,3 +1,4 @@
+use crate::st::FileBytes;
 use crate::{DType, Element, Error, Result, Shape};
 use std::ops::Range;
 use std::sync::Arc;
@@ -18,9 +19,10 @@ pub struct Tensor {
 enum Buffer {
     /// `u64` words give 8-byte alignment; `len` is the byte length actually used.
     Owned { words: Arc<Vec<u64>>, len: usize },
-    /// Bytes `range` of a mapped file, already checked to be aligned for the dtype.
+    /// Bytes `range` of a mapped (or embedded) safetensors file, already checked to be
+    /// aligned for the dtype.
     Mapped {
-        map: Arc<memmap2::Mmap>,
+        map: Arc<FileBytes>,
         range: Range<usize>,
     },
     /// Bytes owned by someone else (a caller's array), checked at construction to hold the
@@ -172,7 +174,7 @@ impl Tensor {
     pub(crate) fn mapped(
         shape: Shape,
         dtype: DType,
-        map: Arc<memmap2::Mmap>,
+        map: Arc<FileBytes>,
         range: Range<usize>,
     ) -> Self {
         debug_assert_eq!(range.len(), shape.numel() * dtype.size_in_bytes());
@@ -199,7 +201,8 @@ impl Tensor {
     pub fn numel(&self) -> usize {
         self.shape.numel()
     }
-    /// True when the bytes are borrowed from a memory-mapped file.
+    /// True when the bytes are borrowed from a safetensors file's bytes (memory-mapped, or
+    /// compiled into the program) rather than copied.
     pub fn is_mapped(&self) -> bool {
         matches!(self.buf, Buffer::Mapped { .. })
     }

@@ -39,6 +39,12 @@ pub struct FileTruncation {
 impl FileTruncation {
     /// Read the `truncation` entry of a `tokenizer.json` (`None` when it is null or absent).
     pub fn from_tokenizer_json(path: &Path) -> Result<Option<FileTruncation>> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_tokenizer_bytes(&bytes, path)
+    }
+
+    /// [`FileTruncation::from_tokenizer_json`] on the file's bytes; `path` names it in messages.
+    pub fn from_tokenizer_bytes(bytes: &[u8], path: &Path) -> Result<Option<FileTruncation>> {
         #[derive(Deserialize)]
         struct File {
             #[serde(default)]
@@ -52,8 +58,7 @@ impl FileTruncation {
             #[serde(default)]
             strategy: Option<String>,
         }
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let file: File = serde_json::from_slice(&bytes)
+        let file: File = serde_json::from_slice(bytes)
             .map_err(|e| Error::config(path, format!("cannot read the `truncation` entry: {e}")))?;
         let Some(t) = file.truncation else {
             return Ok(None);
@@ -150,6 +155,22 @@ impl StaticEmbedding {
             return Err(Error::config(dir, "has no tokenizer.json"));
         }
         let file = SafetensorsFile::open(&weights_path)?;
+        let tokenizer_json =
+            std::fs::read(&tokenizer_path).map_err(|e| Error::io(&tokenizer_path, e))?;
+        Self::from_files(&file, &tokenizer_json, dir)
+    }
+
+    /// Build from the two files' contents, however they were obtained (a folder, or bytes
+    /// compiled into the program): every check of the table and the tokenizer against each other
+    /// happens here. `dir` names the folder in messages; `file.path()` and
+    /// `dir/tokenizer.json` name the files.
+    pub fn from_files(
+        file: &SafetensorsFile,
+        tokenizer_json: &[u8],
+        dir: &Path,
+    ) -> Result<StaticEmbedding> {
+        let weights_path = file.path().to_path_buf();
+        let tokenizer_path = dir.join("tokenizer.json");
         let name = TABLE_NAMES
             .iter()
             .find(|n| file.contains(n))
@@ -172,8 +193,8 @@ impl StaticEmbedding {
         // when a model is saved with fewer dimensions, so it is not compared.
         let bag = EmbeddingBag::new(table, mapping.as_ref(), weights.as_ref())
             .map_err(|e| Error::config(&weights_path, e.to_string()))?;
-        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
-        let truncation = FileTruncation::from_tokenizer_json(&tokenizer_path)?;
+        let tokenizer = Tokenizer::from_bytes(tokenizer_json, &tokenizer_path)?;
+        let truncation = FileTruncation::from_tokenizer_bytes(tokenizer_json, &tokenizer_path)?;
         Self::new(tokenizer, bag, truncation, dir)
     }
 

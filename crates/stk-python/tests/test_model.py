@@ -136,6 +136,16 @@ def test_pickle_reloads_from_the_folder(model):
     np.testing.assert_array_equal(st_clone.encode(sentences), st.encode(sentences))
 
 
+def test_no_path_loads_the_embedded_model_and_pickles(model):
+    embedded = stk.StaticModel.from_pretrained()
+    assert str(embedded.path) == "<embedded potion-base-8M-f16>" and embedded.dim == 256
+    sentences = bench_sentences(100)
+    np.testing.assert_array_equal(embedded.encode(sentences), model.encode(sentences))
+    clone = pickle.loads(pickle.dumps(embedded))
+    assert clone.path == embedded.path
+    np.testing.assert_array_equal(clone.encode(sentences), embedded.encode(sentences))
+
+
 def _encode_in_child(queue, model, sentences):
     queue.put(model.encode(sentences))
 

@@ -4,6 +4,7 @@
 
 pub use stk_core::{DType, Device, Error, PoolingMode, PoolingSpec, Result, Tensor};
 
+pub mod embedded;
 mod folder;
 mod gpu;
 pub mod model;

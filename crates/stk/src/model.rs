@@ -19,6 +19,7 @@
 //! (ids without special tokens, unknown tokens kept, mean of rows), followed by `Normalize`
 //! when `modules.json` lists one or when [`LoadOptions::normalize`] asks for it.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -28,6 +29,7 @@ use stk_cpu::StaticEmbedding;
 
 use rayon::prelude::*;
 
+use crate::embedded::EmbeddedFiles;
 use crate::gpu::GpuStatic;
 use crate::model2vec::{MaxLength, Model2Vec, Model2VecConfig, Model2VecLayout};
 use crate::pipeline::Pipeline;
@@ -35,13 +37,6 @@ use crate::quantize::{EncodeOptions, EncodedArray};
 
 /// sentence-transformers' model configuration, which may set a default prompt.
 const PROMPT_CONFIG: &str = "config_sentence_transformers.json";
-
-/// The model that encodes when none is given: potion-base-8M with an f16 table, committed in
-/// the repository's `models/` folder.
-pub const DEFAULT_MODEL_DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../models/potion-base-8M-f16"
-);
 
 /// Which reference a static model's output must match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +216,24 @@ impl FolderKind {
         })
     }
 
+    /// The embedded default model: a model2vec folder (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`) with a `modules.json`, decided by the same rules as one on disk.
+    fn embedded(dir: &Path, files: &EmbeddedFiles) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let config = Model2VecConfig::from_bytes(files.config, &config_path)?;
+        let layout = Model2VecLayout {
+            config: Some(config_path),
+            table_dir: dir.to_path_buf(),
+        };
+        Ok(FolderKind {
+            has_table: true,
+            has_tokenizer: true,
+            has_pytorch_bin: false,
+            has_modules: true,
+            model2vec: Some((layout, config)),
+        })
+    }
+
     fn is_static(&self) -> bool {
         self.has_table && self.has_tokenizer
     }
@@ -264,6 +277,45 @@ impl FolderKind {
     }
 }
 
+/// Where a model's files are read from; everything after reading the bytes is shared.
+#[derive(Clone, Copy)]
+enum Origin {
+    Folder,
+    Embedded(&'static EmbeddedFiles),
+}
+
+impl Origin {
+    /// The bytes of the file `name` at the root of `dir`.
+    fn read(self, dir: &Path, name: &str) -> Result<Cow<'static, [u8]>> {
+        let path = dir.join(name);
+        match self {
+            Origin::Folder => std::fs::read(&path)
+                .map(Cow::Owned)
+                .map_err(|e| Error::io(&path, e)),
+            Origin::Embedded(files) => files.file(name).map(Cow::Borrowed).ok_or_else(|| {
+                Error::io(
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "not embedded"),
+                )
+            }),
+        }
+    }
+
+    fn has_file(self, dir: &Path, name: &str) -> bool {
+        match self {
+            Origin::Folder => dir.join(name).exists(),
+            Origin::Embedded(files) => files.file(name).is_some(),
+        }
+    }
+
+    fn static_embedding(self, dir: &Path) -> Result<StaticEmbedding> {
+        match self {
+            Origin::Folder => StaticEmbedding::from_dir(dir),
+            Origin::Embedded(files) => files.static_embedding(dir),
+        }
+    }
+}
+
 impl Engine {
     fn dim(&self) -> usize {
         match self {
@@ -274,20 +326,32 @@ impl Engine {
     }
 
     /// model2vec semantics: the table and config of the folder's model2vec layout.
-    fn model2vec(dir: &Path, options: &LoadOptions) -> Result<Engine> {
-        Model2Vec::from_dir(dir, options.normalize, options.max_length).map(Engine::Model2Vec)
+    fn model2vec(origin: Origin, dir: &Path, options: &LoadOptions) -> Result<Engine> {
+        let (normalize, max_length) = (options.normalize, options.max_length);
+        let model = match origin {
+            Origin::Folder => Model2Vec::from_dir(dir, normalize, max_length)?,
+            Origin::Embedded(files) => {
+                let config = Model2VecConfig::from_bytes(files.config, &dir.join("config.json"))?;
+                let embedding = files.static_embedding(dir)?;
+                Model2Vec::configured(embedding, &config, normalize, max_length)
+            }
+        };
+        Ok(Engine::Model2Vec(model))
     }
 
     /// sentence-transformers semantics. A StaticEmbedding at the root (+ Normalize) and no
     /// prompt configuration runs on the table directly (the same modules as the Pipeline,
     /// without its per-batch feature copies); anything else is a Pipeline.
     fn sentence_transformers(
+        origin: Origin,
         dir: &Path,
         kind: &FolderKind,
         options: &LoadOptions,
     ) -> Result<Engine> {
         let static_normalize = if kind.has_modules {
-            static_modules(dir)?.filter(|_| kind.is_static() && !dir.join(PROMPT_CONFIG).exists())
+            let modules = origin.read(dir, "modules.json")?;
+            static_modules(&modules, &dir.join("modules.json"))?
+                .filter(|_| kind.is_static() && !origin.has_file(dir, PROMPT_CONFIG))
         } else if kind.is_static() {
             Some(false)
         } else {
@@ -295,7 +359,7 @@ impl Engine {
         };
         match static_normalize {
             Some(folder_normalize) => Ok(Engine::Static {
-                embedding: StaticEmbedding::from_dir(dir)?,
+                embedding: origin.static_embedding(dir)?,
                 normalize: options.normalize.unwrap_or(folder_normalize),
             }),
             None if kind.has_modules => Self::pipeline(dir, options),
@@ -349,17 +413,14 @@ impl Model {
         Self::load_with(path, &LoadOptions::default())
     }
 
-    /// Load the embedded default model ([`DEFAULT_MODEL_DIR`]).
+    /// Load the default model embedded in the program (potion-base-8M with an f16 table, the
+    /// repository's `models/potion-base-8M-f16`), from memory, with the checks and rules a
+    /// folder gets. Needs the `embedded-model` cargo feature; without it, an error says so.
     pub fn load_default(options: &LoadOptions) -> Result<Model> {
-        let dir = Path::new(DEFAULT_MODEL_DIR);
-        if !dir.is_dir() {
-            return Err(Error::config(
-                dir,
-                "the default model (potion-base-8M-f16) is not at this path (it is found relative to \
-                 the source tree stk was built from): pass a model folder explicitly",
-            ));
-        }
-        Self::load_with(dir, options)
+        let files = crate::embedded::files()?;
+        let dir = EmbeddedFiles::dir();
+        let kind = FolderKind::embedded(&dir, files)?;
+        Self::build(Origin::Embedded(files), dir, &kind, options)
     }
 
     /// Load a model folder (or, with the `hub` feature, an `owner/name` Hugging Face id):
@@ -368,13 +429,25 @@ impl Model {
         let dir = resolve_dir(path.as_ref())?;
         let kind = FolderKind::inspect(&dir)?;
         kind.refuse_pickled_only(&dir)?;
+        Self::build(Origin::Folder, dir, &kind, options)
+    }
+
+    /// Decide the semantics, build the engine, then its GPU side if asked.
+    fn build(
+        origin: Origin,
+        dir: PathBuf,
+        kind: &FolderKind,
+        options: &LoadOptions,
+    ) -> Result<Model> {
         let semantics = match options.semantics {
             Some(s) => s,
             None => kind.default_semantics(&dir)?,
         };
         let engine = match semantics {
-            Semantics::Model2Vec => Engine::model2vec(&dir, options)?,
-            Semantics::SentenceTransformers => Engine::sentence_transformers(&dir, &kind, options)?,
+            Semantics::Model2Vec => Engine::model2vec(origin, &dir, options)?,
+            Semantics::SentenceTransformers => {
+                Engine::sentence_transformers(origin, &dir, kind, options)?
+            }
         };
         let gpu = match options.device {
             Device::Cpu => None,
@@ -421,7 +494,8 @@ impl Model {
     pub fn semantics(&self) -> Semantics {
         self.semantics
     }
-    /// The folder the model was loaded from.
+    /// The folder the model was loaded from ([`crate::embedded::EMBEDDED_MODEL_NAME`] for the
+    /// embedded default model).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -509,7 +583,7 @@ impl Model {
 
 /// For a `modules.json` that is a `StaticEmbedding` at the folder root, optionally followed by
 /// `Normalize`: `Some(whether Normalize follows)`. Any other module list: `None`.
-fn static_modules(dir: &Path) -> Result<Option<bool>> {
+fn static_modules(bytes: &[u8], path: &Path) -> Result<Option<bool>> {
     #[derive(Deserialize)]
     struct Entry {
         #[serde(rename = "type")]
@@ -517,10 +591,8 @@ fn static_modules(dir: &Path) -> Result<Option<bool>> {
         #[serde(default)]
         path: String,
     }
-    let path = dir.join("modules.json");
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let entries: Vec<Entry> = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::config(&path, format!("expected a JSON list of modules: {e}")))?;
+    let entries: Vec<Entry> = serde_json::from_slice(bytes)
+        .map_err(|e| Error::config(path, format!("expected a JSON list of modules: {e}")))?;
     let short = |e: &Entry| e.kind.rsplit('.').next().unwrap_or("").to_string();
     Ok(match entries.as_slice() {
         [first, rest @ ..]

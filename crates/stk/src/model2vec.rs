@@ -153,7 +153,12 @@ impl Model2VecConfig {
     /// Read a model2vec config file (`config.json` or `config_sentence_transformers.json`).
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_slice(&bytes)
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parse a config file's bytes; `path` names it in messages.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        serde_json::from_slice(bytes)
             .map_err(|e| Error::config(path, format!("not a valid model2vec config: {e}")))
     }
 
@@ -194,11 +199,22 @@ impl Model2Vec {
         })?;
         let config = layout.read_config()?;
         let embedding = StaticEmbedding::from_dir(&layout.table_dir)?;
-        Ok(Self::from_embedding(
+        Ok(Self::configured(embedding, &config, normalize, max_length))
+    }
+
+    /// A loaded table with its folder's config: `normalize` overrides the config's,
+    /// `max_length` is resolved against it (what every way of loading shares).
+    pub fn configured(
+        embedding: StaticEmbedding,
+        config: &Model2VecConfig,
+        normalize: Option<bool>,
+        max_length: MaxLength,
+    ) -> Self {
+        Self::from_embedding(
             embedding,
             normalize.unwrap_or(config.normalize.unwrap_or(false)),
-            max_length.resolve(&config),
-        ))
+            max_length.resolve(config),
+        )
     }
 
     /// Wrap an already loaded [`StaticEmbedding`]; `max_length` `None` is no limit.

@@ -17,6 +17,23 @@ pub enum PoolInput {
     Spans(SpanBatch),
 }
 
+/// The tensors of a pooling, by feature name, before they are checked against each other
+/// ([`PoolInputs::from_tensors`]). At most one of `attention_mask`, `cu_seq_lens` and `spans`.
+pub struct PoolTensors {
+    /// `[B, T, D]` (padded) or `[N, D]` / `[1, N, D]` (varlen, spans) float tokens.
+    pub token_embeddings: Tensor,
+    /// Padded: `[B, T]` 0/1 values (absent: every token counts).
+    pub attention_mask: Option<Tensor>,
+    /// Varlen: `[B + 1]` i32 or i64 offsets (`cu_seq_lens_q` in a file).
+    pub cu_seq_lens: Option<Tensor>,
+    /// Late chunking: `[S, 2]` integer `[start, end)` rows.
+    pub spans: Option<Tensor>,
+    /// `[B]` divisors replacing the token counts of `mean` (WordWeights).
+    pub token_weights_sum: Option<Tensor>,
+    /// `[B, D]` rows that `cls` pools instead of the first token.
+    pub cls_token_embeddings: Option<Tensor>,
+}
+
 /// Everything [`pool_tensors`] reads from a file, validated.
 pub struct PoolInputs {
     pub batch: PoolInput,
@@ -30,26 +47,38 @@ impl PoolInputs {
     /// `[N, D]` or `[1, N, D]` tokens), plus `token_weights_sum` and `cls_token_embeddings`
     /// when present.
     pub fn read(file: &SafetensorsFile) -> Result<Self> {
-        let tokens = file.get("token_embeddings")?;
-        let mask = file.get_opt("attention_mask")?;
-        let cu = file.get_opt("cu_seq_lens_q")?;
-        let spans = file.get_opt("spans")?;
+        PoolInputs::from_tensors(
+            &file.path().display().to_string(),
+            PoolTensors {
+                token_embeddings: file.get("token_embeddings")?,
+                attention_mask: file.get_opt("attention_mask")?,
+                cu_seq_lens: file.get_opt("cu_seq_lens_q")?,
+                spans: file.get_opt("spans")?,
+                token_weights_sum: file.get_opt("token_weights_sum")?,
+                cls_token_embeddings: file.get_opt("cls_token_embeddings")?,
+            },
+        )
+    }
+
+    /// Check and assemble pooling inputs however they were obtained (a file, a C caller's
+    /// buffers); `source` names them in messages.
+    pub fn from_tensors(source: &str, t: PoolTensors) -> Result<Self> {
         let given: Vec<&str> = [
-            ("attention_mask", mask.is_some()),
-            ("cu_seq_lens_q", cu.is_some()),
-            ("spans", spans.is_some()),
+            ("attention_mask", t.attention_mask.is_some()),
+            ("cu_seq_lens_q", t.cu_seq_lens.is_some()),
+            ("spans", t.spans.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
         .collect();
         if given.len() > 1 {
             return Err(Error::invalid(format!(
-                "{} has {}: each names a layout (padded, varlen, spans); keep one",
-                file.path().display(),
+                "{source} has {}: each names a layout (padded, varlen, spans); keep one",
                 given.join(" and ")
             )));
         }
-        let batch = match (mask, cu, spans) {
+        let tokens = t.token_embeddings;
+        let batch = match (t.attention_mask, t.cu_seq_lens, t.spans) {
             (_, _, Some(spans)) => PoolInput::Spans(SpanBatch::from_tensor(tokens, &spans)?),
             (_, Some(cu), _) => {
                 cu.expect_rank("cu_seq_lens_q [B + 1]", 1)?;
@@ -60,7 +89,7 @@ impl PoolInputs {
             }
             (mask, None, None) => PoolInput::Padded(PaddedBatch::new(tokens, mask.as_ref())?),
         };
-        let token_weights_sum = match file.get_opt("token_weights_sum")? {
+        let token_weights_sum = match t.token_weights_sum {
             None => None,
             Some(t) => {
                 t.expect_dtype("token_weights_sum", &[DType::F32, DType::F16, DType::BF16])?;
@@ -71,7 +100,7 @@ impl PoolInputs {
         Ok(PoolInputs {
             batch,
             token_weights_sum,
-            cls_token_embeddings: file.get_opt("cls_token_embeddings")?,
+            cls_token_embeddings: t.cls_token_embeddings,
         })
     }
 
