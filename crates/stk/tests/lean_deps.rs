@@ -52,9 +52,37 @@ fn the_library_pulls_no_command_line_or_test_crates() {
     assert_absent(&["clap", "indicatif", "tempfile"]);
 }
 
-/// rand reaches the library through stk-cuda's benchmark helpers (`stk_cuda::bench`); it
-/// disappears when they move behind a cargo feature (issue 10). Until then this test fails.
+/// No stk crate of the library depends on rand itself (the benchmark helpers that did sit behind
+/// stk-cuda's `bench` feature, which only the binary enables). rand still arrives one level
+/// further down, which stk cannot change: the `tokenizers` crate depends on it unconditionally
+/// (BPE dropout), and `half` with cudarc's `f16` feature (its `rand_distr` support).
 #[test]
-fn the_library_pulls_no_rand() {
-    assert_absent(&["rand"]);
+fn no_stk_crate_of_the_library_depends_on_rand() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(&cargo)
+        .args([
+            "tree",
+            "-p",
+            "stk",
+            "-e",
+            "normal",
+            "--offline",
+            "-i",
+            "rand",
+        ])
+        .args(["--depth", "1", "--prefix", "none", "--format", "{p}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo} tree: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dependents: Vec<&str> = text
+        .lines()
+        .skip(1) // rand itself
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let ours: Vec<&&str> = dependents.iter().filter(|d| d.starts_with("stk")).collect();
+    assert!(
+        ours.is_empty(),
+        "stk crates depending on rand: {ours:?} (all: {dependents:?})"
+    );
 }
