@@ -1,6 +1,7 @@
 //! stk facade: load model folders, build pipelines, encode text. The `stk` command line
 //! (package `stk-cli`) is a thin layer over this library, which carries no CLI dependencies.
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub use stk_core::{DType, Device, Error, PoolingMode, PoolingSpec, Result, Tensor};
 

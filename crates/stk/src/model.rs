@@ -48,6 +48,7 @@ pub enum Semantics {
 }
 
 impl Semantics {
+    /// The name `--semantics` and the Python package take (`sentence-transformers`, `model2vec`).
     pub fn as_str(self) -> &'static str {
         match self {
             Semantics::SentenceTransformers => "sentence-transformers",
@@ -87,6 +88,7 @@ pub struct LoadOptions {
     pub normalize: Option<bool>,
     /// model2vec token limit (and character cut). Default: the config's, else 512.
     pub max_length: MaxLength,
+    /// Where encoding runs (`Device::Cpu`, or a CUDA device for the embedding bag).
     pub device: Device,
 }
 
@@ -121,12 +123,15 @@ impl Embeddings {
         }
         Ok(Embeddings { data, rows, dim })
     }
+    /// Number of embeddings (one per text).
     pub fn rows(&self) -> usize {
         self.rows
     }
+    /// Width of each embedding.
     pub fn dim(&self) -> usize {
         self.dim
     }
+    /// All values, row-major (`rows × dim`).
     pub fn as_slice(&self) -> &[f32] {
         &self.data
     }
@@ -134,6 +139,7 @@ impl Embeddings {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.dim..(i + 1) * self.dim]
     }
+    /// The row-major values, without a copy.
     pub fn into_vec(self) -> Vec<f32> {
         self.data
     }
@@ -491,6 +497,7 @@ impl Model {
     pub fn dim(&self) -> usize {
         self.dim
     }
+    /// Whose `encode` the model reproduces (from the folder, or as the load options forced).
     pub fn semantics(&self) -> Semantics {
         self.semantics
     }
@@ -512,6 +519,19 @@ impl Model {
     }
 
     /// Encode `texts` into `[texts.len(), dim]` embeddings (`[0, dim]` for no text).
+    ///
+    /// ```
+    /// # fn main() -> stk::Result<()> {
+    /// # let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/potion-base-8M-int8-vq2048-d128");
+    /// let model = stk::Model::load(folder)?; // a model2vec or sentence-transformers folder
+    /// let embeddings = model.encode(&["Hello world", "Rust is fast"])?;
+    /// assert_eq!((embeddings.rows(), embeddings.dim()), (2, model.dim()));
+    /// // model2vec semantics with this folder's config: rows are unit length.
+    /// let norm: f32 = embeddings.row(0).iter().map(|v| v * v).sum::<f32>().sqrt();
+    /// assert!((norm - 1.0).abs() < 1e-5);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn encode(&self, texts: &[&str]) -> Result<Embeddings> {
         let len = texts
             .len()

@@ -135,6 +135,7 @@ pub struct Model2VecConfig {
     /// `model2vec`, absent for folders model2vec saves, something else for other model kinds.
     #[serde(default)]
     pub model_type: Option<String>,
+    /// Whether `encode` L2-normalizes its output (absent: no).
     #[serde(default)]
     pub normalize: Option<bool>,
     /// `None`: the key is absent; `Some(None)`: it is `null` (no limit).
@@ -238,15 +239,19 @@ impl Model2Vec {
         }
     }
 
+    /// Width of each embedding.
     pub fn dim(&self) -> usize {
         self.embedding.dim()
     }
+    /// The table, tokenizer and per-token weights.
     pub fn embedding(&self) -> &StaticEmbedding {
         &self.embedding
     }
+    /// Whether `encode` L2-normalizes (the load option, else the config).
     pub fn normalize(&self) -> bool {
         self.normalize
     }
+    /// The token limit in force (`None`: no limit, no character cut).
     pub fn max_length(&self) -> Option<usize> {
         self.max_length
     }
@@ -258,6 +263,7 @@ impl Model2Vec {
     pub fn unk_id(&self) -> Option<u32> {
         self.unk_id
     }
+    /// The folder the model was loaded from (the embedded model: a placeholder name).
     pub fn dir(&self) -> &Path {
         &self.dir
     }

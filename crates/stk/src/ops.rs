@@ -11,7 +11,9 @@ use stk_cpu::pooling::{self, PoolExtras};
 
 /// A pooling input: token embeddings in one of the three layouts.
 pub enum PoolInput {
+    /// `[B, T, D]` tokens with a 0/1 mask.
     Padded(PaddedBatch),
+    /// `[N, D]` tokens of B sequences delimited by `cu_seq_lens`.
     Varlen(VarlenBatch),
     /// Late chunking: `[N, D]` tokens and `[S, 2]` spans, one output row per span.
     Spans(SpanBatch),
@@ -36,8 +38,11 @@ pub struct PoolTensors {
 
 /// Everything [`pool_tensors`] reads from a file, validated.
 pub struct PoolInputs {
+    /// The tokens in their layout.
     pub batch: PoolInput,
+    /// `B` divisors replacing the token counts of `mean` (WordWeights), checked against `B`.
     pub token_weights_sum: Option<Vec<f32>>,
+    /// `[B, D]` rows that `cls` pools instead of the first token.
     pub cls_token_embeddings: Option<Tensor>,
 }
 
@@ -104,6 +109,7 @@ impl PoolInputs {
         })
     }
 
+    /// Rows of the output: sequences (padded, varlen) or spans.
     pub fn num_sequences(&self) -> usize {
         match &self.batch {
             PoolInput::Padded(b) => b.batch(),

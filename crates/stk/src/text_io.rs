@@ -270,6 +270,7 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    /// The format an output path's extension names; an error lists the known extensions.
     pub fn from_path(path: &Path) -> Result<OutputFormat> {
         let ext = path
             .extension()
