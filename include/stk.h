@@ -72,6 +72,12 @@
 // Element type: 64-bit signed integer (masks, `cu_seq_lens`).
 #define STK_DTYPE_I64 4
 
+// Element type: 8-bit signed integer (int8 and binary encode outputs).
+#define STK_DTYPE_I8 5
+
+// Element type: 8-bit unsigned integer (uint8 and ubinary encode outputs).
+#define STK_DTYPE_U8 6
+
 // Pooling mode `cls`: the first (non-prompt) token.
 #define STK_POOL_CLS 0
 
@@ -93,9 +99,42 @@
 // No prompt exclusion (`stk_pool_args.prompt_length`).
 #define STK_NO_PROMPT -1
 
+// Output precision `float32` (`SentenceTransformer.encode(precision=...)`): f32 values.
+#define STK_PRECISION_FLOAT32 0
+
+// Output precision `int8`: one int8 per dimension, ranges from min/max (see `stk_encode_options`).
+#define STK_PRECISION_INT8 1
+
+// Output precision `uint8`: one uint8 per dimension, ranges as for int8.
+#define STK_PRECISION_UINT8 2
+
+// Output precision `binary`: signs packed 8 to an int8 (`ceil(width / 8)` per row), minus 128.
+#define STK_PRECISION_BINARY 3
+
+// Output precision `ubinary`: signs packed 8 to a uint8 (`ceil(width / 8)` per row).
+#define STK_PRECISION_UBINARY 4
+
 // A loaded model (opaque): `stk_model_load` creates it, `stk_model_free` frees it. One model
 // may encode from several threads at once.
 typedef struct stk_model stk_model;
+
+// `SentenceTransformer.encode`'s output options, applied in its order: the model's modules
+// (its own normalization included), then `truncate_dim`, then `normalize_embeddings`, then
+// `precision` with sentence-transformers' `quantize_embeddings` rules.
+typedef struct stk_encode_options {
+  // Keep the first `truncate_dim` dimensions (Matryoshka); 0 keeps them all.
+  size_t truncate_dim;
+  // Non-zero: L2-normalize each row after truncation.
+  int32_t normalize_embeddings;
+  // A `STK_PRECISION_*` value.
+  int32_t precision;
+  // int8/uint8 only, optional: `calibration_rows` rows of the truncated width whose
+  // per-dimension min/max set the ranges. `NULL`: the ranges come from the embeddings of
+  // this call (then it needs at least two texts), as sentence-transformers does.
+  const float *calibration;
+  // Rows of `calibration`.
+  size_t calibration_rows;
+} stk_encode_options;
 
 // A pooling, as sentence-transformers' `Pooling` module computes it. The layout follows from
 // `tokens_rank` and the buffer given beside the tokens:
@@ -179,6 +218,31 @@ int stk_model_dim(const struct stk_model *model, size_t *dim);
 // `model` is a live model; `texts` points to `n` NUL-terminated strings; `out` to `n * dim`
 // writable floats (either may be `NULL` when `n == 0`).
 int stk_model_encode(const struct stk_model *model, const char *const *texts, size_t n, float *out);
+
+// What `stk_model_encode_with_options` writes per text: `*dtype` (`STK_DTYPE_F32`,
+// `STK_DTYPE_I8` or `STK_DTYPE_U8`) and `*cols` elements of it.
+//
+// # Safety
+// `model` is a live model; `options` a valid `stk_encode_options`; `dtype` and `cols` writable.
+int stk_encode_output_shape(const struct stk_model *model,
+                            const struct stk_encode_options *options,
+                            int32_t *dtype,
+                            size_t *cols);
+
+// Encode `n` texts as `SentenceTransformer.encode(texts, truncate_dim=..., precision=...,
+// normalize_embeddings=...)` does into `out`: `out_bytes` bytes, which must be `n * cols *
+// element size` for what `stk_encode_output_shape` reports (row-major). int8/uint8 ranges come
+// from `options->calibration` when given, else from the embeddings of this call.
+//
+// # Safety
+// As `stk_model_encode`; `options` points to a valid `stk_encode_options`; `out` holds
+// `out_bytes` writable bytes.
+int stk_model_encode_with_options(const struct stk_model *model,
+                                  const char *const *texts,
+                                  size_t n,
+                                  const struct stk_encode_options *options,
+                                  void *out,
+                                  size_t out_bytes);
 
 // Pool host buffers (see `stk_pool_args`) into `out`: `out_len` floats, which must be
 // `batch * modes_len * dim` (`[batch, modes_len * dim]`, the modes side by side, f32 whatever

@@ -4,7 +4,9 @@
  *
  * DATA_DIR holds golden cases the Rust test wrote from tests/golden: NAME.case (one
  * "key values..." per line), NAME.tokens / NAME.mask / NAME.cu / NAME.x (raw little-endian
- * inputs) and NAME.expected (f32). encode.texts holds the texts as "LENGTH\nBYTES\n" records.
+ * inputs) and NAME.expected (f32). encode.texts and opt.texts hold texts as "LENGTH\nBYTES\n"
+ * records; optK.case / optK.expected / optK.calibration are the encode-option cases (fixtures
+ * made by sentence-transformers 6.2), whose expected bytes are in the output dtype.
  * Prints one line per check and exits 1 if any failed. */
 #include <math.h>
 #include <stdint.h>
@@ -119,9 +121,9 @@ typedef struct {
     size_t n;
 } texts_t;
 
-static texts_t read_texts(void) {
+static texts_t read_texts(const char *file) {
     size_t len;
-    char *buf = read_file("encode.texts", &len);
+    char *buf = read_file(file, &len);
     texts_t t = {malloc(sizeof(char *) * 4096), 0};
     char *p = buf, *end = buf + len;
     while (p < end && t.n < 4096) {
@@ -168,6 +170,117 @@ static void check_encode(const char *what, const char *model_path, const texts_t
     free(out);
     free(expected);
     CHECK(stk_model_free(model) == STK_OK, "free");
+}
+
+/* ---- encode options (SentenceTransformer.encode's truncate_dim, normalize_embeddings,
+ * precision), against sentence-transformers 6.2's answers ---- */
+
+/* The model folder named by NAME.case's `model` line. */
+static void case_model(const char *name, char *out, size_t size) {
+    char file[512], line[4096];
+    snprintf(file, sizeof file, "%s/%s.case", data_dir, name);
+    FILE *f = fopen(file, "r");
+    out[0] = '\0';
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "model ", 6) == 0) {
+            snprintf(out, size, "%s", line + 6);
+            out[strcspn(out, "\n")] = '\0';
+        }
+    if (f) fclose(f);
+}
+
+static int64_t case_int(const char *name, const char *key, int64_t fallback) {
+    int64_t v;
+    return case_ints(name, key, &v, 1) == 1 ? v : fallback;
+}
+
+static void check_option_case(int k, const texts_t *t) {
+    char name[64], file[96], model_path[4096], what[160];
+    snprintf(name, sizeof name, "opt%d", k);
+    case_model(name, model_path, sizeof model_path);
+    stk_encode_options options = {0};
+    options.truncate_dim = (size_t)case_int(name, "truncate_dim", 0);
+    options.normalize_embeddings = (int32_t)case_int(name, "normalize", 0);
+    options.precision = (int32_t)case_int(name, "precision", -1);
+    int64_t calibration_rows = case_int(name, "calibration_rows", 0);
+    float *calibration = NULL;
+    if (calibration_rows > 0) {
+        size_t len;
+        snprintf(file, sizeof file, "%s.calibration", name);
+        calibration = read_file(file, &len);
+        options.calibration = calibration;
+        options.calibration_rows = (size_t)calibration_rows;
+    }
+    snprintf(what, sizeof what, "encode options %s (truncate %zu, normalize %d, precision %d%s)",
+             name, options.truncate_dim, (int)options.normalize_embeddings, (int)options.precision,
+             calibration ? ", calibrated" : "");
+    stk_model *model = NULL;
+    int status = stk_model_load(model_path, &model);
+    CHECK(status == STK_OK, "%s: load %s: %d %s", what, model_path, status, stk_last_error_message());
+    if (status != STK_OK) return;
+    int32_t dtype = -1;
+    size_t cols = 0;
+    status = stk_encode_output_shape(model, &options, &dtype, &cols);
+    CHECK(status == STK_OK && dtype == case_int(name, "dtype", -2) && (int64_t)cols == case_int(name, "cols", -2),
+          "%s: output shape: %d, dtype %d, cols %zu", what, status, (int)dtype, cols);
+    size_t expected_len;
+    snprintf(file, sizeof file, "%s.expected", name);
+    unsigned char *expected = read_file(file, &expected_len);
+    CHECK((int64_t)t->n == case_int(name, "rows", -1), "%s: rows", what);
+    unsigned char *out = malloc(expected_len ? expected_len : 1);
+    status = stk_model_encode_with_options(model, (const char *const *)t->texts, t->n, &options, out,
+                                           expected_len);
+    CHECK(status == STK_OK, "%s: encode: %d %s", what, status, stk_last_error_message());
+    if (status == STK_OK) {
+        if (dtype == STK_DTYPE_F32) {
+            check_close(what, (const float *)out, (const float *)expected, expected_len / 4, 1e-5);
+        } else {
+            CHECK(memcmp(out, expected, expected_len) == 0, "%s: bytes differ", what);
+            if (memcmp(out, expected, expected_len) == 0) printf("ok   %s (%zu bytes equal)\n", what, expected_len);
+        }
+    }
+    if (k == 0) {
+        /* Bad options: a wrong output size, an unknown precision, a width beyond the model's,
+         * NULL options, calibration rows for a float output. */
+        check_error("encode options: out one byte short",
+                    stk_model_encode_with_options(model, (const char *const *)t->texts, t->n, &options,
+                                                  out, expected_len - 1),
+                    STK_ERR_SHAPE, "out");
+        stk_encode_options bad = options;
+        bad.precision = 9;
+        check_error("encode options: unknown precision", stk_encode_output_shape(model, &bad, &dtype, &cols),
+                    STK_ERR_INVALID_ARGUMENT, "precision 9");
+        bad = options;
+        bad.truncate_dim = 100000;
+        check_error("encode options: truncate_dim beyond the width",
+                    stk_encode_output_shape(model, &bad, &dtype, &cols), STK_ERR_INVALID_ARGUMENT,
+                    "100000");
+        check_error("encode options: NULL options",
+                    stk_model_encode_with_options(model, (const char *const *)t->texts, t->n, NULL, out,
+                                                  expected_len),
+                    STK_ERR_NULL_POINTER, "options");
+        float row[1024] = {0};
+        bad = options;
+        bad.precision = STK_PRECISION_FLOAT32;
+        bad.calibration = row;
+        bad.calibration_rows = 1;
+        check_error("encode options: calibration for float32",
+                    stk_encode_output_shape(model, &bad, &dtype, &cols), STK_ERR_INVALID_ARGUMENT,
+                    "calibration");
+    }
+    free(out);
+    free(expected);
+    free(calibration);
+    stk_model_free(model);
+}
+
+static void check_encode_options(void) {
+    texts_t t = read_texts("opt.texts");
+    int count = (int)case_int("opt", "count", 0);
+    CHECK(count >= 40, "encode option cases: %d", count);
+    for (int k = 0; k < count; k++) check_option_case(k, &t);
+    for (size_t i = 0; i < t.n; i++) free(t.texts[i]);
+    free(t.texts);
 }
 
 /* ---- pooling ---- */
@@ -391,7 +504,7 @@ int main(int argc, char **argv) {
     CHECK(version && strlen(version) > 0, "stk_version");
     printf("libstk %s\n", version);
 
-    texts_t t = read_texts();
+    texts_t t = read_texts("encode.texts");
     check_encode("encode, embedded model (NULL path)", NULL, &t);
     check_encode("encode, model folder", argv[2], &t);
 
@@ -414,6 +527,7 @@ int main(int argc, char **argv) {
     check_pool("varlen_i32");
     check_normalize("normalize");
     check_bad_pool_args("padded", "varlen", has_cuda);
+    check_encode_options();
 
     for (size_t i = 0; i < t.n; i++) free(t.texts[i]);
     free(t.texts);

@@ -169,6 +169,39 @@ pub unsafe extern "C" fn stk_model_dim(model: *const stk_model, dim: *mut usize)
     })
 }
 
+/// The `n` texts of `texts` as UTF-8 strings.
+///
+/// # Safety
+/// `texts` is `NULL` (only with `n == 0`) or points to `n` pointers, each `NULL` or to a
+/// NUL-terminated string, valid for `'a`.
+unsafe fn read_texts<'a>(texts: *const *const c_char, n: usize) -> Result<Vec<&'a str>, Failure> {
+    // SAFETY: `texts` holds `n` pointers (the caller's promise).
+    let pointers = unsafe { slice(texts, n, "texts") }?;
+    let mut strings = Vec::with_capacity(n);
+    for (i, &p) in pointers.iter().enumerate() {
+        if p.is_null() {
+            return Err(Failure::Null(format!("texts[{i}]")));
+        }
+        // SAFETY: each non-null entry is a NUL-terminated string (the caller's promise).
+        let text = unsafe { CStr::from_ptr(p) }
+            .to_str()
+            .map_err(|e| Error::invalid(format!("texts[{i}] is not valid UTF-8: {e}")))?;
+        strings.push(text);
+    }
+    Ok(strings)
+}
+
+/// The model behind a caller's pointer.
+///
+/// # Safety
+/// `model` is `NULL` or a live model from `stk_model_load`.
+unsafe fn model_ref<'a>(model: *const stk_model) -> Result<&'a Model, Failure> {
+    // SAFETY: a non-null `model` is a live model from stk_model_load.
+    Ok(&unsafe { model.as_ref() }
+        .ok_or_else(|| null("model"))?
+        .model)
+}
+
 /// Encode `n` UTF-8, NUL-terminated `texts` into `out` (`n * dim` floats, row-major), with the
 /// folder's default semantics (for the embedded model: model2vec's, normalized). Texts are
 /// encoded in parallel; one model may encode from several threads.
@@ -184,29 +217,95 @@ pub unsafe extern "C" fn stk_model_encode(
     out: *mut f32,
 ) -> c_int {
     guard(|| {
-        // SAFETY: a non-null `model` is a live model from stk_model_load.
-        let model = &unsafe { model.as_ref() }
-            .ok_or_else(|| null("model"))?
-            .model;
-        // SAFETY: `texts` holds `n` pointers (the caller's promise).
-        let pointers = unsafe { slice(texts, n, "texts") }?;
-        let mut strings = Vec::with_capacity(n);
-        for (i, &p) in pointers.iter().enumerate() {
-            if p.is_null() {
-                return Err(Failure::Null(format!("texts[{i}]")));
-            }
-            // SAFETY: each non-null entry is a NUL-terminated string (the caller's promise).
-            let text = unsafe { CStr::from_ptr(p) }
-                .to_str()
-                .map_err(|e| Error::invalid(format!("texts[{i}] is not valid UTF-8: {e}")))?;
-            strings.push(text);
-        }
+        // SAFETY: the caller's promises about `model` and `texts`, passed on.
+        let (model, strings) = unsafe { (model_ref(model)?, read_texts(texts, n)?) };
         let len = n
             .checked_mul(model.dim())
             .ok_or_else(|| Error::invalid("n * dim overflows size_t"))?;
         // SAFETY: `out` holds n * dim writable floats (the caller's promise).
         let out = unsafe { slice_mut(out, len, "out") }?;
         host::encode(model, &strings, out).map_err(Failure::from)
+    })
+}
+
+/// The options behind a caller's pointer, with the calibration rows read.
+///
+/// # Safety
+/// `options` is `NULL` or points to a valid `stk_encode_options` whose `calibration` holds
+/// `calibration_rows` rows of the truncated width.
+unsafe fn read_options(
+    model: &Model,
+    options: *const types::stk_encode_options,
+) -> Result<stk_facade::EncodeOptions, Failure> {
+    // SAFETY: a non-null `options` is a valid struct (the caller's promise).
+    let options = unsafe { options.as_ref() }.ok_or_else(|| null("options"))?;
+    let width = host::truncated_width(model, options.truncate_dim)?;
+    let values = match options.calibration.is_null() {
+        true => None,
+        false => {
+            let len = options
+                .calibration_rows
+                .checked_mul(width)
+                .ok_or_else(|| Error::invalid("calibration_rows * width overflows size_t"))?;
+            // SAFETY: `calibration` holds calibration_rows rows of `width` floats (the
+            // caller's promise).
+            Some(unsafe { slice(options.calibration, len, "options->calibration") }?)
+        }
+    };
+    host::encode_options(model, options, values).map_err(Failure::from)
+}
+
+/// What `stk_model_encode_with_options` writes per text: `*dtype` (`STK_DTYPE_F32`,
+/// `STK_DTYPE_I8` or `STK_DTYPE_U8`) and `*cols` elements of it.
+///
+/// # Safety
+/// `model` is a live model; `options` a valid `stk_encode_options`; `dtype` and `cols` writable.
+#[no_mangle]
+pub unsafe extern "C" fn stk_encode_output_shape(
+    model: *const stk_model,
+    options: *const types::stk_encode_options,
+    dtype: *mut i32,
+    cols: *mut usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's promise about `model`, passed on.
+        let model = unsafe { model_ref(model) }?;
+        // SAFETY: the caller's promise about `options`, passed on.
+        let encode = unsafe { read_options(model, options) }?;
+        let (element, width) = host::output_shape(model, &encode)?;
+        // SAFETY: non-null outputs are writable (the caller's promise).
+        let (dtype, cols) = unsafe { (dtype.as_mut(), cols.as_mut()) };
+        *dtype.ok_or_else(|| null("dtype"))? = element;
+        *cols.ok_or_else(|| null("cols"))? = width;
+        Ok(())
+    })
+}
+
+/// Encode `n` texts as `SentenceTransformer.encode(texts, truncate_dim=..., precision=...,
+/// normalize_embeddings=...)` does into `out`: `out_bytes` bytes, which must be `n * cols *
+/// element size` for what `stk_encode_output_shape` reports (row-major). int8/uint8 ranges come
+/// from `options->calibration` when given, else from the embeddings of this call.
+///
+/// # Safety
+/// As `stk_model_encode`; `options` points to a valid `stk_encode_options`; `out` holds
+/// `out_bytes` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn stk_model_encode_with_options(
+    model: *const stk_model,
+    texts: *const *const c_char,
+    n: usize,
+    options: *const types::stk_encode_options,
+    out: *mut c_void,
+    out_bytes: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's promises about `model`, `texts` and `options`, passed on.
+        let (model, strings) = unsafe { (model_ref(model)?, read_texts(texts, n)?) };
+        // SAFETY: as above.
+        let encode = unsafe { read_options(model, options) }?;
+        // SAFETY: `out` holds `out_bytes` writable bytes (the caller's promise).
+        let out = unsafe { slice_mut(out.cast::<u8>(), out_bytes, "out") }?;
+        host::encode_with_options(model, &strings, &encode, out).map_err(Failure::from)
     })
 }
 

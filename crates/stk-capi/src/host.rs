@@ -4,7 +4,7 @@
 
 use stk_core::{DType, Error, PoolingSpec, Result, Tensor};
 use stk_facade::ops::{self, PoolInputs, PoolTensors};
-use stk_facade::{Device, Model};
+use stk_facade::{Device, ElementType, Elements, EncodeOptions, Model, Ranges};
 
 use crate::types::{self, stk_pool_args};
 
@@ -151,4 +151,87 @@ pub fn normalize(input: &Described, bytes: &[u8], out: &mut [f32]) -> Result<()>
 /// `stk_model_encode`: encode `texts` into `out` (`texts.len() × dim` values).
 pub fn encode(model: &Model, texts: &[&str], out: &mut [f32]) -> Result<()> {
     model.encode_into(texts, out)
+}
+
+/// The width `truncate_dim` leaves (0: the model's width).
+pub fn truncated_width(model: &Model, truncate_dim: usize) -> Result<usize> {
+    let options = EncodeOptions {
+        truncate_dim: (truncate_dim != 0).then_some(truncate_dim),
+        ..EncodeOptions::default()
+    };
+    options.truncated_dim(model.dim())
+}
+
+/// The library's options for a `stk_encode_options`, with its calibration rows (of the
+/// truncated width) turned into ranges.
+pub fn encode_options(
+    model: &Model,
+    options: &types::stk_encode_options,
+    calibration: Option<&[f32]>,
+) -> Result<EncodeOptions> {
+    let width = truncated_width(model, options.truncate_dim)?;
+    let precision = types::precision(options.precision)?;
+    let calibration = match calibration {
+        Some(rows) if precision.needs_ranges() => Some(Ranges::from_rows(rows, width)?),
+        Some(_) => {
+            return Err(Error::invalid(format!(
+                "calibration rows were given for precision {}, which takes no ranges (only \
+                 int8 and uint8 do)",
+                precision.as_str()
+            )))
+        }
+        None => None,
+    };
+    Ok(EncodeOptions {
+        truncate_dim: (options.truncate_dim != 0).then_some(options.truncate_dim),
+        normalize_embeddings: options.normalize_embeddings != 0,
+        precision,
+        calibration,
+    })
+}
+
+/// The `STK_DTYPE_*` value and the number of elements per row of the output.
+pub fn output_shape(model: &Model, options: &EncodeOptions) -> Result<(i32, usize)> {
+    let (element, cols) = options.output_shape(model.dim())?;
+    let dtype = match element {
+        ElementType::F32 => types::STK_DTYPE_F32,
+        ElementType::F16 => types::STK_DTYPE_F16,
+        ElementType::I8 => types::STK_DTYPE_I8,
+        ElementType::U8 => types::STK_DTYPE_U8,
+    };
+    Ok((dtype, cols))
+}
+
+/// Encode with options into `out`, whose length must be what the output takes in bytes.
+pub fn encode_with_options(
+    model: &Model,
+    texts: &[&str],
+    options: &EncodeOptions,
+    out: &mut [u8],
+) -> Result<()> {
+    let (element, cols) = options.output_shape(model.dim())?;
+    let want = texts
+        .len()
+        .checked_mul(cols)
+        .and_then(|n| n.checked_mul(element.size_in_bytes()))
+        .ok_or_else(|| Error::invalid("n * cols overflows size_t"))?;
+    if out.len() != want {
+        return Err(Error::shape(
+            "out",
+            format!(
+                "{want} bytes ({} texts × {cols} {element:?} elements)",
+                texts.len()
+            ),
+            &[out.len()],
+        ));
+    }
+    let encoded = model.encode_with(texts, options)?;
+    let bytes: &[u8] = match encoded.elements() {
+        Elements::F32(v) => bytemuck::cast_slice(v),
+        Elements::F16(v) => bytemuck::cast_slice(v),
+        Elements::I8(v) => bytemuck::cast_slice(v),
+        Elements::U8(v) => v,
+    };
+    out.copy_from_slice(bytes);
+    Ok(())
 }

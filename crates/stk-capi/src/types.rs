@@ -16,6 +16,10 @@ pub const STK_DTYPE_BF16: i32 = 2;
 pub const STK_DTYPE_I32: i32 = 3;
 /// Element type: 64-bit signed integer (masks, `cu_seq_lens`).
 pub const STK_DTYPE_I64: i32 = 4;
+/// Element type: 8-bit signed integer (int8 and binary encode outputs).
+pub const STK_DTYPE_I8: i32 = 5;
+/// Element type: 8-bit unsigned integer (uint8 and ubinary encode outputs).
+pub const STK_DTYPE_U8: i32 = 6;
 
 /// Pooling mode `cls`: the first (non-prompt) token.
 pub const STK_POOL_CLS: i32 = 0;
@@ -133,4 +137,51 @@ pub(crate) fn prompt_length(value: i64) -> Result<Option<usize>> {
             ))
         }),
     }
+}
+
+/// Output precision `float32` (`SentenceTransformer.encode(precision=...)`): f32 values.
+pub const STK_PRECISION_FLOAT32: i32 = 0;
+/// Output precision `int8`: one int8 per dimension, ranges from min/max (see `stk_encode_options`).
+pub const STK_PRECISION_INT8: i32 = 1;
+/// Output precision `uint8`: one uint8 per dimension, ranges as for int8.
+pub const STK_PRECISION_UINT8: i32 = 2;
+/// Output precision `binary`: signs packed 8 to an int8 (`ceil(width / 8)` per row), minus 128.
+pub const STK_PRECISION_BINARY: i32 = 3;
+/// Output precision `ubinary`: signs packed 8 to a uint8 (`ceil(width / 8)` per row).
+pub const STK_PRECISION_UBINARY: i32 = 4;
+
+/// `SentenceTransformer.encode`'s output options, applied in its order: the model's modules
+/// (its own normalization included), then `truncate_dim`, then `normalize_embeddings`, then
+/// `precision` with sentence-transformers' `quantize_embeddings` rules.
+#[repr(C)]
+pub struct stk_encode_options {
+    /// Keep the first `truncate_dim` dimensions (Matryoshka); 0 keeps them all.
+    pub truncate_dim: usize,
+    /// Non-zero: L2-normalize each row after truncation.
+    pub normalize_embeddings: i32,
+    /// A `STK_PRECISION_*` value.
+    pub precision: i32,
+    /// int8/uint8 only, optional: `calibration_rows` rows of the truncated width whose
+    /// per-dimension min/max set the ranges. `NULL`: the ranges come from the embeddings of
+    /// this call (then it needs at least two texts), as sentence-transformers does.
+    pub calibration: *const f32,
+    /// Rows of `calibration`.
+    pub calibration_rows: usize,
+}
+
+/// The precision of a `STK_PRECISION_*` value.
+pub(crate) fn precision(value: i32) -> Result<stk_facade::Precision> {
+    use stk_facade::Precision;
+    Ok(match value {
+        STK_PRECISION_FLOAT32 => Precision::Float32,
+        STK_PRECISION_INT8 => Precision::Int8,
+        STK_PRECISION_UINT8 => Precision::Uint8,
+        STK_PRECISION_BINARY => Precision::Binary,
+        STK_PRECISION_UBINARY => Precision::Ubinary,
+        other => {
+            return Err(Error::invalid(format!(
+                "precision {other}: expected a STK_PRECISION_* value (0 to 4)"
+            )))
+        }
+    })
 }

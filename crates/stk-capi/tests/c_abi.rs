@@ -199,6 +199,74 @@ fn write_cases(data: &Path) {
     std::fs::write(data.join("normalize.case"), case).unwrap();
 }
 
+/// The encode-option cases of `tests/fixtures/encode_options` (sentence-transformers 6.2) as
+/// `opt.texts`, `opt.case` (their count) and per case `optK.case` (model folder, options, output dtype and
+/// shape), `optK.expected` (the output bytes) and `optK.calibration` (f32 rows, when the case
+/// calibrates). The precision numbers are the `STK_PRECISION_*` values.
+fn write_option_cases(data: &Path) {
+    let dir = repo_root().join("tests/fixtures/encode_options");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let texts: Vec<String> = serde_json::from_value(
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(dir.join("texts.json")).unwrap(),
+        )
+        .unwrap()["texts"]
+            .clone(),
+    )
+    .unwrap();
+    let mut records = Vec::new();
+    for t in &texts {
+        records.extend_from_slice(format!("{}\n", t.len()).as_bytes());
+        records.extend_from_slice(t.as_bytes());
+        records.push(b'\n');
+    }
+    std::fs::write(data.join("opt.texts"), records).unwrap();
+    let cases = doc["cases"].as_array().unwrap();
+    assert!(
+        cases.len() >= 40,
+        "expected every case, got {}",
+        cases.len()
+    );
+    for (k, case) in cases.iter().enumerate() {
+        let model = case["model"].as_str().unwrap();
+        let file = SafetensorsFile::open(dir.join(format!("{model}.safetensors"))).unwrap();
+        let expected = file.get(case["tensor"].as_str().unwrap()).unwrap();
+        let (precision, dtype, size) = match case["precision"].as_str().unwrap() {
+            "float32" => (0, 0, 4),
+            "int8" => (1, 5, 1),
+            "uint8" => (2, 6, 1),
+            "binary" => (3, 5, 1),
+            "ubinary" => (4, 6, 1),
+            other => panic!("unknown precision {other}"),
+        };
+        let &[rows, cols] = expected.dims() else {
+            panic!("not 2-D")
+        };
+        assert_eq!(expected.bytes().len(), rows * cols * size);
+        let truncate = case["truncate_dim"].as_u64().unwrap();
+        let normalize = case["normalize_embeddings"].as_bool().unwrap();
+        let mut lines = vec![
+            format!("model {}", repo_root().join("models").join(model).display()),
+            format!("truncate_dim {truncate}"),
+            format!("normalize {}", u8::from(normalize)),
+            format!("precision {precision}"),
+            format!("dtype {dtype}"),
+            format!("rows {rows}"),
+            format!("cols {cols}"),
+        ];
+        if case["calibration"].as_bool().unwrap() {
+            let base = format!("t{truncate}{}_cal", if normalize { "n" } else { "" });
+            let cal = file.get(&base).unwrap();
+            lines.push(format!("calibration_rows {}", cal.dims()[0]));
+            std::fs::write(data.join(format!("opt{k}.calibration")), f32_bytes(&cal)).unwrap();
+        }
+        std::fs::write(data.join(format!("opt{k}.expected")), expected.bytes()).unwrap();
+        std::fs::write(data.join(format!("opt{k}.case")), lines.join("\n") + "\n").unwrap();
+    }
+    std::fs::write(data.join("opt.case"), format!("count {}\n", cases.len())).unwrap();
+}
+
 #[test]
 fn the_c_program_passes_on_golden_cases_and_bad_arguments() {
     let root = repo_root();
@@ -207,6 +275,7 @@ fn the_c_program_passes_on_golden_cases_and_bad_arguments() {
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
     write_cases(&data);
+    write_option_cases(&data);
     let exe = tmp.path().join("stk_test");
     run(Command::new("cc")
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-o"])
