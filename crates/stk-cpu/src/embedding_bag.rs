@@ -412,7 +412,7 @@ fn add_one<T: Element, const WEIGHTED: bool>(acc: &mut [f32], row: &[T], w: f32)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use crate::test_util::{expect_err, ErrorKind};
 
     fn naive(
         table: &[f32],
@@ -542,7 +542,7 @@ mod tests {
             EmbeddingBag::new(t.clone(), Some(&map2), Some(&short_w)),
             Err(Error::Shape { .. })
         ));
-        let bad_tables: [(Tensor, fn(&Error) -> bool, &[&str]); 3] = [
+        let bad_tables: [(Tensor, ErrorKind, &[&str]); 3] = [
             (
                 Tensor::from_slice([4], &[0f32; 4]).unwrap(),
                 |e| matches!(e, Error::Shape { .. }),
@@ -579,10 +579,15 @@ mod tests {
             &["bag output", "[2]", "[3]"],
         );
         let mut two = vec![0f32; 4];
-        let bad_ends: fn(&Error) -> bool = |e| matches!(e, Error::InvalidArgument(_));
-        let bad_bags: [(&[u32], &[usize], fn(&Error) -> bool, &[&str]); 4] = [
+        let bad_ends: ErrorKind = |e| matches!(e, Error::InvalidArgument(_));
+        let bad_bags = [
             // falling ends, then ends beyond the ids
-            (&[0, 1], &[1, 0], bad_ends, &["bag ends must rise", "2 ids"]),
+            (
+                &[0u32, 1][..],
+                &[1usize, 0][..],
+                bad_ends,
+                &["bag ends must rise", "2 ids"][..],
+            ),
             (&[0, 1], &[1, 3], bad_ends, &["bag ends must rise", "2 ids"]),
             // one bag for two rows of output
             (
