@@ -324,6 +324,7 @@ impl TokenBags {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
 
     fn toks(b: usize, t: usize, d: usize) -> Tensor {
         Tensor::zeros([b, t, d], DType::F32).unwrap()
@@ -355,7 +356,11 @@ mod tests {
             PaddedBatch::new(ints, None),
             Err(Error::DType { .. })
         ));
-        assert!(PaddedBatch::new(Tensor::zeros([6, 4], DType::F32).unwrap(), None).is_err());
+        expect_err(
+            PaddedBatch::new(Tensor::zeros([6, 4], DType::F32).unwrap(), None),
+            |e| matches!(e, Error::Shape { .. }),
+            &["token_embeddings", "rank 3", "[6, 4]"],
+        );
     }
 
     #[test]
@@ -394,7 +399,11 @@ mod tests {
             &[0..2, 1..5]
         );
         let wrong = Tensor::from_slice([1, 3], &[0i64, 2, 3]).unwrap();
-        assert!(SpanBatch::from_tensor(t, &wrong).is_err());
+        expect_err(
+            SpanBatch::from_tensor(t, &wrong),
+            |e| matches!(e, Error::Shape { .. }),
+            &["spans", "[S, 2]", "[1, 3]"],
+        );
     }
 
     #[test]
@@ -412,7 +421,16 @@ mod tests {
                 ..
             }
         ));
-        assert!(TokenBags::new(vec![0], vec![0, 2], 3).is_err());
-        assert!(TokenBags::new(vec![], vec![], 3).is_err());
+        let bad_offsets: [(Vec<u32>, Vec<usize>, &[&str]); 2] = [
+            (vec![0], vec![0, 2], &["bag offsets end at 2", "1 ids"]),
+            (vec![], vec![], &["bag offsets must start at 0"]),
+        ];
+        for (ids, offsets, words) in bad_offsets {
+            expect_err(
+                TokenBags::new(ids, offsets, 3),
+                |e| matches!(e, Error::Layout(_)),
+                words,
+            );
+        }
     }
 }

@@ -22,6 +22,8 @@ mod pooling_mode;
 mod shape;
 mod st;
 mod tensor;
+#[cfg(test)]
+mod test_util;
 pub mod validate;
 
 pub use batch::{PaddedBatch, SpanBatch, TokenBags, VarlenBatch};

@@ -107,6 +107,7 @@ impl PoolingSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
     #[test]
     fn parses_lists() {
         assert_eq!(
@@ -120,7 +121,15 @@ mod tests {
         assert!(
             matches!(PoolingMode::parse_list("mean,avg"), Err(Error::UnknownPoolingMode(m)) if m == "avg")
         );
-        assert!(PoolingMode::parse_list("").is_err());
-        assert!(PoolingSpec::new(vec![]).is_err());
+        expect_err(
+            PoolingMode::parse_list(""),
+            |e| matches!(e, Error::UnknownPoolingMode(m) if m.is_empty()),
+            &["unknown pooling mode ``", "expected one of"],
+        );
+        expect_err(
+            PoolingSpec::new(vec![]),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["at least one mode"],
+        );
     }
 }

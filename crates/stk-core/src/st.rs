@@ -300,6 +300,7 @@ pub fn write_file_atomic(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
     use half::f16;
 
     #[test]
@@ -446,7 +447,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out.bin");
         let r = write_file_atomic(&p, |_| Err(Error::invalid("boom")));
-        assert!(r.is_err());
+        // The closure's own error comes back unchanged.
+        expect_err(
+            r,
+            |e| matches!(e, Error::InvalidArgument(m) if m == "boom"),
+            &["boom"],
+        );
+
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let missing = dir.path().join("nope").join("out.bin");
         assert!(matches!(

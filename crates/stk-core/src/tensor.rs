@@ -315,6 +315,7 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
     use half::{bf16, f16};
 
     #[test]
@@ -322,21 +323,46 @@ mod tests {
         let t = Tensor::from_slice([2, 3], &[1.0f32, -2.0, 3.5, 0.0, 1e-3, 7.0]).unwrap();
         assert_eq!(t.dims(), &[2, 3]);
         assert_eq!(t.as_slice::<f32>().unwrap()[2], 3.5);
-        assert!(t.as_slice::<f16>().is_err());
+        expect_err(
+            t.as_slice::<f16>(),
+            |e| matches!(e, Error::DType { .. }),
+            &["expected dtype f16", "got f32"],
+        );
         let h = t.to_dtype(DType::F16).unwrap();
         assert_eq!(h.as_slice::<f16>().unwrap()[1], f16::from_f32(-2.0));
         let b = t.to_dtype(DType::BF16).unwrap();
         assert_eq!(b.to_f32_vec().unwrap()[5], bf16::from_f32(7.0).to_f32());
-        assert!(t.reshape([3, 3]).is_err());
+        expect_err(
+            t.reshape([3, 3]),
+            |e| matches!(e, Error::Shape { .. }),
+            &["reshape", "6 elements", "[3, 3]"],
+        );
         assert_eq!(t.reshape([6]).unwrap().dims(), &[6]);
-        assert!(Tensor::from_slice([4], &[1i64, 2, 3]).is_err());
-        assert!(t.to_i64_vec().is_err());
+        expect_err(
+            Tensor::from_slice([4], &[1i64, 2, 3]),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["24 bytes", "i64 tensor of shape [4]", "32 bytes"],
+        );
+        expect_err(
+            t.to_i64_vec(),
+            |e| matches!(e, Error::DType { .. }),
+            &["integer tensor", "got f32"],
+        );
     }
 
     #[test]
     fn absurd_shapes_are_errors_not_panics() {
-        assert!(Tensor::zeros([usize::MAX, 4], DType::F32).is_err());
-        assert!(Tensor::from_bytes([usize::MAX, 2], DType::I8, &[]).is_err());
+        let huge = usize::MAX.to_string();
+        for absurd in [
+            Tensor::zeros([usize::MAX, 4], DType::F32),
+            Tensor::from_bytes([usize::MAX, 2], DType::I8, &[]),
+        ] {
+            expect_err(
+                absurd,
+                |e| matches!(e, Error::Shape { .. }),
+                &["size fits in memory", &huge],
+            );
+        }
         for shape in [[usize::MAX, 2], [1 << 61, 1]] {
             let e = Tensor::try_f32_filled(shape, "tensor `t`", |_| Ok(()))
                 .unwrap_err()
@@ -367,7 +393,15 @@ mod tests {
         let t = Tensor::from_shared([2], DType::F32, words.clone()).unwrap();
         assert_eq!(t.bytes().as_ptr(), first);
         assert_eq!(t.as_slice::<f32>().unwrap(), &[1.5, 2.5]);
-        assert!(Tensor::from_shared([3], DType::F32, words.clone()).is_err());
-        assert!(Tensor::from_shared([2], DType::F16, words).is_err());
+        for (dims, dtype, message) in [
+            ([3], DType::F32, ["8 bytes", "f32 tensor of shape [3]"]),
+            ([2], DType::F16, ["8 bytes", "f16 tensor of shape [2]"]),
+        ] {
+            expect_err(
+                Tensor::from_shared(dims, dtype, words.clone()),
+                |e| matches!(e, Error::InvalidArgument(_)),
+                &message,
+            );
+        }
     }
 }

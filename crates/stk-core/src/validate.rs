@@ -296,6 +296,7 @@ impl LayerPooling {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
 
     fn spec(modes: &[PoolingMode]) -> PoolingSpec {
         PoolingSpec::new(modes.to_vec()).unwrap()
@@ -350,7 +351,11 @@ mod tests {
             modes: vec![],
             prompt_length: None,
         };
-        assert!(pool_inputs(2, 3, DType::F32, &empty, &PoolExtras::default()).is_err());
+        expect_err(
+            pool_inputs(2, 3, DType::F32, &empty, &PoolExtras::default()),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["at least one mode"],
+        );
     }
 
     #[test]
@@ -376,7 +381,11 @@ mod tests {
         let e = EmbeddingTable::check(&table, Some(&bad_map), None).unwrap_err();
         assert!(e.to_string().contains("mapping[1] = 4"), "{e}");
         let neg_map = Tensor::from_slice([2], &[0i32, -1]).unwrap();
-        assert!(EmbeddingTable::check(&table, Some(&neg_map), None).is_err());
+        expect_err(
+            EmbeddingTable::check(&table, Some(&neg_map), None),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["mapping[1] = -1", "table of 4 rows"],
+        );
         let float_map = Tensor::from_slice([2], &[0.0f32, 1.0]).unwrap();
         assert!(matches!(
             EmbeddingTable::check(&table, Some(&float_map), None),
@@ -390,7 +399,11 @@ mod tests {
         );
         // Without a mapping, one weight per table row.
         assert!(EmbeddingTable::check(&table, None, Some(&four)).is_ok());
-        assert!(EmbeddingTable::check(&table, None, Some(&weights)).is_err());
+        expect_err(
+            EmbeddingTable::check(&table, None, Some(&weights)),
+            |e| matches!(e, Error::Shape { what, .. } if what == "weights"),
+            &["one weight per table row", "[5]"],
+        );
         assert!(matches!(
             EmbeddingTable::check(&Tensor::zeros([4, 8], DType::I32).unwrap(), None, None),
             Err(Error::DType { .. })
@@ -414,10 +427,19 @@ mod tests {
             LayerPooling::check(&layers, 4, &w(8, 1.0)),
             Err(Error::Shape { .. })
         ));
-        assert!(LayerPooling::check(&layers, 13, &w(0, 1.0)).is_err());
+        expect_err(
+            LayerPooling::check(&layers, 13, &w(0, 1.0)),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["layer_start 13", "no layer", "all_layer_embeddings"],
+        );
         let e = LayerPooling::check(&layers, 4, &w(9, 0.0)).unwrap_err();
         assert!(e.to_string().contains("sum to 0"), "{e}");
-        assert!(LayerPooling::check(&layers, 4, &w(9, f32::INFINITY)).is_err());
+        expect_err(
+            LayerPooling::check(&layers, 4, &w(9, f32::INFINITY)),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["layer_weights sum to inf", "finite"],
+        );
+
         let ints = Tensor::zeros([13, 2, 3, 4], DType::I64).unwrap();
         assert!(matches!(
             LayerPooling::check(&ints, 4, &w(9, 1.0)),

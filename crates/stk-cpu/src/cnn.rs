@@ -272,6 +272,7 @@ fn dot_block(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
 
     /// 20,000 positive products (where one running sum drifts most): within 1e-6 of the f64 sum.
     #[test]
@@ -380,15 +381,32 @@ mod tests {
             token_embeddings: Some(x),
             ..Features::default()
         };
-        assert!(m.forward(f).is_err());
+        expect_err(
+            m.forward(f),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["CNN", "different lengths"],
+        );
         // Too short for the kernel: an error, not a panic.
         let m = Cnn::new(d, out, vec![conv(2, 1)]).unwrap();
         let f = Features {
             token_embeddings: Some(Tensor::from_slice([1, 1, 2], &[1.0f32, 1.0]).unwrap()),
             ..Features::default()
         };
-        assert!(m.forward(f).is_err());
-        assert!(Cnn::new(d, out, vec![(3, 1, vec![1.0; 5], vec![0.0])]).is_err());
+        expect_err(
+            m.forward(f),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["CNN", "1 positions are too few for kernels [2]"],
+        );
+        expect_err(
+            Cnn::new(d, out, vec![(3, 1, vec![1.0; 5], vec![0.0])]),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &[
+                "CNN convolution",
+                "kernel 3",
+                "5 weights",
+                "1 output and 2 input channels",
+            ],
+        );
     }
 
     #[test]

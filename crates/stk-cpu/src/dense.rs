@@ -268,6 +268,7 @@ impl Module for Dense {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
     use stk_core::write_safetensors;
 
     #[test]
@@ -345,7 +346,11 @@ mod tests {
             ..Features::default()
         };
         assert!(matches!(m.forward(f), Err(Error::Shape { .. })));
-        assert!(m.forward(Features::default()).is_err());
+        expect_err(
+            m.forward(Features::default()),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["Dense needs token_embeddings"],
+        );
     }
 
     #[test]

@@ -412,6 +412,7 @@ fn add_one<T: Element, const WEIGHTED: bool>(acc: &mut [f32], row: &[T], w: f32)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{expect_err, ErrorKind};
 
     fn naive(
         table: &[f32],
@@ -521,7 +522,11 @@ mod tests {
             .to_string();
         assert!(e.contains("mapping[1] = 2"), "{e}");
         let neg_map = Tensor::from_slice([1], &[-1i64]).unwrap();
-        assert!(EmbeddingBag::new(t.clone(), Some(&neg_map), None).is_err());
+        expect_err(
+            EmbeddingBag::new(t.clone(), Some(&neg_map), None),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["mapping[0] = -1", "table of 2 rows"],
+        );
         let float_map = Tensor::from_slice([1], &[0f32]).unwrap();
         assert!(matches!(
             EmbeddingBag::new(t.clone(), Some(&float_map), None),
@@ -537,13 +542,26 @@ mod tests {
             EmbeddingBag::new(t.clone(), Some(&map2), Some(&short_w)),
             Err(Error::Shape { .. })
         ));
-        assert!(
-            EmbeddingBag::new(Tensor::from_slice([4], &[0f32; 4]).unwrap(), None, None).is_err()
-        );
-        assert!(
-            EmbeddingBag::new(Tensor::from_slice([2, 2], &[0i32; 4]).unwrap(), None, None).is_err()
-        );
-        assert!(EmbeddingBag::new(Tensor::zeros([3, 0], DType::F32).unwrap(), None, None).is_err());
+        let bad_tables: [(Tensor, ErrorKind, &[&str]); 3] = [
+            (
+                Tensor::from_slice([4], &[0f32; 4]).unwrap(),
+                |e| matches!(e, Error::Shape { .. }),
+                &["embedding table", "rank 2", "[4]"],
+            ),
+            (
+                Tensor::from_slice([2, 2], &[0i32; 4]).unwrap(),
+                |e| matches!(e, Error::DType { .. }),
+                &["embedding table", "got i32"],
+            ),
+            (
+                Tensor::zeros([3, 0], DType::F32).unwrap(),
+                |e| matches!(e, Error::Shape { .. }),
+                &["embedding table", "0 < dim", "[3, 0]"],
+            ),
+        ];
+        for (table, kind, words) in bad_tables {
+            expect_err(EmbeddingBag::new(table, None, None), kind, words);
+        }
 
         let bag = EmbeddingBag::new(t, None, None).unwrap();
         let mut out = vec![0f32; 2];
@@ -555,15 +573,38 @@ mod tests {
                 ..
             })
         ));
-        assert!(bag.mean_into(&[0], &mut [0f32; 3]).is_err());
+        expect_err(
+            bag.mean_into(&[0], &mut [0f32; 3]),
+            |e| matches!(e, Error::Shape { .. }),
+            &["bag output", "[2]", "[3]"],
+        );
         let mut two = vec![0f32; 4];
-        for (ids, ends, why) in [
-            (&[0u32, 1][..], &[1usize, 0][..], "falling ends"),
-            (&[0, 1], &[1, 3], "ends beyond the ids"),
-            (&[0, 1], &[1], "one bag for two rows"),
-            (&[0, 2], &[1, 2], "id out of range"),
-        ] {
-            assert!(bag.mean_bags_into(ids, ends, &mut two).is_err(), "{why}");
+        let bad_ends: ErrorKind = |e| matches!(e, Error::InvalidArgument(_));
+        let bad_bags = [
+            // falling ends, then ends beyond the ids
+            (
+                &[0u32, 1][..],
+                &[1usize, 0][..],
+                bad_ends,
+                &["bag ends must rise", "2 ids"][..],
+            ),
+            (&[0, 1], &[1, 3], bad_ends, &["bag ends must rise", "2 ids"]),
+            // one bag for two rows of output
+            (
+                &[0, 1],
+                &[1],
+                |e| matches!(e, Error::Shape { .. }),
+                &["bag outputs", "[1, 2]", "[4]"],
+            ),
+            (
+                &[0, 2],
+                &[1, 2],
+                |e| matches!(e, Error::IdOutOfRange { id: 2, .. }),
+                &["token id 2", "position 1", "table of 2 rows"],
+            ),
+        ];
+        for (ids, ends, kind, words) in bad_bags {
+            expect_err(bag.mean_bags_into(ids, ends, &mut two), kind, words);
         }
         let wide = TokenBags::from_bags(&[vec![5u32]], 10).unwrap();
         assert!(matches!(

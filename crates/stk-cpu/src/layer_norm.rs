@@ -97,6 +97,7 @@ impl Module for LayerNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
     use stk_core::write_safetensors;
 
     #[test]
@@ -129,8 +130,16 @@ mod tests {
             ..Features::default()
         };
         assert!(matches!(m.forward(f), Err(Error::Shape { .. })));
-        assert!(m.forward(Features::default()).is_err());
-        assert!(LayerNorm::new(vec![1.0], vec![]).is_err());
+        expect_err(
+            m.forward(Features::default()),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["LayerNorm needs sentence_embedding"],
+        );
+        expect_err(
+            LayerNorm::new(vec![1.0], vec![]),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["LayerNorm", "1 weights and 0 biases"],
+        );
     }
 
     #[test]

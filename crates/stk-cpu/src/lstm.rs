@@ -258,6 +258,7 @@ impl Module for Lstm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
     use stk_core::write_safetensors;
 
     fn cell(in_l: usize, h: usize, scale: f32) -> LstmCell {
@@ -389,8 +390,23 @@ mod tests {
             sentence_lengths: lens,
             ..Features::default()
         };
-        assert!(m.forward(f(vec![])).is_err());
-        assert!(m.forward(f(vec![3])).is_err());
+        for (lengths, words) in [
+            (
+                vec![],
+                &["LSTM needs one sentence length per text", "batch of 1"][..],
+            ),
+            (
+                vec![3],
+                &["LSTM", "text 0 has length 3", "only 2 positions"],
+            ),
+        ] {
+            expect_err(
+                m.forward(f(lengths)),
+                |e| matches!(e, Error::InvalidArgument(_)),
+                words,
+            );
+        }
+
         assert!(m.forward(f(vec![2])).is_ok());
 
         let dir = tempfile::tempdir().unwrap();

@@ -90,6 +90,7 @@ impl Module for Normalize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
     use half::f16;
 
     #[test]
@@ -121,8 +122,16 @@ mod tests {
         assert!((norm - 1.0).abs() < 1e-6);
         let empty = normalize(&Tensor::zeros([0, 4], DType::F32).unwrap()).unwrap();
         assert_eq!(empty.dims(), [0, 4]);
-        assert!(normalize(&Tensor::zeros([2, 4], DType::I64).unwrap()).is_err());
-        assert!(normalize(&Tensor::zeros(Vec::<usize>::new(), DType::F32).unwrap()).is_err());
+        expect_err(
+            normalize(&Tensor::zeros([2, 4], DType::I64).unwrap()),
+            |e| matches!(e, Error::DType { .. }),
+            &["sentence_embedding", "got i64"],
+        );
+        expect_err(
+            normalize(&Tensor::zeros(Vec::<usize>::new(), DType::F32).unwrap()),
+            |e| matches!(e, Error::Shape { .. }),
+            &["sentence_embedding", "at least one dimension"],
+        );
     }
 
     #[test]

@@ -375,6 +375,7 @@ impl TextModule for StaticEmbedding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
 
     #[test]
     fn file_truncation_cuts_like_the_tokenizer() {
@@ -399,7 +400,11 @@ mod tests {
         };
         let mut short = vec![1, 2];
         second.apply(&mut short).unwrap();
-        assert!(second.apply(&mut vec![1, 2, 3]).is_err());
+        expect_err(
+            second.apply(&mut vec![1, 2, 3]),
+            |e| matches!(e, Error::Tokenizer(_)),
+            &["tokenizer.json", "`OnlySecond` truncation", "single text"],
+        );
     }
 
     fn committed(name: &str) -> PathBuf {
@@ -519,6 +524,11 @@ mod tests {
             "{e}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(StaticEmbedding::from_dir(&dir).is_err());
+        let folder = dir.display().to_string();
+        expect_err(
+            StaticEmbedding::from_dir(&dir),
+            |e| matches!(e, Error::Io { .. }),
+            &[&folder, "model folder not found"],
+        );
     }
 }

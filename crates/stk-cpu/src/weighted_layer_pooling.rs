@@ -161,6 +161,7 @@ impl WeightedLayerPooling {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
     use stk_core::write_safetensors;
 
     #[test]
@@ -175,13 +176,21 @@ mod tests {
         let half = weighted_layer_pooling(&layers.to_dtype(DType::BF16).unwrap(), 1, &w).unwrap();
         assert_eq!(half.dtype(), DType::F32);
 
-        assert!(weighted_layer_pooling(&layers, 3, &w).is_err());
+        expect_err(
+            weighted_layer_pooling(&layers, 3, &w),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["layer_start 3", "no layer", "all_layer_embeddings"],
+        );
         assert!(matches!(
             weighted_layer_pooling(&layers, 0, &w),
             Err(Error::Shape { .. })
         ));
         let zero = Tensor::from_slice([2], &[1.0f32, -1.0]).unwrap();
-        assert!(weighted_layer_pooling(&layers, 1, &zero).is_err());
+        expect_err(
+            weighted_layer_pooling(&layers, 1, &zero),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["layer_weights sum to 0"],
+        );
     }
 
     #[test]
@@ -213,7 +222,11 @@ mod tests {
             m.forward(&layers).unwrap().as_slice::<f32>().unwrap(),
             [4.0, 5.0]
         );
-        assert!(m.forward(&layers.reshape([3, 1, 2, 1]).unwrap()).is_err());
+        expect_err(
+            m.forward(&layers.reshape([3, 1, 2, 1]).unwrap()),
+            |e| matches!(e, Error::Shape { .. }),
+            &["all_layer_embeddings", "[3, B, T, 2]", "[3, 1, 2, 1]"],
+        );
 
         std::fs::write(
             dir.path().join("config.json"),

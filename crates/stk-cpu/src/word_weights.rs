@@ -149,6 +149,7 @@ impl Module for WordWeights {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
     use stk_core::write_safetensors;
 
     fn config(dir: &Path) {
@@ -226,8 +227,17 @@ mod tests {
             m.forward(f(vec![vec![0, 5]], Some(mask.clone()))),
             Err(Error::IdOutOfRange { id: 5, .. })
         ));
-        assert!(m.forward(f(vec![vec![0, 1]], None)).is_err());
-        assert!(m.forward(f(vec![], Some(mask.clone()))).is_err());
+        expect_err(
+            m.forward(f(vec![vec![0, 1]], None)),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["WordWeights needs an attention_mask"],
+        );
+        expect_err(
+            m.forward(f(vec![], Some(mask.clone()))),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["WordWeights", "0 texts of input_ids", "batch of 1"],
+        );
+
         let short = Tensor::from_slice([1, 1], &[1i64]).unwrap();
         assert!(matches!(
             m.forward(f(vec![vec![0]], Some(short))),

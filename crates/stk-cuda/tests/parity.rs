@@ -7,6 +7,7 @@
 mod common;
 
 use common::checks::{self, strategies::*};
+use common::expect_err;
 use common::strategies::{padded_problem, span_problem, varlen_problem};
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -217,9 +218,14 @@ fn device_ops_refuse_mismatched_buffers() {
     let cls = dev
         .upload(&Tensor::zeros([2, 8], DType::F32).unwrap())
         .unwrap();
-    assert!(dev
-        .pool_device(&x, Some(&cls), &device_plan, false, &mut out)
-        .is_err());
+    expect_err(
+        dev.pool_device(&x, Some(&cls), &device_plan, false, &mut out),
+        |e| matches!(e, Error::InvalidArgument(_)),
+        &[
+            "cls_token_embeddings",
+            "exactly when the plan was built with them",
+        ],
+    );
 
     // Bags checked against a larger vocabulary than the table answers.
     let table =
@@ -244,9 +250,11 @@ fn device_ops_refuse_mismatched_buffers() {
     let ok_bags = dev
         .upload_bags(&TokenBags::from_bags(&[vec![3u32]], 4).unwrap())
         .unwrap();
-    assert!(dev
-        .embedding_bag_device(&table, &ok_bags, BagReduce::Sum, None, &mut wrong)
-        .is_err());
+    expect_err(
+        dev.embedding_bag_device(&table, &ok_bags, BagReduce::Sum, None, &mut wrong),
+        |e| matches!(e, Error::Shape { .. }),
+        &["embedding bag output", "[1, 8] f32", "[1, 4]"],
+    );
 
     // Empty inputs give zero rows, not errors.
     let empty = TokenBags::from_bags::<Vec<u32>>(&[], 4).unwrap();

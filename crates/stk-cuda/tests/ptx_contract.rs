@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::repo_root as repo;
-use stk_core::{DType, PoolingMode};
+use common::{expect_err, repo_root as repo};
+use stk_core::{DType, Error, PoolingMode};
 use stk_cuda::embedding_bag::{embedding_bag_launch, BagBuffers, BagProblem};
 use stk_cuda::layer_pool::layer_pool_launch;
 use stk_cuda::normalize::normalize_launch;
@@ -60,7 +60,15 @@ fn ptx_loads_on_cuda_12_2_drivers() {
     }
     assert_eq!(ptx::PTX_ISA, (8, 2));
     assert!(ptx::check_driver(12020).is_ok());
-    assert!(ptx::check_driver(12010).is_err());
+    expect_err(
+        ptx::check_driver(12010),
+        |e| matches!(e, Error::DriverTooOld { .. }),
+        &[
+            "supports CUDA 12.1",
+            "CUDA 12.2 or newer",
+            "update the NVIDIA driver",
+        ],
+    );
 }
 
 #[test]
@@ -183,9 +191,16 @@ fn kernel_selection_by_dtype() {
         ptx::select("pool_sum", DType::BF16, true).unwrap().name,
         "pool_sum_bf16_v8"
     );
-    assert!(ptx::select("pool_sum", DType::I8, true).is_err());
-    // bf16 tables are refused on every backend (stk_core::validate::EmbeddingTable).
-    assert!(ptx::select("embedding_bag", DType::BF16, true).is_err());
+    // No int8 pooling kernel; bf16 tables are refused on every backend
+    // (stk_core::validate::EmbeddingTable).
+    for (op, dtype) in [("pool_sum", DType::I8), ("embedding_bag", DType::BF16)] {
+        let got = format!("got {}", dtype.as_str());
+        expect_err(
+            ptx::select(op, dtype, true),
+            |e| matches!(e, Error::DType { .. }),
+            &[op, "on cuda", &got],
+        );
+    }
     assert_eq!(ptx::pack_width(DType::F32), 4);
     assert_eq!(ptx::pack_width(DType::I8), 16);
 }

@@ -590,6 +590,7 @@ fn default_prompt(dir: &Path) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
 
     /// A copy of a golden model folder that a test may break.
     fn golden_copy(case: &str) -> tempfile::TempDir {
@@ -912,6 +913,10 @@ mod tests {
         let d = golden_copy("bow_tfidf");
         let p = Pipeline::load(d.path()).unwrap();
         let mut small = vec![0f32; 3];
-        assert!(p.encode_into(&["a"], &mut small).is_err());
+        expect_err(
+            p.encode_into(&["a"], &mut small),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["output buffer holds 3 values", "1 texts", "need 1018"],
+        );
     }
 }

@@ -913,6 +913,7 @@ fn join<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
     use stk_core::SafetensorsFile;
 
     fn lines(input: &[u8], batch: usize) -> Result<Vec<Vec<String>>> {
@@ -1091,8 +1092,18 @@ mod tests {
             &npy,
         )
         .unwrap();
-        assert!(w.write_elements(ElementSlice::I8(&[1, 2]), &npy).is_err());
-        assert!(w.write_rows(&[1.0, 2.0], &npy).is_err());
+        // The writer names the element type it takes (U8) and the one it was given.
+        let wrong_type = |e: &Error| matches!(e, Error::DType { expected, .. } if expected == "U8");
+        expect_err(
+            w.write_elements(ElementSlice::I8(&[1, 2]), &npy),
+            wrong_type,
+            &["embedding rows", "got I8"],
+        );
+        expect_err(
+            w.write_rows(&[1.0, 2.0], &npy),
+            wrong_type,
+            &["embedding rows", "got F32"],
+        );
     }
 
     #[test]
@@ -1152,6 +1163,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown extension"), "{e}");
-        assert!(write_embeddings(&npy, &data, 3, 3).is_err());
+        expect_err(
+            write_embeddings(&npy, &data, 3, 3),
+            |e| matches!(e, Error::Shape { .. }),
+            &["embeddings", "[3, 3]", "[6]"],
+        );
     }
 }

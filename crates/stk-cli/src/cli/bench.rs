@@ -232,7 +232,14 @@ mod tests {
     fn shapes_parse() {
         assert_eq!(parse_shape("64x256x768").unwrap(), [64, 256, 768]);
         for bad in ["64x256", "0x1x1", "axbxc", "1x2x3x4", ""] {
-            assert!(parse_shape(bad).is_err(), "{bad}");
+            let e = parse_shape(bad).unwrap_err();
+            let message = e.to_string();
+            assert!(
+                matches!(e, Error::InvalidArgument(_))
+                    && message.contains("--shape must be BxTxD")
+                    && message.contains(&format!("got `{bad}`")),
+                "{bad}: {e:?}"
+            );
         }
     }
 }

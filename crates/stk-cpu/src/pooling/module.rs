@@ -223,6 +223,7 @@ impl Module for Pooling {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::expect_err;
     use serde_json::json;
     use stk_core::Tensor;
 
@@ -312,6 +313,10 @@ mod tests {
         let out = p.forward(features).unwrap().sentence_embedding.unwrap();
         assert_eq!(out.dtype(), DType::F32);
         assert_eq!(out.as_slice::<f32>().unwrap(), [2.0, 4.0, 3.0, 6.0]);
-        assert!(p.forward(Features::default()).is_err());
+        expect_err(
+            p.forward(Features::default()),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["Pooling needs token_embeddings"],
+        );
     }
 }
