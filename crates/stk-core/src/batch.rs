@@ -324,7 +324,7 @@ impl TokenBags {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use crate::testing::expect_err;
 
     fn toks(b: usize, t: usize, d: usize) -> Tensor {
         Tensor::zeros([b, t, d], DType::F32).unwrap()

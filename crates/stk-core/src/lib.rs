@@ -22,8 +22,8 @@ mod pooling_mode;
 mod shape;
 mod st;
 mod tensor;
-#[cfg(test)]
-mod test_util;
+#[doc(hidden)]
+pub mod testing;
 pub mod validate;
 
 pub use batch::{PaddedBatch, SpanBatch, TokenBags, VarlenBatch};

@@ -107,7 +107,7 @@ impl PoolingSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use crate::testing::expect_err;
     #[test]
     fn parses_lists() {
         assert_eq!(

@@ -300,7 +300,7 @@ pub fn write_file_atomic(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use crate::testing::expect_err;
     use half::f16;
 
     #[test]

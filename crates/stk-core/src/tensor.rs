@@ -315,7 +315,7 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use crate::testing::expect_err;
     use half::{bf16, f16};
 
     #[test]

@@ -296,7 +296,7 @@ impl LayerPooling {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use crate::testing::expect_err;
 
     fn spec(modes: &[PoolingMode]) -> PoolingSpec {
         PoolingSpec::new(modes.to_vec()).unwrap()

@@ -272,7 +272,7 @@ fn dot_block(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use stk_core::testing::expect_err;
 
     /// 20,000 positive products (where one running sum drifts most): within 1e-6 of the f64 sum.
     #[test]

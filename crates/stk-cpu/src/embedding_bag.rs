@@ -412,7 +412,7 @@ fn add_one<T: Element, const WEIGHTED: bool>(acc: &mut [f32], row: &[T], w: f32)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{expect_err, ErrorKind};
+    use stk_core::testing::{expect_err, ErrorKind};
 
     fn naive(
         table: &[f32],

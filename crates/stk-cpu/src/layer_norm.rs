@@ -97,7 +97,7 @@ impl Module for LayerNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use stk_core::testing::expect_err;
     use stk_core::write_safetensors;
 
     #[test]

@@ -17,8 +17,6 @@ pub mod phrase_tokenizer;
 pub mod pooling;
 mod simd;
 pub mod static_embedding;
-#[cfg(test)]
-mod test_util;
 pub mod tokenize;
 pub mod weighted_layer_pooling;
 pub mod whitespace_tokenizer;

@@ -258,7 +258,7 @@ impl Module for Lstm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use stk_core::testing::expect_err;
     use stk_core::write_safetensors;
 
     fn cell(in_l: usize, h: usize, scale: f32) -> LstmCell {

@@ -90,8 +90,8 @@ impl Module for Normalize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
     use half::f16;
+    use stk_core::testing::expect_err;
 
     #[test]
     fn unit_norm_and_zero_stays_zero() {

@@ -375,7 +375,7 @@ impl TextModule for StaticEmbedding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use stk_core::testing::expect_err;
 
     #[test]
     fn file_truncation_cuts_like_the_tokenizer() {

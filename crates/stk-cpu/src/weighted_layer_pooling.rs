@@ -161,7 +161,7 @@ impl WeightedLayerPooling {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use stk_core::testing::expect_err;
     use stk_core::write_safetensors;
 
     #[test]

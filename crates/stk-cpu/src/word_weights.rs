@@ -149,7 +149,7 @@ impl Module for WordWeights {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use stk_core::testing::expect_err;
     use stk_core::write_safetensors;
 
     fn config(dir: &Path) {

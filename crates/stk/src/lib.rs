@@ -13,8 +13,6 @@ pub mod model2vec;
 pub mod ops;
 pub mod pipeline;
 pub mod quantize;
-#[cfg(test)]
-mod test_util;
 pub mod text_io;
 
 pub use model::{Embeddings, LoadOptions, Model, Semantics};

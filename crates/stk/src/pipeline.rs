@@ -590,7 +590,7 @@ fn default_prompt(dir: &Path) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use stk_core::testing::expect_err;
 
     /// A copy of a golden model folder that a test may break.
     fn golden_copy(case: &str) -> tempfile::TempDir {

@@ -913,7 +913,7 @@ fn join<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
+    use stk_core::testing::expect_err;
     use stk_core::SafetensorsFile;
 
     fn lines(input: &[u8], batch: usize) -> Result<Vec<Vec<String>>> {

@@ -223,8 +223,8 @@ impl Module for Pooling {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::expect_err;
     use serde_json::json;
+    use stk_core::testing::expect_err;
     use stk_core::Tensor;
 
     fn load(v: Value) -> Result<Pooling> {

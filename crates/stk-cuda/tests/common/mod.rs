@@ -9,8 +9,7 @@ pub mod checks;
 
 use golden::GoldenCase;
 use stk_core::{
-    DType, Error, PaddedBatch, PoolingMode, PoolingSpec, Result, SafetensorsFile, SpanBatch,
-    Tensor, VarlenBatch,
+    DType, PaddedBatch, PoolingMode, PoolingSpec, SafetensorsFile, SpanBatch, Tensor, VarlenBatch,
 };
 
 // `golden::repo_root` honours `STK_REPO_ROOT`, so binaries copied to the GPU machine (see
@@ -395,21 +394,6 @@ pub mod strategies {
     }
 }
 
-/// Says whether an error is of the expected kind, e.g. `|e| matches!(e, Error::Shape { .. })`.
-pub type ErrorKind = fn(&Error) -> bool;
-
-/// Asserts that `result` failed with an error `kind` accepts (an [`Error`] variant, written
-/// `|e| matches!(e, Error::Shape { .. })`) whose message contains every one of `words` (the
-/// tensor, kernel or argument a user would look for), and returns the error.
-#[track_caller]
-pub fn expect_err<T>(result: Result<T>, kind: ErrorKind, words: &[&str]) -> Error {
-    let Err(err) = result else {
-        panic!("expected an error, got Ok");
-    };
-    assert!(kind(&err), "unexpected kind of error: {err:?}");
-    let message = err.to_string();
-    for word in words {
-        assert!(message.contains(word), "message `{message}` lacks `{word}`");
-    }
-    err
-}
+// The tests use it; the kernel_sim example, which shares this module, does not.
+#[allow(unused_imports)]
+pub use stk_core::testing::expect_err;
