@@ -239,20 +239,19 @@ unsafe fn read_options(
 ) -> Result<stk_facade::EncodeOptions, Failure> {
     // SAFETY: a non-null `options` is a valid struct (the caller's promise).
     let options = unsafe { options.as_ref() }.ok_or_else(|| null("options"))?;
-    let width = host::truncated_width(model, options.truncate_dim)?;
-    let values = match options.calibration.is_null() {
-        true => None,
-        false => {
-            let len = options
-                .calibration_rows
-                .checked_mul(width)
-                .ok_or_else(|| Error::invalid("calibration_rows * width overflows size_t"))?;
-            // SAFETY: `calibration` holds calibration_rows rows of `width` floats (the
-            // caller's promise).
-            Some(unsafe { slice(options.calibration, len, "options->calibration") }?)
-        }
-    };
-    host::encode_options(model, options, values).map_err(Failure::from)
+    let mut encode = host::encode_options(options)?;
+    if !options.calibration.is_null() {
+        let width = encode.truncated_dim(model.dim())?;
+        let len = options
+            .calibration_rows
+            .checked_mul(width)
+            .ok_or_else(|| Error::invalid("calibration_rows * width overflows size_t"))?;
+        // SAFETY: `calibration` holds calibration_rows rows of `width` floats (the caller's
+        // promise).
+        let rows = unsafe { slice(options.calibration, len, "options->calibration") }?;
+        host::calibrate(&mut encode, rows, width)?;
+    }
+    Ok(encode)
 }
 
 /// What `stk_model_encode_with_options` writes per text: `*dtype` (`STK_DTYPE_F32`,

@@ -153,41 +153,28 @@ pub fn encode(model: &Model, texts: &[&str], out: &mut [f32]) -> Result<()> {
     model.encode_into(texts, out)
 }
 
-/// The width `truncate_dim` leaves (0: the model's width).
-pub fn truncated_width(model: &Model, truncate_dim: usize) -> Result<usize> {
-    let options = EncodeOptions {
-        truncate_dim: (truncate_dim != 0).then_some(truncate_dim),
-        ..EncodeOptions::default()
-    };
-    options.truncated_dim(model.dim())
-}
-
-/// The library's options for a `stk_encode_options`, with its calibration rows (of the
-/// truncated width) turned into ranges.
-pub fn encode_options(
-    model: &Model,
-    options: &types::stk_encode_options,
-    calibration: Option<&[f32]>,
-) -> Result<EncodeOptions> {
-    let width = truncated_width(model, options.truncate_dim)?;
-    let precision = types::precision(options.precision)?;
-    let calibration = match calibration {
-        Some(rows) if precision.needs_ranges() => Some(Ranges::from_rows(rows, width)?),
-        Some(_) => {
-            return Err(Error::invalid(format!(
-                "calibration rows were given for precision {}, which takes no ranges (only \
-                 int8 and uint8 do)",
-                precision.as_str()
-            )))
-        }
-        None => None,
-    };
+/// The library's options for a `stk_encode_options`, calibration aside ([`calibrate`]).
+pub fn encode_options(options: &types::stk_encode_options) -> Result<EncodeOptions> {
     Ok(EncodeOptions {
         truncate_dim: (options.truncate_dim != 0).then_some(options.truncate_dim),
         normalize_embeddings: options.normalize_embeddings != 0,
-        precision,
-        calibration,
+        precision: types::precision(options.precision)?,
+        calibration: None,
     })
+}
+
+/// Set `options`' int8/uint8 ranges from calibration `rows` of the truncated `width`; an
+/// error for a precision that takes no ranges.
+pub fn calibrate(options: &mut EncodeOptions, rows: &[f32], width: usize) -> Result<()> {
+    if !options.precision.needs_ranges() {
+        return Err(Error::invalid(format!(
+            "calibration rows were given for precision {}, which takes no ranges (only int8 \
+             and uint8 do)",
+            options.precision.as_str()
+        )));
+    }
+    options.calibration = Some(Ranges::from_rows(rows, width)?);
+    Ok(())
 }
 
 /// The `STK_DTYPE_*` value and the number of elements per row of the output.

@@ -8,6 +8,13 @@ use std::process::Command;
 
 use stk_core::{DType, SafetensorsFile, Tensor};
 
+// The shared encode-option cases name the facade `stk`, as every other crate does; this
+// crate's own library is `stk` too (a cdylib, not linked into its tests).
+extern crate stk_facade as stk;
+#[path = "../../../tests/encode_option_cases.rs"]
+#[allow(dead_code)] // the library test uses the rest
+mod option_cases;
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -162,13 +169,7 @@ fn write_cases(data: &Path) {
     let texts: Vec<String> =
         serde_json::from_str(&std::fs::read_to_string(golden(encode).join("texts.json")).unwrap())
             .unwrap();
-    let mut records = Vec::new();
-    for t in &texts {
-        records.extend_from_slice(format!("{}\n", t.len()).as_bytes());
-        records.extend_from_slice(t.as_bytes());
-        records.push(b'\n');
-    }
-    std::fs::write(data.join("encode.texts"), records).unwrap();
+    write_texts(&data.join("encode.texts"), &texts);
     let expected = SafetensorsFile::open(golden(encode).join("expected.safetensors"))
         .unwrap()
         .get("expected")
@@ -204,67 +205,62 @@ fn write_cases(data: &Path) {
 /// shape), `optK.expected` (the output bytes) and `optK.calibration` (f32 rows, when the case
 /// calibrates). The precision numbers are the `STK_PRECISION_*` values.
 fn write_option_cases(data: &Path) {
-    let dir = repo_root().join("tests/fixtures/encode_options");
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
-    let texts: Vec<String> = serde_json::from_value(
-        serde_json::from_str::<serde_json::Value>(
-            &std::fs::read_to_string(dir.join("texts.json")).unwrap(),
-        )
-        .unwrap()["texts"]
-            .clone(),
-    )
-    .unwrap();
-    let mut records = Vec::new();
-    for t in &texts {
-        records.extend_from_slice(format!("{}\n", t.len()).as_bytes());
-        records.extend_from_slice(t.as_bytes());
-        records.push(b'\n');
-    }
-    std::fs::write(data.join("opt.texts"), records).unwrap();
-    let cases = doc["cases"].as_array().unwrap();
-    assert!(
-        cases.len() >= 40,
-        "expected every case, got {}",
-        cases.len()
-    );
+    use stk::{Elements, Precision};
+    let (texts, _) = option_cases::texts();
+    write_texts(&data.join("opt.texts"), &texts);
+    let cases = option_cases::cases();
+    // In the order of the STK_PRECISION_* values.
+    let precisions = [
+        Precision::Float32,
+        Precision::Int8,
+        Precision::Uint8,
+        Precision::Binary,
+        Precision::Ubinary,
+    ];
     for (k, case) in cases.iter().enumerate() {
-        let model = case["model"].as_str().unwrap();
-        let file = SafetensorsFile::open(dir.join(format!("{model}.safetensors"))).unwrap();
-        let expected = file.get(case["tensor"].as_str().unwrap()).unwrap();
-        let (precision, dtype, size) = match case["precision"].as_str().unwrap() {
-            "float32" => (0, 0, 4),
-            "int8" => (1, 5, 1),
-            "uint8" => (2, 6, 1),
-            "binary" => (3, 5, 1),
-            "ubinary" => (4, 6, 1),
-            other => panic!("unknown precision {other}"),
+        let precision = precisions
+            .iter()
+            .position(|&p| p == case.precision)
+            .unwrap();
+        // The STK_DTYPE_* value of the output and its bytes.
+        let (expected, rows, cols) = case.expected();
+        let (dtype, size, bytes): (i32, usize, Vec<u8>) = match expected {
+            Elements::F32(v) => (0, 4, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Elements::I8(v) => (5, 1, v.iter().map(|&b| b as u8).collect()),
+            Elements::U8(v) => (6, 1, v),
+            other => panic!("{}: unexpected output {other:?}", case.name()),
         };
-        let &[rows, cols] = expected.dims() else {
-            panic!("not 2-D")
-        };
-        assert_eq!(expected.bytes().len(), rows * cols * size);
-        let truncate = case["truncate_dim"].as_u64().unwrap();
-        let normalize = case["normalize_embeddings"].as_bool().unwrap();
+        assert_eq!(bytes.len(), rows * cols * size);
         let mut lines = vec![
-            format!("model {}", repo_root().join("models").join(model).display()),
-            format!("truncate_dim {truncate}"),
-            format!("normalize {}", u8::from(normalize)),
+            format!("model {}", case.model_dir().display()),
+            format!("truncate_dim {}", case.truncate_dim),
+            format!("normalize {}", u8::from(case.normalize_embeddings)),
             format!("precision {precision}"),
             format!("dtype {dtype}"),
             format!("rows {rows}"),
             format!("cols {cols}"),
         ];
-        if case["calibration"].as_bool().unwrap() {
-            let base = format!("t{truncate}{}_cal", if normalize { "n" } else { "" });
-            let cal = file.get(&base).unwrap();
-            lines.push(format!("calibration_rows {}", cal.dims()[0]));
-            std::fs::write(data.join(format!("opt{k}.calibration")), f32_bytes(&cal)).unwrap();
+        if case.calibration {
+            let (values, cal_rows, _) = case.f32_tensor(&format!("{}_cal", case.base()));
+            lines.push(format!("calibration_rows {cal_rows}"));
+            let cal: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+            std::fs::write(data.join(format!("opt{k}.calibration")), cal).unwrap();
         }
-        std::fs::write(data.join(format!("opt{k}.expected")), expected.bytes()).unwrap();
+        std::fs::write(data.join(format!("opt{k}.expected")), bytes).unwrap();
         std::fs::write(data.join(format!("opt{k}.case")), lines.join("\n") + "\n").unwrap();
     }
     std::fs::write(data.join("opt.case"), format!("count {}\n", cases.len())).unwrap();
+}
+
+/// `texts` as stk_test.c reads them: a "LENGTH\nBYTES\n" record each.
+fn write_texts(path: &Path, texts: &[String]) {
+    let mut records = Vec::new();
+    for t in texts {
+        records.extend_from_slice(format!("{}\n", t.len()).as_bytes());
+        records.extend_from_slice(t.as_bytes());
+        records.push(b'\n');
+    }
+    std::fs::write(path, records).unwrap();
 }
 
 #[test]

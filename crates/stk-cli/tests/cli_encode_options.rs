@@ -7,28 +7,21 @@
 #[allow(dead_code)] // the library test uses the rest
 mod option_cases;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use option_cases::{cases, texts, OptionCase};
 use stk::{Elements, Precision};
+use stk_tests::encode_args;
 
 const STK: &str = env!("CARGO_BIN_EXE_stk");
 
-fn stk(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = Command::new(STK);
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = cmd.spawn().expect("run stk");
-    if let Some(bytes) = stdin {
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-    }
-    child.wait_with_output().unwrap()
+fn stk<A: AsRef<std::ffi::OsStr>>(args: &[A], stdin: Option<&[u8]>) -> Output {
+    stk_tests::run_stk(STK, args, stdin)
+}
+
+fn path_arg(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
 }
 
 fn stderr(o: &Output) -> String {
@@ -172,39 +165,35 @@ fn every_case_through_the_cli() {
         let format = formats[i % 3];
         let out = tmp.path().join(format!("out{i}.{format}"));
         let k = case.truncate_dim.to_string();
-        let model_dir = case.model_dir();
-        let mut args = vec![
-            "encode",
-            "--model",
-            model_dir.to_str().unwrap(),
-            "--semantics",
-            "sentence-transformers",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--truncate-dim",
-            &k,
-            "--precision",
-            case.precision.as_str(),
-            "--batch-size",
-            "7",
-            "--quiet",
-        ];
+        let mut args = encode_args(
+            case.model_dir(),
+            &input,
+            &out,
+            &[
+                "--semantics",
+                "sentence-transformers",
+                "--truncate-dim",
+                &k,
+                "--precision",
+                case.precision.as_str(),
+                "--batch-size",
+                "7",
+            ],
+        );
         if case.normalize_embeddings {
-            args.push("--normalize-embeddings");
+            args.push("--normalize-embeddings".into());
         }
         // Calibrated cases: from the calibration texts, or (every other case) from their
         // embeddings in an NPY file.
         let calibration_npy = tmp.path().join(format!("cal{i}.npy"));
         let said = if case.calibration {
             if i % 2 == 0 {
-                args.extend(["--calibration", calibration_json.to_str().unwrap()]);
+                args.extend(["--calibration".into(), path_arg(&calibration_json)]);
                 format!("ranges from {} calibration texts", calibration_texts.len())
             } else {
                 let (values, rows, cols) = case.f32_tensor(&format!("{}_cal", case.base()));
                 write_npy(&calibration_npy, &values, rows, cols);
-                args.extend(["--calibration", calibration_npy.to_str().unwrap()]);
+                args.extend(["--calibration".into(), path_arg(&calibration_npy)]);
                 format!("ranges from {rows} calibration embeddings")
             }
         } else {
@@ -243,24 +232,15 @@ fn f16_output_with_truncation() {
     for format in ["npy", "safetensors"] {
         let out = tmp.path().join(format!("f16.{format}"));
         let k = case.truncate_dim.to_string();
-        let output = stk(
-            &[
-                "encode",
-                "--model",
-                case.model_dir().to_str().unwrap(),
-                "--semantics",
-                "sentence-transformers",
-                "--input",
-                input.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--truncate-dim",
-                &k,
-                "--output-dtype",
-                "f16",
-            ],
-            None,
-        );
+        let extra = [
+            "--semantics",
+            "sentence-transformers",
+            "--truncate-dim",
+            &k,
+            "--output-dtype",
+            "f16",
+        ];
+        let output = stk(&encode_args(case.model_dir(), &input, &out, &extra), None);
         assert!(output.status.success(), "{}", stderr(&output));
         let (dims, got) = read_output(&out, Precision::Float32);
         let Elements::F16(values) = got else {
@@ -339,17 +319,7 @@ fn bad_options_leave_no_file() {
     ];
     for (i, (extra, message)) in table.iter().enumerate() {
         let out = tmp.path().join(format!("bad{i}.npy"));
-        let mut args = vec![
-            "encode",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            inp,
-            "--output",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let output = stk(&args, None);
+        let output = stk(&encode_args(&model, inp, &out, extra), None);
         let e = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{extra:?}: {e}");
         assert!(e.contains(message), "{extra:?}: {e}");
@@ -358,39 +328,15 @@ fn bad_options_leave_no_file() {
     }
     // An empty input is not an error: zero int8 rows.
     let out = tmp.path().join("empty.npy");
-    let output = stk(
-        &[
-            "encode",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            empty.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--precision",
-            "int8",
-            "--truncate-dim",
-            "16",
-        ],
-        None,
-    );
+    let extra = ["--precision", "int8", "--truncate-dim", "16"];
+    let output = stk(&encode_args(&model, &empty, &out, &extra), None);
     assert!(output.status.success(), "{}", stderr(&output));
     let (dims, got) = read_output(&out, Precision::Int8);
     assert_eq!((dims, got), (vec![0, 16], Elements::I8(Vec::new())));
     // int8 from standard input needs calibration: stdin cannot be read twice.
     let out = tmp.path().join("stdin.npy");
     let output = stk(
-        &[
-            "encode",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            "-",
-            "--output",
-            out.to_str().unwrap(),
-            "--precision",
-            "int8",
-        ],
+        &encode_args(&model, "-", &out, &["--precision", "int8"]),
         Some(b"a\nb\n"),
     );
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
