@@ -149,14 +149,20 @@ fn entry<'py, T: numpy::Element>(
     }
 }
 
+/// The values of feature `name`, which must be C-contiguous.
+fn values<'a, T: numpy::Element>(
+    a: &'a PyReadonlyArrayDyn<'_, T>,
+    name: &str,
+) -> PyResult<&'a [T]> {
+    a.as_slice()
+        .map_err(|_| value_error(format!("features[{name:?}] is not contiguous")))
+}
+
 fn tensor_of<T: numpy::Element + stk_core::Element>(
     a: &PyReadonlyArrayDyn<'_, T>,
     name: &str,
 ) -> PyResult<Tensor> {
-    let values = a
-        .as_slice()
-        .map_err(|_| value_error(format!("features[{name:?}] is not contiguous")))?;
-    Tensor::from_slice(a.shape().to_vec(), values).py()
+    Tensor::from_slice(a.shape().to_vec(), values(a, name)?).py()
 }
 
 /// The features dict as stk `Features`; unpadded `input_ids` rows are cut to each text's
@@ -166,10 +172,7 @@ fn features_from_dict(features: &Bound<'_, PyDict>) -> PyResult<Features> {
     let mask = entry::<i64>(features, "attention_mask", "int64")?;
     let lengths = entry::<i64>(features, "sentence_lengths", "int64")?;
     if let Some(l) = &lengths {
-        let l = l
-            .as_slice()
-            .map_err(|_| value_error("features[\"sentence_lengths\"] is not contiguous"))?;
-        f.sentence_lengths = l
+        f.sentence_lengths = values(l, "sentence_lengths")?
             .iter()
             .map(|&n| usize::try_from(n))
             .collect::<Result<_, _>>()
@@ -197,10 +200,7 @@ fn features_from_dict(features: &Bound<'_, PyDict>) -> PyResult<Features> {
         f.sentence_embedding = Some(tensor_of(&s, "sentence_embedding")?);
     }
     if let Some(w) = entry::<f32>(features, "token_weights_sum", "float32")? {
-        let w = w
-            .as_slice()
-            .map_err(|_| value_error("features[\"token_weights_sum\"] is not contiguous"))?;
-        f.token_weights_sum = Some(w.to_vec());
+        f.token_weights_sum = Some(values(&w, "token_weights_sum")?.to_vec());
     }
     Ok(f)
 }
