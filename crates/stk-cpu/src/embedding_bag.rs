@@ -128,19 +128,7 @@ impl EmbeddingBag {
             ));
         }
         self.check_ids(ids)?;
-        out.fill(0.0);
-        if ids.is_empty() {
-            return Ok(());
-        }
-        match self.rows_view()? {
-            Rows::F32(t) => self.accumulate(t, ids, out),
-            Rows::I8(t) => self.accumulate(t, ids, out),
-            Rows::F16(t) => self.accumulate(t, ids, out),
-        }
-        let n = ids.len() as f32;
-        for v in out.iter_mut() {
-            *v /= n;
-        }
+        self.mean_of(&self.rows_view()?, ids, out);
         Ok(())
     }
 
@@ -182,18 +170,7 @@ impl EmbeddingBag {
             if i + 1 < ends.len() {
                 self.prefetch_rows(&rows, bag(i + 1));
             }
-            row.fill(0.0);
-            let ids = bag(i);
-            if ids.is_empty() {
-                continue;
-            }
-            match rows {
-                Rows::F32(t) => self.accumulate(t, ids, row),
-                Rows::I8(t) => self.accumulate(t, ids, row),
-                Rows::F16(t) => self.accumulate(t, ids, row),
-            }
-            let n = ids.len() as f32;
-            row.iter_mut().for_each(|v| *v /= n);
+            self.mean_of(&rows, bag(i), row);
         }
         Ok(())
     }
@@ -214,16 +191,31 @@ impl EmbeddingBag {
         }
     }
 
-    /// `acc += Σ w(id) · row(id)` in id order (ids already checked `< vocab`), with the loop
-    /// specialized for the presence of a mapping and of weights.
+    /// `out = (Σ w(id) · row(id)) / ids.len()`, summed in id order (ids already checked
+    /// `< vocab`); zeros for no ids.
     #[inline(always)]
-    fn accumulate<T: Element>(&self, table: &[T], ids: &[u32], acc: &mut [f32]) {
+    fn mean_of(&self, rows: &Rows<'_>, ids: &[u32], out: &mut [f32]) {
+        if ids.is_empty() {
+            out.fill(0.0);
+            return;
+        }
+        match *rows {
+            Rows::F32(t) => self.mean_typed(t, ids, out),
+            Rows::I8(t) => self.mean_typed(t, ids, out),
+            Rows::F16(t) => self.mean_typed(t, ids, out),
+        }
+    }
+
+    /// [`EmbeddingBag::mean_of`] for one table type, with the loop specialized for the presence
+    /// of a mapping and of weights.
+    #[inline(always)]
+    fn mean_typed<T: Element>(&self, table: &[T], ids: &[u32], out: &mut [f32]) {
         let (d, isa) = (self.dim, self.isa);
         match (self.mapping.as_deref(), self.weights.as_deref()) {
-            (None, None) => sum::<T, false, false>(isa, table, d, ids, &[], &[], acc),
-            (None, Some(w)) => sum::<T, false, true>(isa, table, d, ids, &[], w, acc),
-            (Some(m), None) => sum::<T, true, false>(isa, table, d, ids, m, &[], acc),
-            (Some(m), Some(w)) => sum::<T, true, true>(isa, table, d, ids, m, w, acc),
+            (None, None) => mean::<T, false, false>(isa, table, d, ids, &[], &[], out),
+            (None, Some(w)) => mean::<T, false, true>(isa, table, d, ids, &[], w, out),
+            (Some(m), None) => mean::<T, true, false>(isa, table, d, ids, m, &[], out),
+            (Some(m), Some(w)) => mean::<T, true, true>(isa, table, d, ids, m, w, out),
         }
     }
 
@@ -253,23 +245,26 @@ impl EmbeddingBag {
     }
 }
 
-/// `acc += Σ w[id] · table[row(id)]` over `ids`, in order: with the CPU's SIMD kernels when
-/// [`simd::sum_rows`] has them, else with the portable loops below (the same bits).
+/// `out = (Σ w[id] · table[row(id)]) / ids.len()` over `ids` (not empty), summed in order from
+/// zero: with the CPU's SIMD kernels when [`simd::mean_rows`] has them, else with the portable
+/// loops below (the same bits).
 #[inline(always)]
-fn sum<T: Element, const MAPPED: bool, const WEIGHTED: bool>(
+fn mean<T: Element, const MAPPED: bool, const WEIGHTED: bool>(
     isa: Isa,
     table: &[T],
     d: usize,
     ids: &[u32],
     mapping: &[u32],
     weights: &[f32],
-    acc: &mut [f32],
+    out: &mut [f32],
 ) {
     let row = |id: u32| table_row::<T, MAPPED>(table, d, mapping, id);
     let weight = |id: u32| token_weight::<WEIGHTED>(weights, id);
-    if simd::sum_rows::<T, WEIGHTED>(isa, acc, ids, row, weight) {
+    if simd::mean_rows::<T, WEIGHTED>(isa, out, ids, row, weight) {
         return;
     }
+    out.fill(0.0);
+    let acc = &mut *out;
     match T::KIND {
         Kind::F16 => sum_rows_f16::<MAPPED, WEIGHTED>(
             bytemuck::cast_slice(table),
@@ -283,6 +278,8 @@ fn sum<T: Element, const MAPPED: bool, const WEIGHTED: bool>(
             sum_rows::<T, MAPPED, WEIGHTED>(table, d, ids, mapping, weights, acc)
         }
     }
+    let n = ids.len() as f32;
+    out.iter_mut().for_each(|v| *v /= n);
 }
 
 /// The table row token `id` reads: `table[mapping[id]]` when `MAPPED`, else `table[id]`.

@@ -5,12 +5,12 @@
 //! are added 8 columns per instruction: f32 rows as they are, f16 rows widened with `vcvtph2ps`,
 //! int8 rows with `vpmovsxbd` + `vcvtdq2ps`. Without those features (and on other targets,
 //! where aarch64 still gets NEON through `half`'s slice conversion) the portable loops of
-//! `embedding_bag.rs` run. Both compute, per column, `((acc + w0·x0) + w1·x1) + ...` in id
-//! order with every product rounded to f32 (Rust never fuses a multiply and an add), so they
-//! give the same bits.
+//! `embedding_bag.rs` run. Both compute, per column, `((0 + w0·x0) + w1·x1) + ...` in id
+//! order with every product rounded to f32 (Rust never fuses a multiply and an add), then
+//! divide by the count, so they give the same bits.
 //!
 //! The `unsafe` here is the calling of `#[target_feature]` functions, which is sound only on a
-//! CPU that has the features: the one entry into them, [`sum_rows`], sits behind
+//! CPU that has the features: the one entry into them, [`mean_rows`], sits behind
 //! [`Isa::detect`]'s answer. (They are `unsafe fn` because the declared MSRV, 1.85, predates
 //! safe `#[target_feature]` functions; their only precondition is that CPU check.) Vector
 //! loads and stores go through `bytemuck` (no raw pointers); `_mm_prefetch` (SSE, which every
@@ -45,7 +45,7 @@ impl Isa {
 
 /// Table element types, widened to f32 exactly (int8 values are used as they are).
 pub(crate) trait Element: bytemuck::Pod {
-    /// Which vector widening [`sum_rows`] uses.
+    /// Which vector widening [`mean_rows`] uses.
     const KIND: Kind;
     fn widen(self) -> f32;
 }
@@ -101,13 +101,14 @@ pub(crate) fn prefetch<T>(row: &[T]) {
     let _ = row;
 }
 
-/// `acc += Σ weight(id) · row(id)` over `ids` in order, with the `Avx2F16c` kernels; `false`
-/// (and `acc` untouched) when `isa` is `Portable`, so the caller runs its portable loop.
-/// Every row must be `acc.len()` long. `WEIGHTED = false` skips the products (all weights 1).
+/// `out = (Σ weight(id) · row(id)) / ids.len()` over `ids` (not empty), summed in order from
+/// zero, with the `Avx2F16c` kernels; `false` (and `out` untouched) when `isa` is `Portable`,
+/// so the caller runs its portable loop. Every row must be `out.len()` long. `WEIGHTED =
+/// false` skips the products (all weights 1).
 #[inline(always)]
-pub(crate) fn sum_rows<'t, T: Element, const WEIGHTED: bool>(
+pub(crate) fn mean_rows<'t, T: Element, const WEIGHTED: bool>(
     isa: Isa,
-    acc: &mut [f32],
+    out: &mut [f32],
     ids: &[u32],
     row: impl Fn(u32) -> &'t [T],
     weight: impl Fn(u32) -> f32,
@@ -117,9 +118,9 @@ pub(crate) fn sum_rows<'t, T: Element, const WEIGHTED: bool>(
         Isa::Avx2F16c => {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Isa::Avx2F16c` is only returned by `Isa::detect` after the CPU reported
-            // AVX2 and F16C, the features `avx2::sum_rows` is compiled for.
+            // AVX2 and F16C, the features `avx2::mean_rows` is compiled for.
             unsafe {
-                avx2::sum_rows::<T, WEIGHTED>(acc, ids, row, weight)
+                avx2::mean_rows::<T, WEIGHTED>(out, ids, row, weight)
             };
             cfg!(target_arch = "x86_64")
         }
@@ -152,12 +153,6 @@ mod avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
-    unsafe fn load(acc: &[f32], j: usize) -> __m256 {
-        bytemuck::pod_read_unaligned(bytemuck::cast_slice(&acc[j..j + LANES]))
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,f16c")]
     unsafe fn store(acc: &mut [f32], j: usize, v: __m256) {
         let out: &mut [f32; LANES] = (&mut acc[j..j + LANES]).try_into().unwrap_or_else(|_| {
             unreachable!("a slice of LANES values converts to an array of LANES values")
@@ -176,53 +171,63 @@ mod avx2 {
         }
     }
 
-    /// Four rows per pass over `acc`, one vector of 8 columns at a time, then the columns that
-    /// do not fill a vector and the ids that do not fill a group of four one by one, each in
-    /// the scalar loop's order.
+    /// Vectors of columns summed in registers at a time (8 of the 16 AVX registers).
+    const BLOCK: usize = 8;
+
+    /// Column blocks of [`BLOCK`] vectors (64 columns): each block's sums stay in registers
+    /// while every row of the bag is added to it in id order, and are divided as they are
+    /// stored, so `out` is written once; then the vectors that do not fill a block one at a
+    /// time, and the columns that do not fill a vector in the scalar loop's order. Every column
+    /// sees the same additions in the same order as the portable loops.
     #[target_feature(enable = "avx2,f16c")]
-    pub(super) unsafe fn sum_rows<'t, T: Element, const WEIGHTED: bool>(
-        acc: &mut [f32],
+    pub(super) unsafe fn mean_rows<'t, T: Element, const WEIGHTED: bool>(
+        out: &mut [f32],
         ids: &[u32],
         row: impl Fn(u32) -> &'t [T],
         weight: impl Fn(u32) -> f32,
     ) {
-        let d = acc.len();
-        let vectors = d / LANES * LANES;
-        let mut quads = ids.chunks_exact(4);
-        for q in &mut quads {
-            let r = [row(q[0]), row(q[1]), row(q[2]), row(q[3])];
-            let w = [weight(q[0]), weight(q[1]), weight(q[2]), weight(q[3])];
-            let wv = [
-                _mm256_set1_ps(w[0]),
-                _mm256_set1_ps(w[1]),
-                _mm256_set1_ps(w[2]),
-                _mm256_set1_ps(w[3]),
-            ];
-            for j in (0..vectors).step_by(LANES) {
-                let mut a = load(acc, j);
-                for (rk, &wk) in r.iter().zip(&wv) {
-                    a = _mm256_add_ps(a, scaled::<WEIGHTED>(widen8(rk, j), wk));
-                }
-                store(acc, j, a);
-            }
-            for (j, a) in acc.iter_mut().enumerate().skip(vectors) {
-                for (rk, &wk) in r.iter().zip(&w) {
-                    let x = rk[j].widen();
-                    *a += if WEIGHTED { x * wk } else { x };
-                }
-            }
+        let n = ids.len() as f32;
+        let vectors = out.len() / LANES;
+        let blocked = vectors / BLOCK * BLOCK;
+        for start in (0..blocked).step_by(BLOCK) {
+            mean_block::<T, WEIGHTED, BLOCK>(out, start * LANES, ids, &row, &weight);
         }
-        for &id in quads.remainder() {
+        for v in blocked..vectors {
+            mean_block::<T, WEIGHTED, 1>(out, v * LANES, ids, &row, &weight);
+        }
+        let tail = vectors * LANES;
+        out[tail..].fill(0.0);
+        for &id in ids {
             let (r, w) = (row(id), weight(id));
-            let wv = _mm256_set1_ps(w);
-            for j in (0..vectors).step_by(LANES) {
-                let a = _mm256_add_ps(load(acc, j), scaled::<WEIGHTED>(widen8(r, j), wv));
-                store(acc, j, a);
-            }
-            for (a, &x) in acc[vectors..].iter_mut().zip(&r[vectors..]) {
+            for (a, &x) in out[tail..].iter_mut().zip(&r[tail..]) {
                 let x = x.widen();
                 *a += if WEIGHTED { x * w } else { x };
             }
+        }
+        out[tail..].iter_mut().for_each(|v| *v /= n);
+    }
+
+    /// `out[j0 .. j0 + N·8] = (Σ w·row) / ids.len()` over `ids` in order, the sums in `N`
+    /// registers.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn mean_block<'t, T: Element, const WEIGHTED: bool, const N: usize>(
+        out: &mut [f32],
+        j0: usize,
+        ids: &[u32],
+        row: &impl Fn(u32) -> &'t [T],
+        weight: &impl Fn(u32) -> f32,
+    ) {
+        let mut sums = [_mm256_setzero_ps(); N];
+        for &id in ids {
+            let (r, w) = (row(id), _mm256_set1_ps(weight(id)));
+            for (k, s) in sums.iter_mut().enumerate() {
+                *s = _mm256_add_ps(*s, scaled::<WEIGHTED>(widen8(r, j0 + k * LANES), w));
+            }
+        }
+        let count = _mm256_set1_ps(ids.len() as f32);
+        for (k, s) in sums.iter().enumerate() {
+            store(out, j0 + k * LANES, _mm256_div_ps(*s, count));
         }
     }
 }
