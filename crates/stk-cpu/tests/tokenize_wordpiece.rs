@@ -145,6 +145,22 @@ fn interesting_text() -> impl Strategy<Value = String> {
                 s
             }),
         1 => any::<String>(),
+        // Sentences of ASCII words (the runs the fast path tokenizes in place or copies):
+        // lowercase, capitalized, with a dropped control char or a non-ASCII letter inside.
+        4 => proptest::collection::vec(
+            (
+                prop_oneof![
+                    "[a-z]{1,14}",
+                    "[A-Z][a-z]{0,9}",
+                    "[a-z]{1,4}[\u{0}\u{1}\u{7f}\u{ad}][a-z]{1,4}",
+                    "[a-z]{0,3}[\u{e9}\u{df}\u{130}][a-z]{0,3}",
+                    "[0-9]{1,6}",
+                ],
+                prop_oneof![" ", "  ", ", ", ".", "\t", "-", "'", "\u{a0}", "\u{3000}", ""],
+            ),
+            0..14,
+        )
+        .prop_map(|words| words.into_iter().map(|(w, sep)| w + &sep).collect()),
     ]
 }
 
@@ -152,10 +168,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_unicode_matches_the_crate(text in interesting_text()) {
+    fn random_unicode_matches_the_crate(text in interesting_text(), max in 1usize..30) {
         let (ours, reference) = potion();
         let expected = reference_ids(reference, &text);
         prop_assert_eq!(ours.encode(&text).unwrap(), expected.clone());
+        // Stopping early keeps exactly the prefix.
+        let truncated = ours.encode_truncated(&text, max).unwrap();
+        prop_assert_eq!(&truncated[..], &expected[..max.min(expected.len())]);
         if let Some(ids) = ours.encode_fast_only(&text) {
             prop_assert_eq!(ids, expected);
         }

@@ -51,15 +51,21 @@ impl WordPiece {
     /// when it is too long or some remainder has no matching piece. (The crate tries ever
     /// shorter substrings; the longest vocabulary prefix found by one trie walk is the same
     /// piece, as tokens are whole UTF-8 strings.)
-    #[inline]
+    #[inline(always)]
     fn tokenize_word(&self, word: &[u8], chars: usize, out: &mut Vec<u32>) {
+        // A word that is itself a token is its own longest first piece, and then the only one
+        // (the common case, inlined; the rest out of line).
+        match self.words.get(word) {
+            Some(id) if chars <= self.max_input_chars_per_word => out.push(id),
+            _ => self.tokenize_pieces(word, chars, out),
+        }
+    }
+
+    /// [`WordPiece::tokenize_word`] by trie walks.
+    #[inline(never)]
+    fn tokenize_pieces(&self, word: &[u8], chars: usize, out: &mut Vec<u32>) {
         if chars > self.max_input_chars_per_word {
             out.push(self.unk_id);
-            return;
-        }
-        // A word that is itself a token is its own longest first piece, and then the only one.
-        if let Some(id) = self.words.get(word) {
-            out.push(id);
             return;
         }
         let mark = out.len();
@@ -187,7 +193,7 @@ impl WordTable {
     }
 
     /// Id of the token equal to `word`, if it is in the table.
-    #[inline]
+    #[inline(always)]
     fn get(&self, word: &[u8]) -> Option<u32> {
         let key = WordKey::of(word)?;
         let mut i = key.hash() & self.mask;
@@ -211,7 +217,53 @@ pub(crate) struct NeedsReference;
 /// The whole fast pipeline.
 pub(crate) struct BertWordPiece {
     table: &'static BertCharTable,
+    /// The ASCII bytes as runs see them; `None` when the table has no ASCII fast path.
+    ascii_runs: Option<AsciiRuns>,
     model: WordPiece,
+}
+
+/// ASCII bytes by what they do inside a run of word bytes (indexed by any byte; non-ASCII
+/// bytes are neither).
+struct AsciiRuns {
+    /// The normalized byte of a word char that stays one byte, else 0 (a run ends there).
+    word_byte: [u8; 256],
+    /// Whether the byte ends a word (whitespace or punctuation).
+    separator: [bool; 256],
+}
+
+impl AsciiRuns {
+    fn new(table: &BertCharTable) -> Option<AsciiRuns> {
+        let ascii = table.ascii.as_ref()?;
+        let mut runs = AsciiRuns {
+            word_byte: [0; 256],
+            separator: [false; 256],
+        };
+        for (b, &(kind, mapped)) in ascii.iter().enumerate() {
+            match (kind, mapped) {
+                (CharKind::Word, Some(m)) => runs.word_byte[b] = m,
+                (CharKind::Space | CharKind::Punct, Some(_)) => runs.separator[b] = true,
+                _ => {}
+            }
+        }
+        Some(runs)
+    }
+
+    /// End of the run of word bytes that starts at `start`, and whether every byte of it
+    /// normalizes to itself.
+    #[inline(always)]
+    fn run_end(&self, bytes: &[u8], start: usize) -> (usize, bool) {
+        let mut end = start;
+        let mut unchanged = true;
+        while let Some(&c) = bytes.get(end) {
+            let m = self.word_byte[usize::from(c)];
+            if m == 0 {
+                break;
+            }
+            unchanged &= m == c;
+            end += 1;
+        }
+        (end, unchanged)
+    }
 }
 
 /// Per-thread scratch buffers, reused across texts.
@@ -228,8 +280,10 @@ thread_local! {
 
 impl BertWordPiece {
     pub(crate) fn new(cfg: BertNormalizerConfig, model: WordPiece) -> BertWordPiece {
+        let table = BertCharTable::get(cfg);
         BertWordPiece {
-            table: BertCharTable::get(cfg),
+            table,
+            ascii_runs: AsciiRuns::new(table),
             model,
         }
     }
@@ -276,8 +330,32 @@ impl BertWordPiece {
         let bytes = text.as_bytes();
         let mut i = 0;
         let ascii = self.table.ascii.as_ref();
+        let runs = self.ascii_runs.as_ref().filter(|_| !want_normalized);
         while i < bytes.len() {
             let b = bytes[i];
+            if let Some(runs) = runs {
+                // A run of ASCII word bytes at once: a word that is all lowercase ASCII and ends
+                // here is tokenized where it lies in the text, without a copy.
+                let (end, unchanged) = runs.run_end(bytes, i);
+                if end > i {
+                    let run = &bytes[i..end];
+                    i = end;
+                    let word_ends = bytes
+                        .get(end)
+                        .is_none_or(|&c| runs.separator[usize::from(c)]);
+                    if s.word.is_empty() && unchanged && word_ends {
+                        self.model.tokenize_word(run, run.len(), out);
+                        if out.len() - base >= limit {
+                            return Ok(());
+                        }
+                    } else {
+                        s.word
+                            .extend(run.iter().map(|&c| runs.word_byte[usize::from(c)]));
+                        chars += run.len();
+                    }
+                    continue;
+                }
+            }
             if let (true, Some(ascii)) = (b < 0x80, ascii) {
                 i += 1;
                 let (kind, mapped) = ascii[usize::from(b)];
