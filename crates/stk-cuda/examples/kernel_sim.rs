@@ -410,6 +410,10 @@ fn main() {
         "T = 20,000: blocked sums within 1e-6 of f64 (host plans, device rows, bag)",
         checks::long_sums(&sim),
     );
+    report(
+        "host plans split: holes, left padding, cls, token_weights_sum, prompt, varlen, spans",
+        checks::split_host_plans(&sim),
+    );
     ok &= random("padded pooling", cases, padded_problem(), |p| {
         checks::padded(&sim, p)
     });

@@ -153,6 +153,14 @@ fn long_sums_on_gpu() {
 }
 
 #[test]
+fn split_host_plans_on_gpu() {
+    let Some(dev) = gpu("split_host_plans_on_gpu") else {
+        return;
+    };
+    ok(checks::split_host_plans(dev));
+}
+
+#[test]
 fn long_sequence_on_gpu() {
     let Some(dev) = gpu("long_sequence_on_gpu") else {
         return;

@@ -363,6 +363,34 @@ fn embedding_bag_lanes() {
     assert_eq!(lanes_per_row(1, DType::F16), 1);
 }
 
+/// The packed bag kernels store 16 bytes at a time: an output that is not 16-byte aligned (a
+/// caller's view into the middle of a buffer) gets the element-wise kernel, with the lanes of
+/// one-element packs.
+#[test]
+fn unaligned_bag_output_gets_the_element_wise_kernel() {
+    use stk_cuda::embedding_bag::{embedding_bag_launch, BagProblem};
+    use stk_cuda::BagReduce;
+    for (aligned, kernel, lanes) in [
+        (true, "embedding_bag_f16_v8", 8),
+        (false, "embedding_bag_f16_v1", 32),
+    ] {
+        let l = embedding_bag_launch(&BagProblem {
+            dim: 64,
+            dtype: DType::F16,
+            vocab: 10,
+            num_ids: 3,
+            num_bags: 2,
+            reduce: BagReduce::Sum,
+            normalize: None,
+            aligned,
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!((l.shape.kernel.name, l.lanes_per_row), (kernel, lanes));
+        assert_eq!(l.shape.shared_bytes, 256 * 8 * if aligned { 8 } else { 1 });
+    }
+}
+
 /// Small batches of long rows are split until the launch has about 512 blocks (B = 1 with
 /// T = 32768: 256 chunks of 128 rows); large batches and short rows are not; the split is three
 /// launches (facts, partials over B × chunks blocks, combine) with a workspace sized for them.

@@ -497,6 +497,104 @@ pub fn spans(k: &dyn Kernels, p: &SpanProblem) -> Check {
     Ok(())
 }
 
+/// `n` values in [-4, 4), the same every run.
+fn spread(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * 8.0)
+        .collect()
+}
+
+/// Small batches of rows long enough that the host plans split them (2 to 4 chunks a row),
+/// with what only the host plan handles: masks with holes and left padding, cls embeddings of
+/// another dtype (tokens read as f32), token_weights_sum, prompt exclusion, the fused
+/// normalize; varlen with an empty sequence, overlapping spans. Host path and device paths
+/// against the f64 reference (the random problems are too short to split on the host).
+pub fn split_host_plans(k: &dyn Kernels) -> Check {
+    use stk_core::PoolingMode;
+    let (b, t) = (2usize, 600usize);
+    // Row 0: right padding (the last 50 positions) and a hole every 7th position; row 1: the
+    // first 100 positions left padding.
+    let mask: Vec<u8> = (0..b * t)
+        .map(|i| {
+            let (row, j) = (i / t, i % t);
+            u8::from(if row == 0 {
+                j < t - 50 && j % 7 != 3
+            } else {
+                j >= 100
+            })
+        })
+        .collect();
+    for (dtype, d, modes, with_extras) in [
+        (DType::BF16, 16, PoolingMode::ALL.to_vec(), true),
+        (
+            DType::F16,
+            12,
+            vec![PoolingMode::Max, PoolingMode::WeightedMean],
+            false,
+        ),
+        (
+            DType::F32,
+            8,
+            vec![PoolingMode::Mean, PoolingMode::LastToken],
+            true,
+        ),
+    ] {
+        let p = PaddedProblem {
+            dims: [b, t, d],
+            dtype,
+            values: spread(b * t * d),
+            mask: Some(mask.clone()),
+            modes,
+            prompt: Some(3),
+            tws: with_extras.then(|| vec![7.5, 0.25]),
+            cls: with_extras.then(|| spread(b * d + 1)[1..].to_vec()),
+            cls_dtype: DType::F32,
+            normalize: true,
+        };
+        host_plan_splits((&p.batch()).into(), &p.spec())?;
+        padded(k, &p).map_err(|e| format!("padded {dtype} D = {d}, host plan: {e}"))?;
+        device_padded(k, &PaddedProblem { cls: None, ..p })
+            .map_err(|e| format!("padded {dtype} D = {d}, device mask: {e}"))?;
+    }
+    let v = VarlenProblem {
+        lens: vec![700, 0, 300],
+        dim: 8,
+        dtype: DType::BF16,
+        values: spread(1000 * 8),
+        modes: PoolingMode::ALL.to_vec(),
+        prompt: Some(2),
+        normalize: true,
+    };
+    host_plan_splits((&v.batch()).into(), &v.spec())?;
+    varlen(k, &v).map_err(|e| format!("varlen, host plan: {e}"))?;
+    device_varlen(k, &v).map_err(|e| format!("varlen, device: {e}"))?;
+    let sp = SpanProblem {
+        n: 1200,
+        dim: 8,
+        dtype: DType::F16,
+        values: spread(1200 * 8),
+        spans: vec![[0, 1200], [100, 700], [850, 851], [650, 1200]],
+        modes: PoolingMode::ALL.to_vec(),
+        prompt: None,
+        normalize: true,
+    };
+    host_plan_splits((&sp.batch()).into(), &sp.spec())?;
+    spans(k, &sp).map_err(|e| format!("spans: {e}"))
+}
+
+/// The host plan of `input` splits its rows (so a check of it covers the split launches).
+fn host_plan_splits(input: PoolInput<'_>, spec: &PoolingSpec) -> Check {
+    let plan =
+        stk_cuda::PoolPlan::new(input, spec, &PoolExtras::default()).map_err(|e| e.to_string())?;
+    match plan.chunks() {
+        1 => Err(format!(
+            "the host plan of {:?} does not split",
+            plan.out_dims()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `tokens` (`[T, D]`) pooled as one row of T tokens through every entry point: the
 /// host-tensor API (padded without a mask, varlen, one whole-array span; split as
 /// `PoolPlan::chunks` decides, over 256 blocks for T = 32768) and the device row sources (the
