@@ -118,6 +118,51 @@ __device__ __forceinline__ void store_pack(T* p, const float (&v)[V]) {
     }
 }
 
+// Load V elements of T at p (16-byte aligned when V > 1), widened to f32, 16 bytes at a time,
+// through the coherent data path: for a buffer the kernel itself wrote (load_pack reads through
+// the read-only cache, which may not see those writes).
+template <typename T, int V>
+__device__ __forceinline__ void load_written(const T* p, float (&v)[V]) {
+    if constexpr (V == 1) {
+        v[0] = widen(*p);
+    } else {
+        constexpr int per_load = (int)(16 / sizeof(T));
+        static_assert(V % per_load == 0, "whole 16-byte loads");
+        #pragma unroll
+        for (int q = 0; q < V / per_load; ++q) {
+            const uint4 raw = reinterpret_cast<const uint4*>(p)[q];
+            #pragma unroll
+            for (int i = 0; i < per_load; ++i) v[q * per_load + i] = unpack16<T>(raw, i);
+        }
+    }
+}
+
+// Divide the V elements of T at p (16-byte aligned when V > 1) by d in place, rounding each
+// to T: 16-byte loads and stores, each word rescaled as it is unpacked (no V-float array held
+// at once, which keeps the tight register budgets).
+template <typename T, int V>
+__device__ __forceinline__ void divide_written(T* p, float d) {
+    if constexpr (V == 1) {
+        *p = narrow<T>(widen(*p) / d);
+    } else {
+        constexpr int per_word = (int)(4 / sizeof(T));  // elements per 32-bit word: 1 or 2
+        static_assert((V * sizeof(T)) % 16 == 0, "whole 16-byte loads and stores");
+        #pragma unroll
+        for (int q = 0; q < (int)(V * sizeof(T) / 16); ++q) {
+            const uint4 raw = reinterpret_cast<const uint4*>(p)[q];
+            uint32_t w[4];
+            #pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                w[k] = bits_of(narrow<T>(unpack16<T>(raw, k * per_word) / d));
+                if constexpr (per_word == 2) {
+                    w[k] |= bits_of(narrow<T>(unpack16<T>(raw, 2 * k + 1) / d)) << 16;
+                }
+            }
+            reinterpret_cast<uint4*>(p)[q] = uint4{w[0], w[1], w[2], w[3]};
+        }
+    }
+}
+
 // -inf, spelled without <math.h> (which NVRTC lacks).
 __device__ __forceinline__ float negative_infinity() { return __uint_as_float(0xff800000u); }
 

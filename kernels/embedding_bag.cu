@@ -11,7 +11,8 @@
 //             0..num_ids, so unchecked offsets cannot make the kernel read outside ids
 //   divide_by 0: sum, 1: token count (model2vec, StaticEmbedding), 2: sum of token weights;
 //             an empty bag (or a zero divisor) gives a zero row
-//   out       [num_bags, D] f32
+//   out       [num_bags, D] f32, 16-byte aligned for the V > 1 kernels (written 16 bytes at a
+//             time; the host chooses them only for an aligned output)
 //
 // One warp per bag. The warp splits into 32 / lanes_per_row sub-groups; each sub-group covers
 // lanes_per_row * V columns of one row, and each lane loads U rows before adding them, so
@@ -126,10 +127,10 @@ __device__ __forceinline__ void embedding_bag_body(
         if (sub == 0 && active) {
             #pragma unroll
             for (int i = 0; i < V; ++i) {
-                const float v = (k1 > k0 && divisor != 0.f) ? acc[i] / divisor : 0.f;
-                out_row[j + i] = v;
-                sumsq += v * v;
+                acc[i] = (k1 > k0 && divisor != 0.f) ? acc[i] / divisor : 0.f;
+                sumsq += acc[i] * acc[i];
             }
+            store_pack<float, V>(out_row + j, acc);
         }
     }
 
@@ -142,8 +143,11 @@ __device__ __forceinline__ void embedding_bag_body(
             for (int c0 = 0; c0 < D; c0 += chunk) {
                 const int j = c0 + sl * V;
                 if (j >= D) continue;
+                float v[V];
+                load_written<float, V>(out_row + j, v);
                 #pragma unroll
-                for (int i = 0; i < V; ++i) out_row[j + i] = out_row[j + i] / denom;
+                for (int i = 0; i < V; ++i) v[i] = v[i] / denom;
+                store_pack<float, V>(out_row + j, v);
             }
         }
     }

@@ -4,7 +4,7 @@
 // layers back to back, each `n` elements ([B, T, D] flattened); weights [num_layers] f32;
 // weight_sum is the f32 sum of the weights, computed once on the host; out [n] in T.
 // Accumulation is f32. For the 16-byte kernels n is a multiple of V, so every layer starts on
-// a 16-byte boundary.
+// a 16-byte boundary, and the output is written 16 bytes at a time.
 //
 // Elementwise over n: each thread handles V consecutive elements per step (grid-stride), and
 // reads the layers in an unrolled loop so several layers' loads are in flight at once.
@@ -29,7 +29,8 @@ __device__ __forceinline__ void layer_pool_body(const T* __restrict__ layers,
             for (int i = 0; i < V; ++i) acc[i] += w * pack_get<T, V>(raw, i);
         }
         #pragma unroll
-        for (int i = 0; i < V; ++i) out[e + i] = narrow<T>(acc[i] / weight_sum);
+        for (int i = 0; i < V; ++i) acc[i] = acc[i] / weight_sum;
+        store_pack<T, V>(out + e, acc);
     }
 }
 

@@ -6,7 +6,8 @@
 // (||x|| + 1e-32); a zero row stays zero.
 //
 // One warp per row: a first pass over the row sums squares, a second pass (served from cache)
-// divides. Each lane handles V columns per 32 * V-column chunk.
+// divides. Each lane handles V columns per 32 * V-column chunk, loaded and stored 16 bytes at a
+// time for V > 1 (both buffers are 16-byte aligned then).
 #include "common.cuh"
 
 #define NORMALIZE_THREADS 256
@@ -36,8 +37,10 @@ __device__ __forceinline__ void normalize_body(const T* __restrict__ x, T* __res
 
     for (int j = lane * V; j < D; j += 32 * V) {
         const typename PackRaw<T, V>::type raw = load_pack<T, V>(in + j);
+        float v[V];
         #pragma unroll
-        for (int i = 0; i < V; ++i) dst[j + i] = narrow<T>(pack_get<T, V>(raw, i) / denom);
+        for (int i = 0; i < V; ++i) v[i] = pack_get<T, V>(raw, i) / denom;
+        store_pack<T, V>(dst + j, v);
     }
 }
 

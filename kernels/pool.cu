@@ -282,23 +282,62 @@ __device__ __forceinline__ float* partials_of(void* workspace, int chunks, int p
     return reinterpret_cast<float*>(static_cast<int64_t*>(workspace) + 8 * rows_out);
 }
 
-// Store V output values at element `at` (a multiple of V): whole 16-byte stores for V > 1 in
-// the output type T. f32 output of a 16-bit T (the rare token_weights_sum case) is stored an
-// element at a time, which keeps the register budget of the 64-register kernels.
+// Store V output values at element `at` (a multiple of V) of the output, in T or (out_f32) in
+// f32: whole 16-byte stores for V > 1 (the output is 16-byte aligned then, see PoolProblem).
 template <typename T, int V>
 __device__ __forceinline__ void store_out_pack(void* out, int out_f32, int64_t at,
                                                const float (&v)[V]) {
-    if (out_f32 && sizeof(T) != sizeof(float)) {
-        #pragma unroll
-        for (int i = 0; i < V; ++i) static_cast<float*>(out)[at + i] = v[i];
+    if (out_f32) {
+        store_pack<float, V>(static_cast<float*>(out) + at, v);
     } else {
         store_pack<T, V>(static_cast<T*>(out) + at, v);
     }
 }
 
-template <typename T>
-__device__ __forceinline__ float load_out(const void* out, int out_f32, int64_t at) {
-    return out_f32 ? static_cast<const float*>(out)[at] : widen(static_cast<const T*>(out)[at]);
+// The V output values at element `at` that this thread stored, read back (16 bytes at a time
+// for V > 1), as f32.
+template <typename T, int V>
+__device__ __forceinline__ void load_out_pack(const void* out, int out_f32, int64_t at,
+                                              float (&v)[V]) {
+    if (out_f32) {
+        load_written<float, V>(static_cast<const float*>(out) + at, v);
+    } else {
+        load_written<T, V>(static_cast<const T*>(out) + at, v);
+    }
+}
+
+// Divide the V output values at element `at` (in T or, out_f32, in f32) by d in place: 16
+// bytes at a time in the FULL kernels; an element at a time in the 64-register pool_sum
+// kernels, where 16-byte loads and stores here spill registers (`cargo xtask ptx --check`).
+template <typename T, int V, bool FULL>
+__device__ __forceinline__ void divide_out(void* out, int out_f32, int64_t at, float d) {
+    if constexpr (FULL) {
+        if (out_f32) {
+            divide_written<float, V>(static_cast<float*>(out) + at, d);
+        } else {
+            divide_written<T, V>(static_cast<T*>(out) + at, d);
+        }
+    } else {
+        #pragma unroll
+        for (int i = 0; i < V; ++i) {
+            float v[1];
+            load_out_pack<T, 1>(out, out_f32, at + i, v);
+            v[0] = v[0] / d;
+            store_out_pack<T, 1>(out, out_f32, at + i, v);
+        }
+    }
+}
+
+// Call f(at) with the output element `at` of every pack this thread stored in the epilogue
+// (group 0's threads: column packs c0 + lane * V below D, in every slot), in a fixed order.
+template <int V, typename F>
+__device__ __forceinline__ void for_each_stored_pack(int D, int chunk, int lane, int num_slots,
+                                                     F&& f) {
+    for (int c0 = 0; c0 < D; c0 += chunk) {
+        const int j = c0 + lane * V;
+        if (j >= D) continue;
+        for (int k = 0; k < num_slots; ++k) f(((int64_t)blockIdx.x * num_slots + k) * D + j);
+    }
 }
 
 // Add the f32 block sums to this thread's f64 totals (in shared memory, out of the token
@@ -589,36 +628,19 @@ __device__ __forceinline__ void pool_body(const T* __restrict__ x, const T* __re
         // (Read back rather than summed in the loop above, to keep a register free there.)
         float sumsq = 0.f;
         if (g == 0) {
-            for (int c0 = 0; c0 < D; c0 += chunk) {
-                const int j = c0 + lane * V;
-                if (j >= D) continue;
-                for (int k = 0; k < num_slots; ++k) {
-                    const int64_t at = ((int64_t)blockIdx.x * num_slots + k) * D + j;
-                    #pragma unroll
-                    for (int i = 0; i < V; ++i) {
-                        const float stored = load_out<T>(out, out_f32, at + i);
-                        sumsq += stored * stored;
-                    }
-                }
-            }
+            for_each_stored_pack<V>(D, chunk, lane, num_slots, [&](int64_t at) {
+                float v[V];
+                load_out_pack<T, V>(out, out_f32, at, v);
+                #pragma unroll
+                for (int i = 0; i < V; ++i) sumsq += v[i] * v[i];
+            });
         }
         const float denom = norm_divisor(block_sum(sumsq, scratch), norm_add, norm_floor);
         if (g == 0) {
-            // Each thread rescales exactly the values it stored above, an element at a time:
-            // 16-byte loads and stores here would push the 64-register kernels into spills.
-            for (int c0 = 0; c0 < D; c0 += chunk) {
-                const int j = c0 + lane * V;
-                if (j >= D) continue;
-                for (int k = 0; k < num_slots; ++k) {
-                    const int64_t at = ((int64_t)blockIdx.x * num_slots + k) * D + j;
-                    #pragma unroll
-                    for (int i = 0; i < V; ++i) {
-                        const float v = load_out<T>(out, out_f32, at + i) / denom;
-                        if (out_f32) static_cast<float*>(out)[at + i] = v;
-                        else static_cast<T*>(out)[at + i] = narrow<T>(v);
-                    }
-                }
-            }
+            // Each thread rescales exactly the values it stored above.
+            for_each_stored_pack<V>(D, chunk, lane, num_slots, [&](int64_t at) {
+                divide_out<T, V, FULL>(out, out_f32, at, denom);
+            });
         }
     }
 }

@@ -20,7 +20,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use stk_core::validate::{self, EmbeddingTable, LayerPooling, PoolExtras};
 use stk_core::{DType, Error, PoolingSpec, Result, Tensor, TokenBags};
-use stk_cuda::embedding_bag::{embedding_bag_launch, BagBuffers, BagProblem};
+use stk_cuda::embedding_bag::{
+    check_output, check_vocab, embedding_bag_launch, BagBuffers, BagProblem,
+};
 use stk_cuda::launch::LaunchShape;
 use stk_cuda::layer_pool::layer_pool_launch;
 use stk_cuda::normalize::normalize_launch;
@@ -152,7 +154,7 @@ impl Kernels for Sim {
         normalize: bool,
     ) -> Result<Tensor> {
         let plan = PoolPlan::new(input, spec, extras)?;
-        let Some(l) = plan.launch(normalize)? else {
+        let Some(launches) = plan.launches(normalize)? else {
             return Tensor::zeros(plan.out_dims(), plan.out_dtype());
         };
         let tokens = match input {
@@ -167,19 +169,35 @@ impl Kernels for Sim {
             _ => None,
         };
         let [b, w] = plan.out_dims();
-        let args = l.args(PoolBuffers {
-            tokens: tokens.bytes().to_vec(),
-            cls,
-            ranges: buf(plan.row_segments()),
-            segments: Some(buf(plan.segments())),
-            row_rows: Some(buf(plan.row_rows())),
-            row_divisors: Some(buf(plan.row_divisors())),
-            token_weights_sum: None,
-            out: zeros(b * w, plan.out_dtype()),
-            workspace: None,
-        });
-        let out = self.run(&l.shape, &args)?;
-        Tensor::from_bytes(plan.out_dims(), plan.out_dtype(), &out[out_index(&args)])
+        // The check `CudaDevice::pool_device` makes before its launches.
+        plan.check_buffers(
+            (tokens.dtype(), tokens.dims()),
+            extras
+                .cls_token_embeddings
+                .filter(|_| plan.uses_cls_embeddings())
+                .map(|c| (plan.dtype(), c.dims())),
+            (plan.out_dtype(), &[b, w]),
+        )?;
+        // A split's workspace, as `CudaDevice::pool_device` allocates it for the call.
+        let workspace = match plan.workspace_bytes()? {
+            0 => None,
+            bytes => Some(vec![0xA5u8; bytes]),
+        };
+        let out = self.run_pool(
+            &launches,
+            PoolBuffers {
+                tokens: tokens.bytes().to_vec(),
+                cls,
+                ranges: buf(plan.row_segments()),
+                segments: Some(buf(plan.segments())),
+                row_rows: Some(buf(plan.row_rows())),
+                row_divisors: Some(buf(plan.row_divisors())),
+                token_weights_sum: None,
+                out: zeros(b * w, plan.out_dtype()),
+                workspace,
+            },
+        )?;
+        Tensor::from_bytes(plan.out_dims(), plan.out_dtype(), &out)
     }
 
     fn normalize(&self, x: &Tensor, rule: NormRule) -> Result<Tensor> {
@@ -228,10 +246,10 @@ impl Kernels for Sim {
         normalize: Option<NormRule>,
     ) -> Result<Tensor> {
         let checked = EmbeddingTable::check(table, mapping, weights)?;
-        if bags.vocab() > checked.vocab {
-            return Err(Error::invalid("bags beyond the table's vocabulary"));
-        }
+        // The checks `CudaDevice::embedding_bag_device` makes before its launch.
+        check_vocab(checked.vocab, bags.vocab())?;
         let dims = [bags.num_bags(), checked.dim];
+        check_output(dims[0], dims[1], (DType::F32, &dims))?;
         let problem = BagProblem {
             dim: checked.dim,
             dtype: table.dtype(),
@@ -240,6 +258,7 @@ impl Kernels for Sim {
             num_bags: bags.num_bags(),
             reduce,
             normalize,
+            aligned: true,
         };
         let Some(l) = embedding_bag_launch(&problem)? else {
             return Tensor::zeros(dims, DType::F32);
@@ -384,12 +403,16 @@ fn main() {
         checks::golden_pooling(&sim, 8).map(|_| ()),
     );
     report(
-        "B = 1, T = 32768, every mode, device paths, fused normalize",
+        "B = 1, T = 32768, every mode, every entry point (host split), fused normalize",
         checks::long_sequence(&sim),
     );
     report(
-        "T = 20,000: blocked sums within 1e-6 of f64 (host plan, device rows, bag)",
+        "T = 20,000: blocked sums within 1e-6 of f64 (host plans, device rows, bag)",
         checks::long_sums(&sim),
+    );
+    report(
+        "host plans split: holes, left padding, cls, token_weights_sum, prompt, varlen, spans",
+        checks::split_host_plans(&sim),
     );
     ok &= random("padded pooling", cases, padded_problem(), |p| {
         checks::padded(&sim, p)

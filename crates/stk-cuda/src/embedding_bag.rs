@@ -10,6 +10,7 @@ use crate::device::{CudaDevice, DeviceTensor};
 use crate::launch::{Arg, LaunchShape};
 use crate::normalize::NormRule;
 use crate::ptx;
+use crate::views::aligned16;
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 use stk_core::{validate, DType, Error, Result, Tensor, TokenBags};
 
@@ -125,8 +126,12 @@ impl DeviceTokenBags {
 #[doc(hidden)]
 /// Lanes of a warp that cover one row: the row's packs rounded up to a power of two, ≤ 32.
 pub fn lanes_per_row(dim: usize, dtype: DType) -> u32 {
-    let v = pack_for(dim, dtype);
-    (dim / v).max(1).next_power_of_two().min(32) as u32
+    lanes_for(dim, pack_for(dim, dtype))
+}
+
+/// [`lanes_per_row`] for packs of `pack` elements.
+fn lanes_for(dim: usize, pack: usize) -> u32 {
+    (dim / pack).max(1).next_power_of_two().min(32) as u32
 }
 
 /// Elements per load: the 16-byte pack when D is a multiple of it, else one.
@@ -203,12 +208,16 @@ pub struct BagProblem {
     pub num_bags: usize,
     pub reduce: BagReduce,
     pub normalize: Option<NormRule>,
+    /// Whether the output is 16-byte aligned (the packed kernels store 16 bytes at a time):
+    /// a whole allocation is; a caller's view may not be, and then gets the element-wise
+    /// kernel.
+    pub aligned: bool,
 }
 
 #[doc(hidden)]
 /// The launch computing `p.num_bags` bags (`None` when there is nothing to compute). The
-/// table is a whole allocation ([`DeviceEmbeddingTable`]), so 16-byte loads only need D to be
-/// a multiple of the pack.
+/// table is a whole allocation ([`DeviceEmbeddingTable`]), so 16-byte loads need D to be a
+/// multiple of the pack, and 16-byte stores an aligned output as well.
 pub fn embedding_bag_launch(p: &BagProblem) -> Result<Option<BagLaunch>> {
     if p.num_bags == 0 || p.dim == 0 {
         return Ok(None);
@@ -217,7 +226,7 @@ pub fn embedding_bag_launch(p: &BagProblem) -> Result<Option<BagLaunch>> {
     let grid = u32::try_from(p.num_bags.div_ceil(warps_per_block))
         .map_err(|_| Error::invalid(format!("{} bags exceed one launch", p.num_bags)))?;
     let dim = p.dim;
-    let pack = pack_for(dim, p.dtype);
+    let pack = if p.aligned { pack_for(dim, p.dtype) } else { 1 };
     Ok(Some(BagLaunch {
         shape: LaunchShape {
             kernel: ptx::select("embedding_bag", p.dtype, pack > 1)?,
@@ -233,7 +242,7 @@ pub fn embedding_bag_launch(p: &BagProblem) -> Result<Option<BagLaunch>> {
         divide_by: p.reduce.code(),
         normalize: i32::from(p.normalize.is_some()),
         norm: p.normalize.unwrap_or(NormRule::SENTENCE_TRANSFORMERS),
-        lanes_per_row: lanes_per_row(dim, p.dtype) as i32,
+        lanes_per_row: lanes_for(dim, pack) as i32,
     }))
 }
 
@@ -264,7 +273,7 @@ impl CudaDevice {
         reduce: BagReduce,
         normalize: Option<NormRule>,
     ) -> Result<Tensor> {
-        check_vocab(table, bags.vocab())?;
+        check_vocab(table.vocab, bags.vocab())?;
         let dims = [bags.num_bags(), table.dim];
         if bags.num_bags() == 0 || table.dim == 0 {
             return Tensor::zeros(dims, DType::F32);
@@ -285,14 +294,8 @@ impl CudaDevice {
         normalize: Option<NormRule>,
         out: &mut DeviceTensor,
     ) -> Result<()> {
-        check_vocab(table, bags.vocab)?;
-        if out.dtype() != DType::F32 || out.dims() != [bags.num_bags, table.dim] {
-            return Err(Error::shape(
-                "embedding bag output",
-                format!("[{}, {}] f32", bags.num_bags, table.dim),
-                out.dims(),
-            ));
-        }
+        check_vocab(table.vocab, bags.vocab)?;
+        check_output(bags.num_bags, table.dim, (out.dtype(), out.dims()))?;
         let stream = self.stream();
         let ids = bags.ids.as_ref().map(|i| i.device_ptr(stream));
         let offsets = bags.offsets.device_ptr(stream);
@@ -395,6 +398,7 @@ impl CudaDevice {
             num_bags,
             reduce,
             normalize,
+            aligned: aligned16(&[out]),
         };
         let Some(l) = embedding_bag_launch(&problem)? else {
             return Ok(());
@@ -417,12 +421,28 @@ impl CudaDevice {
     }
 }
 
-fn check_vocab(table: &DeviceEmbeddingTable, bags_vocab: usize) -> Result<()> {
-    if bags_vocab > table.vocab {
+#[doc(hidden)]
+/// Refuse bags checked against a larger vocabulary than the table answers (the ids are then
+/// not all below the table's vocabulary). The device entries make this check before any copy
+/// or launch.
+pub fn check_vocab(table_vocab: usize, bags_vocab: usize) -> Result<()> {
+    if bags_vocab > table_vocab {
         return Err(Error::invalid(format!(
-            "token bags were checked against a vocabulary of {bags_vocab} ids, but the table answers only {}",
-            table.vocab
+            "token bags were checked against a vocabulary of {bags_vocab} ids, but the table answers only {table_vocab}"
         )));
+    }
+    Ok(())
+}
+
+#[doc(hidden)]
+/// Refuse an output buffer (its dtype and dimensions) other than `[num_bags, dim]` f32.
+pub fn check_output(num_bags: usize, dim: usize, out: (DType, &[usize])) -> Result<()> {
+    if out.0 != DType::F32 || out.1 != [num_bags, dim] {
+        return Err(Error::shape(
+            "embedding bag output",
+            format!("[{num_bags}, {dim}] f32"),
+            out.1,
+        ));
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ pub use device::{shared_device, CudaDevice, DeviceData, DeviceTensor};
 pub use embedding_bag::{BagReduce, DeviceEmbeddingTable, DeviceTokenBags};
 pub use normalize::NormRule;
 pub use pool::{DevicePoolPlan, PoolInput, PoolPlan};
-pub use pool_device::{DeviceRows, RawPool, RawRows};
+pub use pool_device::{DeviceRows, RawPool, RawRows, ViewPool};
 pub use stk_core::validate::{EmbeddingTable, LayerPooling, PoolExtras};
 pub use views::{FloatElement, MaskElement};
 

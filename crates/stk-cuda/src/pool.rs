@@ -11,7 +11,7 @@ use crate::device::{CudaDevice, DeviceTensor};
 use crate::launch::{Arg, LaunchShape};
 use crate::normalize::NormRule;
 use crate::ptx;
-use cudarc::driver::{CudaSlice, DevicePtr};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use std::ops::Range;
 use stk_core::validate::{self, PoolExtras};
 use stk_core::{
@@ -624,11 +624,28 @@ pub fn pool_split_launches(p: &PoolProblem<'_>, chunks: usize) -> Result<Option<
 }
 
 impl PoolPlan {
+    /// Chunks each output row is split into ([`split_chunks`] of the batch and the token rows
+    /// per output row, counted as [`crate::RawPool::chunks`] counts them): 1 for batches that
+    /// fill the GPU with one block per row.
+    pub fn chunks(&self) -> usize {
+        split_chunks(
+            self.batch,
+            self.token_rows.checked_div(self.batch).unwrap_or(0),
+        )
+    }
+
+    /// Bytes of device workspace the plan's launches need ([`pool_workspace_bytes`]; 0
+    /// without a split).
+    pub fn workspace_bytes(&self) -> Result<usize> {
+        split_workspace_bytes(self.batch, self.chunks(), self.dim)
+    }
+
     #[doc(hidden)]
-    /// The launch that carries out this plan (`None` when there is nothing to compute: no
-    /// sequence or D = 0).
-    pub fn launch(&self, normalize: bool) -> Result<Option<PoolLaunch>> {
-        pool_launch(&PoolProblem {
+    /// The launches that carry out this plan, in stream order: one, or the three of a split
+    /// ([`pool_split_launches`] with [`PoolPlan::chunks`]); `None` when there is nothing to
+    /// compute (no sequence or D = 0).
+    pub fn launches(&self, normalize: bool) -> Result<Option<Vec<PoolLaunch>>> {
+        let problem = PoolProblem {
             dtype: self.dtype,
             out_dtype: self.out_dtype,
             batch: self.batch,
@@ -638,7 +655,100 @@ impl PoolPlan {
             prompt: 0,
             normalize,
             aligned: true,
-        })
+        };
+        pool_split_launches(&problem, self.chunks())
+    }
+}
+
+impl PoolPlan {
+    /// Check the buffers of a launch of this plan, each as its dtype and dimensions:
+    /// `tokens` holds the plan's token rows × D elements of [`PoolPlan::dtype`], `cls` is
+    /// given exactly when the plan uses cls embeddings (`[B, D]`, same dtype), `out` is
+    /// [`PoolPlan::out_dims`] of [`PoolPlan::out_dtype`]. [`CudaDevice::pool_device`] makes
+    /// this check before any launch.
+    pub fn check_buffers(
+        &self,
+        tokens: (DType, &[usize]),
+        cls: Option<(DType, &[usize])>,
+        out: (DType, &[usize]),
+    ) -> Result<()> {
+        if tokens.0 != self.dtype {
+            return Err(Error::dtype(
+                "pooling tokens",
+                self.dtype.as_str(),
+                tokens.0,
+            ));
+        }
+        if tokens.1.iter().product::<usize>() != self.token_rows * self.dim {
+            return Err(Error::shape(
+                "pooling tokens",
+                format!("{} rows of {}", self.token_rows, self.dim),
+                tokens.1,
+            ));
+        }
+        match (cls, self.cls_embeddings) {
+            (None, false) => {}
+            (Some((dtype, dims)), true) => {
+                if dtype != self.dtype || dims != [self.batch, self.dim] {
+                    return Err(Error::shape(
+                        "cls_token_embeddings",
+                        format!("[{}, {}] {}", self.batch, self.dim, self.dtype),
+                        dims,
+                    ));
+                }
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "cls_token_embeddings must be given exactly when the plan was built with them",
+                ))
+            }
+        }
+        if out.0 != self.out_dtype {
+            return Err(Error::dtype(
+                "pooling output",
+                self.out_dtype.as_str(),
+                out.0,
+            ));
+        }
+        if out.1 != self.out_dims() {
+            return Err(Error::shape(
+                "pooling output",
+                format!("{:?}", self.out_dims()),
+                out.1,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// [`pool_workspace_bytes`], an error when the size overflows.
+pub(crate) fn split_workspace_bytes(batch: usize, chunks: usize, dim: usize) -> Result<usize> {
+    pool_workspace_bytes(batch, chunks, dim).ok_or_else(|| {
+        Error::invalid(format!(
+            "a workspace for {batch} rows in {chunks} chunks of {dim} columns overflows"
+        ))
+    })
+}
+
+/// The workspace address a launch of `batch` rows in `chunks` chunks of `dim` columns gets:
+/// `None` without a split (nothing is read or written then); with one, the caller's
+/// `(address, bytes)`, checked to be 8-byte aligned and at least [`pool_workspace_bytes`] long.
+pub(crate) fn split_workspace(
+    batch: usize,
+    chunks: usize,
+    dim: usize,
+    workspace: Option<(u64, usize)>,
+) -> Result<Option<u64>> {
+    if chunks <= 1 {
+        return Ok(None);
+    }
+    let need = split_workspace_bytes(batch, chunks, dim)?;
+    match workspace {
+        Some((ptr, bytes)) if bytes >= need && ptr % 8 == 0 => Ok(Some(ptr)),
+        Some((ptr, bytes)) => Err(Error::invalid(format!(
+            "pooling workspace of {bytes} bytes at {ptr:#x}: {need} bytes, 8-byte aligned, needed"
+        ))),
+        None => Err(Error::invalid("a split pooling needs a workspace")),
     }
 }
 
@@ -663,6 +773,8 @@ impl CudaDevice {
     /// Pool a batch on the GPU (host in, host out): `[B, modes × D]` in the input dtype, or f32
     /// with `token_weights_sum`. With `normalize`, each output row is then divided by
     /// `max(‖row‖, 1e-12)` as a sentence-transformers `Normalize` module would, in the same launch.
+    /// A small batch of long rows is split over several blocks as the device-buffer API
+    /// splits it ([`PoolPlan::chunks`]), with a workspace allocated for the call.
     pub fn pool<'a>(
         &self,
         input: impl Into<PoolInput<'a>>,
@@ -699,7 +811,9 @@ impl CudaDevice {
 
     /// The pooling kernel on device buffers: `tokens` holds the plan's token rows × D elements
     /// of its dtype, `cls` is given exactly when the plan uses cls embeddings (`[B, D]`, same
-    /// dtype), `out` is `[B, modes × D]` of the plan's output dtype.
+    /// dtype), `out` is `[B, modes × D]` of the plan's output dtype. When the plan splits its
+    /// rows ([`PoolPlan::chunks`] > 1), the call allocates the workspace of
+    /// [`PoolPlan::workspace_bytes`] on this handle's stream and runs the three launches there.
     #[allow(unsafe_code)]
     pub fn pool_device(
         &self,
@@ -710,53 +824,18 @@ impl CudaDevice {
         out: &mut DeviceTensor,
     ) -> Result<()> {
         let p = &plan.plan;
-        if tokens.dtype() != p.dtype {
-            return Err(Error::dtype(
-                "pooling tokens",
-                p.dtype.as_str(),
-                tokens.dtype(),
-            ));
-        }
-        if tokens.numel() != p.token_rows * p.dim {
-            return Err(Error::shape(
-                "pooling tokens",
-                format!("{} rows of {}", p.token_rows, p.dim),
-                tokens.dims(),
-            ));
-        }
-        match (cls, p.cls_embeddings) {
-            (None, false) => {}
-            (Some(c), true) => {
-                if c.dtype() != p.dtype || c.dims() != [p.batch, p.dim] {
-                    return Err(Error::shape(
-                        "cls_token_embeddings",
-                        format!("[{}, {}] {}", p.batch, p.dim, p.dtype),
-                        c.dims(),
-                    ));
-                }
-            }
-            _ => {
-                return Err(Error::invalid(
-                    "cls_token_embeddings must be given exactly when the plan was built with them",
-                ))
-            }
-        }
-        if out.dtype() != p.out_dtype {
-            return Err(Error::dtype(
-                "pooling output",
-                p.out_dtype.as_str(),
-                out.dtype(),
-            ));
-        }
-        if out.dims() != p.out_dims() {
-            return Err(Error::shape(
-                "pooling output",
-                format!("{:?}", p.out_dims()),
-                out.dims(),
-            ));
-        }
-        let Some(l) = p.launch(normalize)? else {
+        p.check_buffers(
+            (tokens.dtype(), tokens.dims()),
+            cls.map(|c| (c.dtype(), c.dims())),
+            (out.dtype(), out.dims()),
+        )?;
+        let Some(launches) = p.launches(normalize)? else {
             return Ok(());
+        };
+        let chunks = p.chunks();
+        let mut workspace = match p.workspace_bytes()? {
+            0 => None,
+            bytes => Some(self.alloc_zeros::<u8>(bytes)?),
         };
         let stream = self.stream();
         let (tokens_ptr, _t) = tokens.ptr(stream);
@@ -768,22 +847,37 @@ impl CudaDevice {
         ];
         let (divisors_ptr, _d) = plan.row_divisors.device_ptr(stream);
         let (out_ptr, _o) = out.ptr_mut(stream);
-        let args = l.args(PoolBuffers {
-            tokens: tokens_ptr,
-            cls: cls_ptr.as_ref().map(|(p, _)| *p),
-            ranges: tables[0].0,
-            segments: Some(tables[1].0),
-            row_rows: Some(tables[2].0),
-            row_divisors: Some(divisors_ptr),
-            token_weights_sum: None,
-            out: out_ptr,
-            workspace: None,
+        let ws = workspace.as_mut().map(|w| {
+            let bytes = w.len();
+            (w.device_ptr_mut(stream), bytes)
         });
-        // SAFETY: whole allocations of this device. Every row number in the plan is below
-        // token_rows (built from the validated batch); tokens holds token_rows * D elements,
-        // cls [B, D], out [B, slots * D] (checked above); the tables hold B + 1, 2 * segments,
-        // 3 * B and 3 * B entries; shared memory is what `block_shape` sizes for the kernel.
-        // The guards keep every buffer alive past the enqueue.
-        unsafe { self.launch(&l.shape, stream.cu_stream(), &args) }
+        let ws_ptr = split_workspace(
+            p.batch,
+            chunks,
+            p.dim,
+            ws.as_ref().map(|((ptr, _), bytes)| (*ptr, *bytes)),
+        )?;
+        for l in &launches {
+            let args = l.args(PoolBuffers {
+                tokens: tokens_ptr,
+                cls: cls_ptr.as_ref().map(|(p, _)| *p),
+                ranges: tables[0].0,
+                segments: Some(tables[1].0),
+                row_rows: Some(tables[2].0),
+                row_divisors: Some(divisors_ptr),
+                token_weights_sum: None,
+                out: out_ptr,
+                workspace: ws_ptr,
+            });
+            // SAFETY: whole allocations of this device. Every row number in the plan is below
+            // token_rows (built from the validated batch); tokens holds token_rows * D
+            // elements, cls [B, D], out [B, slots * D] (checked above); the tables hold B + 1,
+            // 2 * segments, 3 * B and 3 * B entries; a split's workspace was allocated here
+            // with the plan's `pool_workspace_bytes` (checked by `split_workspace`); shared
+            // memory is what `block_shape` sizes for the kernel. The guards keep every buffer
+            // alive past the enqueue, and the launches run in order on this one stream.
+            unsafe { self.launch(&l.shape, stream.cu_stream(), &args) }?;
+        }
+        Ok(())
     }
 }

@@ -10,7 +10,8 @@
 
 use crate::device::CudaDevice;
 use crate::pool::{
-    pool_split_launches, pool_workspace_bytes, split_chunks, PoolBuffers, PoolProblem, RowSource,
+    pool_split_launches, pool_workspace_bytes, split_chunks, split_workspace, PoolBuffers,
+    PoolProblem, RowSource,
 };
 use crate::views::{aligned16, rows_of, FloatElement, MaskElement};
 use cudarc::driver::sys::CUstream;
@@ -186,36 +187,38 @@ impl RawPool<'_> {
     }
 }
 
+/// A pooling on a caller's cudarc views ([`CudaDevice::pool_views`]): the input side of the
+/// call, as [`RawPool`] is for raw pointers.
+#[derive(Debug)]
+pub struct ViewPool<'a, 'b, T, M: MaskElement = i64> {
+    /// `[rows, dim]` token embeddings (`[B, T, dim]` for a padded layout).
+    pub tokens: &'a CudaView<'b, T>,
+    /// D: columns per token row.
+    pub dim: usize,
+    /// How the token rows form output rows, with the layout buffer.
+    pub rows: DeviceRows<'a, 'b, M>,
+    /// The modes (in output order) and the prompt exclusion.
+    pub spec: &'a PoolingSpec,
+    /// `[B]` f32 values replacing the token counts as divisors (WordWeights), or `None`.
+    pub token_weights_sum: Option<&'a CudaView<'b, f32>>,
+    /// L2-normalize each output row in the same launch.
+    pub normalize: bool,
+}
+
 impl CudaDevice {
-    /// Pool `tokens` (`[rows, dim]` elements of `T`) laid out as `rows` into `out`
-    /// (`[B, modes × dim]`: `T`, or f32 when `token_weights_sum` divides a mode), on the
-    /// caller's `stream` (a stream of this device's context). Every mode of `spec`, its prompt
+    /// Pool `p.tokens` laid out as `p.rows` into `out` (`[B, modes × dim]`: the tokens' type,
+    /// or f32 when `token_weights_sum` divides a mode), on the caller's `stream` (a stream of
+    /// this device's context), one block per output row. Every mode of `p.spec`, its prompt
     /// exclusion and the optional normalize run in one launch; nothing is copied, allocated
     /// or synchronized, so the call can be captured in a CUDA graph (with cudarc's event
     /// tracking off, see ARCHITECTURE.md "API for backends").
-    #[allow(clippy::too_many_arguments)]
     pub fn pool_views<T: FloatElement, O: FloatElement, M: MaskElement>(
         &self,
         stream: &CudaStream,
-        tokens: &CudaView<'_, T>,
-        dim: usize,
-        rows: DeviceRows<'_, '_, M>,
-        spec: &PoolingSpec,
-        token_weights_sum: Option<&CudaView<'_, f32>>,
-        normalize: bool,
+        p: ViewPool<'_, '_, T, M>,
         out: &mut CudaViewMut<'_, O>,
     ) -> Result<()> {
-        self.pool_views_split(
-            stream,
-            tokens,
-            dim,
-            rows,
-            spec,
-            token_weights_sum,
-            normalize,
-            out,
-            None,
-        )
+        self.pool_views_split(stream, p, out, None)
     }
 
     /// [`CudaDevice::pool_views`] with a caller-owned device `workspace` of at least
@@ -227,49 +230,35 @@ impl CudaDevice {
     /// fused normalize); still no copy, allocation or synchronization, so the call can be
     /// captured in a CUDA graph. The workspace's contents need not be initialized and are
     /// scratch afterwards.
-    #[allow(clippy::too_many_arguments)]
     pub fn pool_views_with_workspace<T: FloatElement, O: FloatElement, M: MaskElement>(
         &self,
         stream: &CudaStream,
-        tokens: &CudaView<'_, T>,
-        dim: usize,
-        rows: DeviceRows<'_, '_, M>,
-        spec: &PoolingSpec,
-        token_weights_sum: Option<&CudaView<'_, f32>>,
-        normalize: bool,
+        p: ViewPool<'_, '_, T, M>,
         out: &mut CudaViewMut<'_, O>,
         workspace: &mut CudaViewMut<'_, u8>,
     ) -> Result<()> {
-        self.pool_views_split(
-            stream,
-            tokens,
-            dim,
-            rows,
-            spec,
-            token_weights_sum,
-            normalize,
-            out,
-            Some((None, workspace)),
-        )
+        self.pool_views_split(stream, p, out, Some((None, workspace)))
     }
 
     /// [`CudaDevice::pool_views_with_workspace`] with the number of chunks per row chosen by
     /// the caller (tests: splits of short rows); `None` chooses as the public call does.
     #[doc(hidden)]
     #[allow(unsafe_code)]
-    #[allow(clippy::too_many_arguments)]
     pub fn pool_views_split<T: FloatElement, O: FloatElement, M: MaskElement>(
         &self,
         stream: &CudaStream,
-        tokens: &CudaView<'_, T>,
-        dim: usize,
-        rows: DeviceRows<'_, '_, M>,
-        spec: &PoolingSpec,
-        token_weights_sum: Option<&CudaView<'_, f32>>,
-        normalize: bool,
+        p: ViewPool<'_, '_, T, M>,
         out: &mut CudaViewMut<'_, O>,
         split: Option<(Option<usize>, &mut CudaViewMut<'_, u8>)>,
     ) -> Result<()> {
+        let ViewPool {
+            tokens,
+            dim,
+            rows,
+            spec,
+            token_weights_sum,
+            normalize,
+        } = p;
         self.check_stream(stream)?;
         let token_rows = rows_of("token_embeddings", tokens.len(), dim)?;
         let (_layout_guard, raw_rows) = match rows {
@@ -438,25 +427,7 @@ impl CudaDevice {
             aligned: aligned16(&[p.tokens, p.out]),
         };
         let chunks = chunks.max(1);
-        let workspace = if chunks > 1 {
-            let need = pool_workspace_bytes(batch, chunks, p.dim).ok_or_else(|| {
-                Error::invalid(format!(
-                    "a workspace for {batch} rows in {chunks} chunks of {} columns overflows",
-                    p.dim
-                ))
-            })?;
-            match workspace {
-                Some((ptr, bytes)) if bytes >= need && ptr % 8 == 0 => Some(ptr),
-                Some((ptr, bytes)) => {
-                    return Err(Error::invalid(format!(
-                        "pooling workspace of {bytes} bytes at {ptr:#x}: {need} bytes, 8-byte aligned, needed"
-                    )))
-                }
-                None => return Err(Error::invalid("a split pooling needs a workspace")),
-            }
-        } else {
-            None
-        };
+        let workspace = split_workspace(batch, chunks, p.dim, workspace)?;
         let Some(launches) = pool_split_launches(&problem, chunks)? else {
             return Ok(());
         };

@@ -2,9 +2,20 @@
 //! launch path): GPU only; without a CUDA driver or device the test prints that it skipped.
 //! Its own test binary, because it turns cudarc's event tracking off for the context.
 
+use cudarc::driver::CudaSlice;
 use std::io::Write;
 use stk_core::{Error, PoolingMode, PoolingSpec};
 use stk_cuda::CudaDevice;
+
+/// The caller's device buffers the captured calls read and write.
+struct Buffers {
+    tokens: CudaSlice<f32>,
+    mask: CudaSlice<i64>,
+    pooled: CudaSlice<f32>,
+    normalized: CudaSlice<f32>,
+    split: CudaSlice<f32>,
+    workspace: CudaSlice<u8>,
+}
 
 /// The device-buffer calls are capturable: pooling (device mask path) and normalize captured
 /// in a CUDA graph on a stream of the caller's, replayed twice with new inputs written into
@@ -12,7 +23,7 @@ use stk_cuda::CudaDevice;
 #[test]
 fn device_calls_capture_in_a_cuda_graph() {
     use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-    use stk_cuda::DeviceRows;
+    use stk_cuda::{DeviceRows, ViewPool};
     let dev = match CudaDevice::new(0) {
         Ok(d) => d,
         Err(e @ (Error::NoCudaDriver | Error::NoCudaDevice(_))) => {
@@ -35,75 +46,50 @@ fn device_calls_capture_in_a_cuda_graph() {
     let stream = ctx.new_stream().unwrap();
     let (b, t, d) = (4usize, 64usize, 256usize);
     let spec = PoolingSpec::new(vec![PoolingMode::Mean, PoolingMode::Max]).unwrap();
-    let mut tokens = stream.alloc_zeros::<f32>(b * t * d).unwrap();
-    let mut mask = stream.alloc_zeros::<i64>(b * t).unwrap();
-    let mut pooled = stream.alloc_zeros::<f32>(b * 2 * d).unwrap();
-    let mut normalized = stream.alloc_zeros::<f32>(b * 2 * d).unwrap();
-    // The same pooling split in 4 chunks per row (three launches and a workspace), with the
-    // normalize fused.
+    // The same pooling is also split in 4 chunks per row (three launches and a workspace),
+    // with the normalize fused.
     let chunks = 4;
     let ws_bytes = stk_cuda::pool::pool_workspace_bytes(b, chunks, d).unwrap();
-    let mut workspace = stream.alloc_zeros::<u8>(ws_bytes).unwrap();
-    let mut split = stream.alloc_zeros::<f32>(b * 2 * d).unwrap();
-    let run = |tokens: &cudarc::driver::CudaSlice<f32>,
-               mask: &cudarc::driver::CudaSlice<i64>,
-               pooled: &mut cudarc::driver::CudaSlice<f32>,
-               normalized: &mut cudarc::driver::CudaSlice<f32>,
-               split: &mut cudarc::driver::CudaSlice<f32>,
-               workspace: &mut cudarc::driver::CudaSlice<u8>| {
-        let (tv, mv) = (tokens.slice(..), mask.slice(..));
-        let rows = DeviceRows::Padded {
-            seq_len: t,
-            mask: &mv,
+    let mut bufs = Buffers {
+        tokens: stream.alloc_zeros::<f32>(b * t * d).unwrap(),
+        mask: stream.alloc_zeros::<i64>(b * t).unwrap(),
+        pooled: stream.alloc_zeros::<f32>(b * 2 * d).unwrap(),
+        normalized: stream.alloc_zeros::<f32>(b * 2 * d).unwrap(),
+        split: stream.alloc_zeros::<f32>(b * 2 * d).unwrap(),
+        workspace: stream.alloc_zeros::<u8>(ws_bytes).unwrap(),
+    };
+    let run = |bufs: &mut Buffers| {
+        let (tv, mv) = (bufs.tokens.slice(..), bufs.mask.slice(..));
+        let pool = |normalize| ViewPool {
+            tokens: &tv,
+            dim: d,
+            rows: DeviceRows::Padded {
+                seq_len: t,
+                mask: &mv,
+            },
+            spec: &spec,
+            token_weights_sum: None,
+            normalize,
         };
-        dev.pool_views(
-            &stream,
-            &tv,
-            d,
-            rows,
-            &spec,
-            None,
-            false,
-            &mut pooled.slice_mut(..),
-        )
-        .unwrap();
-        let pv = pooled.slice(..);
+        dev.pool_views(&stream, pool(false), &mut bufs.pooled.slice_mut(..))
+            .unwrap();
+        let pv = bufs.pooled.slice(..);
         dev.normalize_views(
             &stream,
             &pv,
             2 * d,
             stk_cuda::NormRule::SENTENCE_TRANSFORMERS,
-            &mut normalized.slice_mut(..),
+            &mut bufs.normalized.slice_mut(..),
         )
         .unwrap();
-        let rows = DeviceRows::Padded {
-            seq_len: t,
-            mask: &mv,
-        };
-        dev.pool_views_split(
-            &stream,
-            &tv,
-            d,
-            rows,
-            &spec,
-            None,
-            true,
-            &mut split.slice_mut(..),
-            Some((Some(chunks), &mut workspace.slice_mut(..))),
-        )
-        .unwrap();
+        let split = Some((Some(chunks), &mut bufs.workspace.slice_mut(..)));
+        dev.pool_views_split(&stream, pool(true), &mut bufs.split.slice_mut(..), split)
+            .unwrap();
     };
     stream
         .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
         .unwrap();
-    run(
-        &tokens,
-        &mask,
-        &mut pooled,
-        &mut normalized,
-        &mut split,
-        &mut workspace,
-    );
+    run(&mut bufs);
     let graph = stream
         .end_capture(CUgraphInstantiate_flags(0))
         .unwrap()
@@ -115,21 +101,14 @@ fn device_calls_capture_in_a_cuda_graph() {
         let m: Vec<i64> = (0..b * t)
             .map(|i| i64::from((i % t) < 10 + 13 * (i / t) + round as usize))
             .collect();
-        stream.memcpy_htod(&values, &mut tokens).unwrap();
-        stream.memcpy_htod(&m, &mut mask).unwrap();
+        stream.memcpy_htod(&values, &mut bufs.tokens).unwrap();
+        stream.memcpy_htod(&m, &mut bufs.mask).unwrap();
         graph.launch().unwrap();
-        let replayed = stream.clone_dtoh(&normalized).unwrap();
-        let replayed_split = stream.clone_dtoh(&split).unwrap();
-        run(
-            &tokens,
-            &mask,
-            &mut pooled,
-            &mut normalized,
-            &mut split,
-            &mut workspace,
-        );
-        let direct = stream.clone_dtoh(&normalized).unwrap();
-        let direct_split = stream.clone_dtoh(&split).unwrap();
+        let replayed = stream.clone_dtoh(&bufs.normalized).unwrap();
+        let replayed_split = stream.clone_dtoh(&bufs.split).unwrap();
+        run(&mut bufs);
+        let direct = stream.clone_dtoh(&bufs.normalized).unwrap();
+        let direct_split = stream.clone_dtoh(&bufs.split).unwrap();
         assert_eq!(
             replayed, direct,
             "replay {round} differs from the direct call"

@@ -14,7 +14,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::io::Write;
 use std::sync::OnceLock;
 use stk_core::{DType, Error, PaddedBatch, PoolingMode, PoolingSpec, Tensor, TokenBags};
-use stk_cuda::{BagReduce, CudaDevice, DeviceEmbeddingTable, PoolExtras, PoolPlan};
+use stk_cuda::{BagReduce, CudaDevice, DeviceEmbeddingTable, PoolExtras};
 
 /// The device shared by this binary's tests, opened once; `None` (after saying why) when
 /// there is no driver or device.
@@ -153,6 +153,14 @@ fn long_sums_on_gpu() {
 }
 
 #[test]
+fn split_host_plans_on_gpu() {
+    let Some(dev) = gpu("split_host_plans_on_gpu") else {
+        return;
+    };
+    ok(checks::split_host_plans(dev));
+}
+
+#[test]
 fn long_sequence_on_gpu() {
     let Some(dev) = gpu("long_sequence_on_gpu") else {
         return;
@@ -188,44 +196,32 @@ fn device_ops_refuse_mismatched_buffers() {
     let Some(dev) = gpu("device_ops_refuse_mismatched_buffers") else {
         return;
     };
-    let tokens = Tensor::zeros([2, 3, 8], DType::F32).unwrap();
-    let batch = PaddedBatch::new(tokens.clone(), None).unwrap();
+    // The cases `plans.rs` checks without a GPU, through the device entry: the same answers.
+    let device_plan = dev
+        .upload_pool_plan(&checks::mismatched_buffers_plan())
+        .unwrap();
+    let zeros = |(dtype, dims): &(DType, Vec<usize>)| {
+        dev.upload(&Tensor::zeros(dims.clone(), *dtype).unwrap())
+            .unwrap()
+    };
+    for case in checks::mismatched_buffers() {
+        let cls = case.cls.as_ref().map(zeros);
+        let mut out = zeros(&case.out);
+        let result = dev.pool_device(
+            &zeros(&case.tokens),
+            cls.as_ref(),
+            &device_plan,
+            false,
+            &mut out,
+        );
+        match case.refused {
+            None => result.unwrap_or_else(|e| panic!("{}: {e}", case.what)),
+            Some((kind, words)) => {
+                expect_err(result, kind, words);
+            }
+        }
+    }
     let spec = PoolingSpec::new(vec![PoolingMode::Mean, PoolingMode::Cls]).unwrap();
-    let plan = PoolPlan::new((&batch).into(), &spec, &PoolExtras::default()).unwrap();
-    let device_plan = dev.upload_pool_plan(&plan).unwrap();
-    let x = dev.upload(&tokens).unwrap();
-    let mut out = dev.zeros([2, 16], DType::F32).unwrap();
-    dev.pool_device(&x, None, &device_plan, false, &mut out)
-        .unwrap();
-    // Too few token rows, wrong dtype, wrong output shape, unexpected cls: errors, no launch.
-    let short = dev
-        .upload(&Tensor::zeros([2, 2, 8], DType::F32).unwrap())
-        .unwrap();
-    assert!(matches!(
-        dev.pool_device(&short, None, &device_plan, false, &mut out),
-        Err(Error::Shape { .. })
-    ));
-    let half = dev.upload(&tokens.to_dtype(DType::F16).unwrap()).unwrap();
-    assert!(matches!(
-        dev.pool_device(&half, None, &device_plan, false, &mut out),
-        Err(Error::DType { .. })
-    ));
-    let mut narrow = dev.zeros([2, 8], DType::F32).unwrap();
-    assert!(matches!(
-        dev.pool_device(&x, None, &device_plan, false, &mut narrow),
-        Err(Error::Shape { .. })
-    ));
-    let cls = dev
-        .upload(&Tensor::zeros([2, 8], DType::F32).unwrap())
-        .unwrap();
-    expect_err(
-        dev.pool_device(&x, Some(&cls), &device_plan, false, &mut out),
-        |e| matches!(e, Error::InvalidArgument(_)),
-        &[
-            "cls_token_embeddings",
-            "exactly when the plan was built with them",
-        ],
-    );
 
     // Bags checked against a larger vocabulary than the table answers.
     let table =

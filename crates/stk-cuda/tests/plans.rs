@@ -10,7 +10,7 @@
 mod common;
 
 use common::strategies::{padded_problem, varlen_problem};
-use common::{golden_cases, pool_reference_f64, pooling_case, round_to, Layout};
+use common::{expect_err, golden_cases, pool_reference_f64, pooling_case, round_to, Layout};
 use proptest::prelude::*;
 use stk_core::{
     DType, Error, PaddedBatch, PoolingMode, PoolingSpec, Tensor, TokenBags, VarlenBatch,
@@ -310,7 +310,9 @@ fn pool_block_shapes() {
             &PoolExtras::default(),
         )
         .unwrap();
-        let l = plan.launch(false).unwrap().unwrap();
+        let launches = plan.launches(false).unwrap().unwrap();
+        assert_eq!(launches.len(), 1, "two token rows are never split");
+        let l = &launches[0];
         (
             l.shape.kernel.name,
             (l.shape.threads, l.lanes as u32, l.shape.shared_bytes),
@@ -359,6 +361,34 @@ fn embedding_bag_lanes() {
     assert_eq!(lanes_per_row(512, DType::F32), 32);
     assert_eq!(lanes_per_row(3, DType::F32), 4);
     assert_eq!(lanes_per_row(1, DType::F16), 1);
+}
+
+/// The packed bag kernels store 16 bytes at a time: an output that is not 16-byte aligned (a
+/// caller's view into the middle of a buffer) gets the element-wise kernel, with the lanes of
+/// one-element packs.
+#[test]
+fn unaligned_bag_output_gets_the_element_wise_kernel() {
+    use stk_cuda::embedding_bag::{embedding_bag_launch, BagProblem};
+    use stk_cuda::BagReduce;
+    for (aligned, kernel, lanes) in [
+        (true, "embedding_bag_f16_v8", 8),
+        (false, "embedding_bag_f16_v1", 32),
+    ] {
+        let l = embedding_bag_launch(&BagProblem {
+            dim: 64,
+            dtype: DType::F16,
+            vocab: 10,
+            num_ids: 3,
+            num_bags: 2,
+            reduce: BagReduce::Sum,
+            normalize: None,
+            aligned,
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!((l.shape.kernel.name, l.lanes_per_row), (kernel, lanes));
+        assert_eq!(l.shape.shared_bytes, 256 * 8 * if aligned { 8 } else { 1 });
+    }
 }
 
 /// Small batches of long rows are split until the launch has about 512 blocks (B = 1 with
@@ -413,4 +443,144 @@ fn small_batches_of_long_rows_are_split() {
         (whole.len(), whole[0].phase, whole[0].shape.grid),
         (1, 0, 1)
     );
+}
+
+/// The host-tensor API splits as the device-buffer API does: a plan of B rows of T tokens
+/// (padded, varlen or spans) has `split_chunks(B, T)` chunks, three launches and the
+/// workspace `RawPool::workspace_bytes` gives for the same shapes.
+#[test]
+fn host_plans_split_small_batches_of_long_rows() {
+    use stk_core::{SpanBatch, VarlenBatch};
+    use stk_cuda::pool::{pool_workspace_bytes, split_chunks};
+    use stk_cuda::{RawPool, RawRows};
+    let spec = PoolingSpec::new(vec![PoolingMode::Mean, PoolingMode::Max]).unwrap();
+    let d = 16;
+    for (b, t) in [
+        (1usize, 32768usize),
+        (4, 2048),
+        (16, 300),
+        (2, 100),
+        (300, 512),
+    ] {
+        let tokens = Tensor::zeros([b * t, d], DType::BF16).unwrap();
+        let padded = PaddedBatch::new(tokens.reshape([b, t, d]).unwrap(), None).unwrap();
+        let cu: Vec<i64> = (0..=b).map(|i| (i * t) as i64).collect();
+        let varlen = VarlenBatch::new(tokens.clone(), &cu).unwrap();
+        let spans: Vec<[i64; 2]> = cu.windows(2).map(|w| [w[0], w[1]]).collect();
+        let spans = SpanBatch::new(tokens.clone(), &spans).unwrap();
+        let raw = RawPool {
+            tokens: 0,
+            dtype: DType::BF16,
+            token_rows: b * t,
+            dim: d,
+            rows: RawRows::Varlen {
+                cu_seq_lens: 0,
+                batch: b,
+            },
+            spec: &spec,
+            token_weights_sum: None,
+            out: 0,
+            normalize: false,
+        };
+        let chunks = split_chunks(b, t);
+        for (layout, input) in [
+            ("padded", PoolInput::from(&padded)),
+            ("varlen", (&varlen).into()),
+            ("spans", (&spans).into()),
+        ] {
+            let plan = PoolPlan::new(input, &spec, &PoolExtras::default()).unwrap();
+            let what = format!("B = {b}, T = {t}, {layout}");
+            assert_eq!(plan.chunks(), chunks, "{what}");
+            assert_eq!(plan.chunks(), raw.chunks(), "{what}");
+            assert_eq!(
+                plan.workspace_bytes().unwrap(),
+                raw.workspace_bytes(),
+                "{what}"
+            );
+            assert_eq!(
+                plan.workspace_bytes().unwrap(),
+                pool_workspace_bytes(b, chunks, d).unwrap()
+            );
+            let launches = plan.launches(true).unwrap().unwrap();
+            let phases: Vec<(i32, u32)> =
+                launches.iter().map(|l| (l.phase, l.shape.grid)).collect();
+            let want = if chunks > 1 {
+                vec![(1, b as u32), (2, (b * chunks) as u32), (3, b as u32)]
+            } else {
+                vec![(0, b as u32)]
+            };
+            assert_eq!(phases, want, "{what}");
+        }
+    }
+    assert_eq!(split_chunks(1, 32768), 256);
+}
+
+/// The checks the device entries make before any copy or launch, run without a GPU:
+/// mismatched pooling buffers (the cases `parity.rs` also runs through
+/// `CudaDevice::pool_device` on a GPU), bf16 embedding tables, bags of a larger vocabulary than
+/// the table's, a wrong bag output; empty inputs give zero rows and no launch.
+#[test]
+fn host_checks_refuse_mismatched_buffers() {
+    use common::checks::{mismatched_buffers, mismatched_buffers_plan};
+    use stk_core::TokenBags;
+    use stk_cuda::embedding_bag::{check_output, check_vocab, embedding_bag_launch, BagProblem};
+    use stk_cuda::{BagReduce, EmbeddingTable};
+    let plan = mismatched_buffers_plan();
+    for case in mismatched_buffers() {
+        let result = plan.check_buffers(
+            (case.tokens.0, &case.tokens.1),
+            case.cls.as_ref().map(|(t, d)| (*t, d.as_slice())),
+            (case.out.0, &case.out.1),
+        );
+        match case.refused {
+            None => result.unwrap_or_else(|e| panic!("{}: {e}", case.what)),
+            Some((kind, words)) => {
+                expect_err(result, kind, words);
+            }
+        }
+    }
+
+    // The table check every backend shares: bf16 tables are refused, as on the CPU.
+    expect_err(
+        EmbeddingTable::check(&Tensor::zeros([4, 8], DType::BF16).unwrap(), None, None),
+        |e| matches!(e, Error::DType { .. }),
+        &["bf16"],
+    );
+    // Bags checked against 6 ids, a table of 4.
+    let bags = TokenBags::from_bags(&[vec![5u32]], 6).unwrap();
+    expect_err(
+        check_vocab(4, bags.vocab()),
+        |e| matches!(e, Error::InvalidArgument(_)),
+        &["vocabulary of 6 ids", "answers only 4"],
+    );
+    check_vocab(4, 4).unwrap();
+    expect_err(
+        check_output(1, 8, (DType::F32, &[1, 4])),
+        |e| matches!(e, Error::Shape { .. }),
+        &["embedding bag output", "[1, 8] f32", "[1, 4]"],
+    );
+    expect_err(
+        check_output(1, 8, (DType::F16, &[1, 8])),
+        |e| matches!(e, Error::Shape { .. }),
+        &["[1, 8] f32"],
+    );
+    check_output(1, 8, (DType::F32, &[1, 8])).unwrap();
+
+    // Empty inputs: zero rows of the right width, and nothing to launch.
+    let bag = BagProblem {
+        dim: 8,
+        dtype: DType::F16,
+        vocab: 4,
+        num_ids: 0,
+        num_bags: 0,
+        reduce: BagReduce::MeanByCount,
+        normalize: None,
+        aligned: true,
+    };
+    assert!(embedding_bag_launch(&bag).unwrap().is_none());
+    let none = PaddedBatch::new(Tensor::zeros([0, 3, 8], DType::BF16).unwrap(), None).unwrap();
+    let spec = PoolingSpec::new(vec![PoolingMode::Mean, PoolingMode::Cls]).unwrap();
+    let plan = PoolPlan::new((&none).into(), &spec, &PoolExtras::default()).unwrap();
+    assert_eq!(plan.out_dims(), [0, 16]);
+    assert!(plan.launches(true).unwrap().is_none());
 }

@@ -162,6 +162,7 @@ fn every_launch_fits_its_kernel() {
             num_bags: 2,
             reduce: BagReduce::MeanByCount,
             normalize: None,
+            aligned: true,
         })
         .unwrap()
         .unwrap();

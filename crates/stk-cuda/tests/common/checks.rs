@@ -127,7 +127,7 @@ where
     T: stk_cuda::FloatElement + stk_core::Element + cudarc::driver::ValidAsZeroBits,
     O: stk_cuda::FloatElement + stk_core::Element + cudarc::driver::ValidAsZeroBits,
 {
-    use stk_cuda::DeviceRows;
+    use stk_cuda::{DeviceRows, ViewPool};
     let stream = dev
         .context()
         .new_stream()
@@ -142,42 +142,40 @@ where
     let chunks = split.chunks(batch, rows_per_output(rows, values.len() / dim.max(1)));
     let ws_bytes = stk_cuda::pool::pool_workspace_bytes(batch, chunks, dim).unwrap();
     let mut workspace = upload(&stream, &vec![0u8; ws_bytes.max(1)])?;
+    // The layout's index buffer: i32 cu_seq_lens, or i64 spans or mask.
+    let (cu_dev, wide_dev) = match rows {
+        HostRows::CuSeqLens(cu) => (Some(upload(&stream, cu)?), None),
+        HostRows::Spans(v) | HostRows::Mask { mask: v, .. } => (None, Some(upload(&stream, v)?)),
+    };
+    let index_len = match rows {
+        HostRows::CuSeqLens(v) => v.len(),
+        HostRows::Spans(v) | HostRows::Mask { mask: v, .. } => v.len(),
+    };
+    let cu_v = cu_dev.as_ref().map(|d| d.slice(0..index_len));
+    let wide_v = wide_dev.as_ref().map(|d| d.slice(0..index_len));
+    let layout = match (rows, &cu_v, &wide_v) {
+        (HostRows::CuSeqLens(_), Some(cu), _) => DeviceRows::varlen(cu),
+        (HostRows::Spans(_), _, Some(spans)) => DeviceRows::spans(spans),
+        (HostRows::Mask { seq_len, .. }, _, Some(mask)) => DeviceRows::Padded {
+            seq_len: *seq_len,
+            mask,
+        },
+        _ => unreachable!("the index buffer uploaded above"),
+    };
     {
         let mut ws_v = workspace.slice_mut(0..ws_bytes);
         let split_arg = (split != Split::Never).then_some((Some(chunks), &mut ws_v));
         let tokens_v = tokens_dev.slice(0..values.len());
         let tws_v = tws_dev.as_ref().map(|w| w.slice(0..batch));
-        let mut out_v = out.slice_mut(0..out_len);
-        let tws_v = tws_v.as_ref();
-        match rows {
-            HostRows::CuSeqLens(cu) => {
-                let cu_dev = upload(&stream, cu)?;
-                let cu_v = cu_dev.slice(0..cu.len());
-                let layout = DeviceRows::varlen(&cu_v);
-                dev.pool_views_split(
-                    &stream, &tokens_v, dim, layout, spec, tws_v, normalize, &mut out_v, split_arg,
-                )?;
-            }
-            HostRows::Spans(sp) => {
-                let sp_dev = upload(&stream, sp)?;
-                let sp_v = sp_dev.slice(0..sp.len());
-                let layout = DeviceRows::spans(&sp_v);
-                dev.pool_views_split(
-                    &stream, &tokens_v, dim, layout, spec, tws_v, normalize, &mut out_v, split_arg,
-                )?;
-            }
-            HostRows::Mask { mask, seq_len } => {
-                let m_dev = upload(&stream, mask)?;
-                let m_v = m_dev.slice(0..mask.len());
-                let layout = DeviceRows::Padded {
-                    seq_len: *seq_len,
-                    mask: &m_v,
-                };
-                dev.pool_views_split(
-                    &stream, &tokens_v, dim, layout, spec, tws_v, normalize, &mut out_v, split_arg,
-                )?;
-            }
-        }
+        let p = ViewPool {
+            tokens: &tokens_v,
+            dim,
+            rows: layout,
+            spec,
+            token_weights_sum: tws_v.as_ref(),
+            normalize,
+        };
+        dev.pool_views_split(&stream, p, &mut out.slice_mut(0..out_len), split_arg)?;
     }
     let host = stream
         .clone_dtoh(&out)
@@ -499,9 +497,154 @@ pub fn spans(k: &dyn Kernels, p: &SpanProblem) -> Check {
     Ok(())
 }
 
+/// `n` values in [-4, 4), the same every run.
+fn spread(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * 8.0)
+        .collect()
+}
+
+/// Small batches of rows long enough that the host plans split them (2 to 4 chunks a row),
+/// with what only the host plan handles: masks with holes and left padding, cls embeddings of
+/// another dtype (tokens read as f32), token_weights_sum, prompt exclusion, the fused
+/// normalize; varlen with an empty sequence, overlapping spans. Host path and device paths
+/// against the f64 reference (the random problems are too short to split on the host).
+pub fn split_host_plans(k: &dyn Kernels) -> Check {
+    use stk_core::PoolingMode;
+    let (b, t) = (2usize, 600usize);
+    // Row 0: right padding (the last 50 positions) and a hole every 7th position; row 1: the
+    // first 100 positions left padding.
+    let mask: Vec<u8> = (0..b * t)
+        .map(|i| {
+            let (row, j) = (i / t, i % t);
+            u8::from(if row == 0 {
+                j < t - 50 && j % 7 != 3
+            } else {
+                j >= 100
+            })
+        })
+        .collect();
+    for (dtype, d, modes, with_extras) in [
+        (DType::BF16, 16, PoolingMode::ALL.to_vec(), true),
+        (
+            DType::F16,
+            12,
+            vec![PoolingMode::Max, PoolingMode::WeightedMean],
+            false,
+        ),
+        (
+            DType::F32,
+            8,
+            vec![PoolingMode::Mean, PoolingMode::LastToken],
+            true,
+        ),
+    ] {
+        let p = PaddedProblem {
+            dims: [b, t, d],
+            dtype,
+            values: spread(b * t * d),
+            mask: Some(mask.clone()),
+            modes,
+            prompt: Some(3),
+            tws: with_extras.then(|| vec![7.5, 0.25]),
+            cls: with_extras.then(|| spread(b * d + 1)[1..].to_vec()),
+            cls_dtype: DType::F32,
+            normalize: true,
+        };
+        host_plan_splits((&p.batch()).into(), &p.spec())?;
+        padded(k, &p).map_err(|e| format!("padded {dtype} D = {d}, host plan: {e}"))?;
+        device_padded(k, &PaddedProblem { cls: None, ..p })
+            .map_err(|e| format!("padded {dtype} D = {d}, device mask: {e}"))?;
+    }
+    let v = VarlenProblem {
+        lens: vec![700, 0, 300],
+        dim: 8,
+        dtype: DType::BF16,
+        values: spread(1000 * 8),
+        modes: PoolingMode::ALL.to_vec(),
+        prompt: Some(2),
+        normalize: true,
+    };
+    host_plan_splits((&v.batch()).into(), &v.spec())?;
+    varlen(k, &v).map_err(|e| format!("varlen, host plan: {e}"))?;
+    device_varlen(k, &v).map_err(|e| format!("varlen, device: {e}"))?;
+    let sp = SpanProblem {
+        n: 1200,
+        dim: 8,
+        dtype: DType::F16,
+        values: spread(1200 * 8),
+        spans: vec![[0, 1200], [100, 700], [850, 851], [650, 1200]],
+        modes: PoolingMode::ALL.to_vec(),
+        prompt: None,
+        normalize: true,
+    };
+    host_plan_splits((&sp.batch()).into(), &sp.spec())?;
+    spans(k, &sp).map_err(|e| format!("spans: {e}"))
+}
+
+/// The host plan of `input` splits its rows (so a check of it covers the split launches).
+fn host_plan_splits(input: PoolInput<'_>, spec: &PoolingSpec) -> Check {
+    let plan =
+        stk_cuda::PoolPlan::new(input, spec, &PoolExtras::default()).map_err(|e| e.to_string())?;
+    match plan.chunks() {
+        1 => Err(format!(
+            "the host plan of {:?} does not split",
+            plan.out_dims()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `tokens` (`[T, D]`) pooled as one row of T tokens through every entry point: the
+/// host-tensor API (padded without a mask, varlen, one whole-array span; split as
+/// `PoolPlan::chunks` decides, over 256 blocks for T = 32768) and the device row sources (the
+/// mask, cu_seq_lens, a whole-array span), in one block and split as a small batch is
+/// (`Split::Auto`). Each output comes with the path it took.
+fn one_long_row(
+    k: &dyn Kernels,
+    tokens: &Tensor,
+    spec: &PoolingSpec,
+    normalize: bool,
+) -> std::result::Result<Vec<(String, Tensor)>, String> {
+    use stk_core::{PaddedBatch, SpanBatch, VarlenBatch};
+    let err = |e: stk_core::Error| e.to_string();
+    let [t, d] = [tokens.dims()[0], tokens.dims()[1]];
+    let padded = PaddedBatch::new(tokens.reshape([1, t, d]).map_err(err)?, None).map_err(err)?;
+    let varlen = VarlenBatch::new(tokens.clone(), &[0, t as i64]).map_err(err)?;
+    let spans = SpanBatch::new(tokens.clone(), &[[0, t as i64]]).map_err(err)?;
+    let extras = PoolExtras::default();
+    let mut out = Vec::new();
+    for (what, input) in [
+        ("host padded", PoolInput::from(&padded)),
+        ("host varlen", (&varlen).into()),
+        ("host spans", (&spans).into()),
+    ] {
+        let got = k.pool(input, spec, &extras, normalize).map_err(err)?;
+        out.push((what.to_string(), got));
+    }
+    for rows in [
+        HostRows::Mask {
+            mask: vec![1; t],
+            seq_len: t,
+        },
+        HostRows::CuSeqLens(vec![0, t as i32]),
+        HostRows::Spans(vec![0, t as i64]),
+    ] {
+        for split in [Split::Never, Split::Auto] {
+            let got = k
+                .pool_device_rows(tokens, &rows, spec, None, normalize, split)
+                .map_err(err)?;
+            let source = format!("{rows:?}").chars().take(12).collect::<String>();
+            out.push((format!("device {source}.. {split:?}"), got));
+        }
+    }
+    Ok(out)
+}
+
 /// One sequence of 32768 tokens (B = 1, the shape a small batch of long documents gives):
-/// every mode, through the mask, cu_seq_lens and a whole-array span, in f32 and bf16, in one
-/// block and split over 256 blocks, with the fused normalize, against the f64 reference.
+/// every mode, through every entry point ([`one_long_row`]: host tensors, the mask,
+/// cu_seq_lens and a whole-array span), in f32 and bf16, in one block and split over 256
+/// blocks, with the fused normalize, against the f64 reference.
 pub fn long_sequence(k: &dyn Kernels) -> Check {
     use stk_core::{PoolingMode, VarlenBatch};
     const T: usize = 32768;
@@ -517,37 +660,20 @@ pub fn long_sequence(k: &dyn Kernels) -> Check {
             .to_dtype(dtype)
             .unwrap();
         let layout = Layout::Varlen(VarlenBatch::new(tokens.clone(), &[0, T as i64]).unwrap());
-        for rows in [
-            HostRows::Mask {
-                mask: vec![1; T],
-                seq_len: T,
-            },
-            HostRows::CuSeqLens(vec![0, T as i32]),
-            HostRows::Spans(vec![0, T as i64]),
-        ] {
-            // One block, and the split a small batch gets (256 chunks of 128 rows).
-            for split in [Split::Never, Split::Auto] {
-                let got = k
-                    .pool_device_rows(&tokens, &rows, &spec, None, true, split)
-                    .map_err(|e| e.to_string())?;
-                against_reference(&got, &layout, &spec, None, dtype, true).map_err(|e| {
-                    format!(
-                        "{dtype} {rows:?} {split:?}: {e}",
-                        rows = std::mem::discriminant(&rows)
-                    )
-                })?;
-            }
+        for (what, got) in one_long_row(k, &tokens, &spec, true)? {
+            against_reference(&got, &layout, &spec, None, dtype, true)
+                .map_err(|e| format!("{dtype} {what}: {e}"))?;
         }
     }
     Ok(())
 }
 
 /// Long sums do not drift: T = 20,000 rows, identical (where one running f32 sum drifts
-/// most: ~7e-5 relative) and varied, through the host plan and every device row source,
-/// and a bag of 20,000 ids; mean, weighted mean and mean/sqrt(n) within 1e-6 (relative to
-/// values of at least 1) of the f64 reference. The same launch twice gives the same bits.
+/// most: ~7e-5 relative) and varied, through every entry point ([`one_long_row`]), and a bag
+/// of 20,000 ids; mean, weighted mean and mean/sqrt(n) within 1e-6 (relative to values of at
+/// least 1) of the f64 reference. The same launches twice give the same bits.
 pub fn long_sums(k: &dyn Kernels) -> Check {
-    use stk_core::{PaddedBatch, PoolingMode, VarlenBatch};
+    use stk_core::{PoolingMode, VarlenBatch};
     const T: usize = 20_000;
     const D: usize = 8;
     let identical: Vec<f32> = (0..T * D).map(|i| 0.1 + (i % D) as f32 * 0.37).collect();
@@ -574,36 +700,16 @@ pub fn long_sums(k: &dyn Kernels) -> Check {
     for (name, values) in [("identical rows", identical), ("varied rows", varied)] {
         let tokens = Tensor::from_vec([T, D], values.clone()).unwrap();
         let varlen = VarlenBatch::new(tokens.clone(), &[0, T as i64]).unwrap();
-        let exact = pool_reference_f64(&Layout::Varlen(varlen.clone()), &spec, None, None);
-        let padded = PaddedBatch::new(tokens.reshape([1, T, D]).unwrap(), None).unwrap();
-        let plan = k
-            .pool((&padded).into(), &spec, &PoolExtras::default(), false)
-            .map_err(|e| e.to_string())?;
-        within(&plan, &exact, &format!("{name}, host plan"))?;
-        let again = k
-            .pool((&varlen).into(), &spec, &PoolExtras::default(), false)
-            .map_err(|e| e.to_string())?;
-        within(&again, &exact, &format!("{name}, varlen host plan"))?;
-        if again.bytes() != plan.bytes() {
+        let exact = pool_reference_f64(&Layout::Varlen(varlen), &spec, None, None);
+        let outputs = one_long_row(k, &tokens, &spec, false)?;
+        for (what, got) in &outputs {
+            within(got, &exact, &format!("{name}, {what}"))?;
+        }
+        // The host plans of a padded and a varlen row split alike: the same bits.
+        if outputs[0].1.bytes() != outputs[1].1.bytes() {
             return Err(format!(
                 "{name}: padded and varlen plans differ in their bits"
             ));
-        }
-        for rows in [
-            HostRows::Mask {
-                mask: vec![1; T],
-                seq_len: T,
-            },
-            HostRows::CuSeqLens(vec![0, T as i32]),
-            HostRows::Spans(vec![0, T as i64]),
-        ] {
-            for split in [Split::Never, Split::Auto] {
-                let got = k
-                    .pool_device_rows(&tokens, &rows, &spec, None, false, split)
-                    .map_err(|e| e.to_string())?;
-                let what = format!("{name}, device rows {split:?} {rows:?}");
-                within(&got, &exact, &what.chars().take(80).collect::<String>())?;
-            }
         }
     }
     // One bag of 20,000 ids of one table row: its mean is that row.
@@ -827,12 +933,14 @@ pub fn embedding_bag(k: &dyn Kernels, p: &BagProblem) -> Check {
         .map_err(|e| e.to_string())?;
     let got = f32s(&got);
 
-    // f64 oracle: row(id) = table[mapping[id]] · weights[id], combined, normalized.
+    // f64 oracle: row(id) = table[mapping[id]] · weights[id], combined, normalized; with the
+    // size of the terms behind each value (Σ |row · w|, divided alike), which bounds what f32
+    // sums may lose when the terms cancel (int8 rows sum to thousands, the result may be ~1).
     let tv = f32s(&table);
     let d = p.dim;
-    let mut want = Vec::new();
+    let (mut want, mut scale) = (Vec::new(), Vec::new());
     for bag in &p.bags {
-        let mut acc = vec![0f64; d];
+        let (mut acc, mut mag) = (vec![0f64; d], vec![0f64; d]);
         let mut wsum = 0f64;
         for &id in bag {
             let r = p
@@ -841,8 +949,9 @@ pub fn embedding_bag(k: &dyn Kernels, p: &BagProblem) -> Check {
                 .map_or(id as usize, |m| m[id as usize] as usize);
             let w = p.weights.as_ref().map_or(1.0, |w| w[id as usize] as f64);
             wsum += w;
-            for (a, &x) in acc.iter_mut().zip(&tv[r * d..(r + 1) * d]) {
+            for ((a, m), &x) in acc.iter_mut().zip(&mut mag).zip(&tv[r * d..(r + 1) * d]) {
                 *a += x as f64 * w;
+                *m += (x as f64 * w).abs();
             }
         }
         let div = match p.reduce {
@@ -850,24 +959,62 @@ pub fn embedding_bag(k: &dyn Kernels, p: &BagProblem) -> Check {
             BagReduce::MeanByCount => bag.len() as f64,
             BagReduce::MeanByWeightSum => wsum,
         };
-        want.extend(acc.iter().map(|&a| {
-            if bag.is_empty() || div == 0.0 {
-                0.0
-            } else {
-                a / div
+        let divided = |v: &[f64]| -> Vec<f64> {
+            v.iter()
+                .map(|&a| {
+                    if bag.is_empty() || div == 0.0 {
+                        0.0
+                    } else {
+                        a / div
+                    }
+                })
+                .collect()
+        };
+        let (acc, mag) = (divided(&acc), divided(&mag));
+        let (acc, mag) = match p.rule {
+            Some(r) => {
+                let n = normalize_reference(&acc, d, r.add as f64, r.floor as f64);
+                // The same divisor for the sizes: the row's value over its normalized value.
+                let ratio = acc
+                    .iter()
+                    .zip(&n)
+                    .find(|(a, _)| **a != 0.0)
+                    .map_or(1.0, |(a, b)| b / a);
+                (n, mag.iter().map(|m| m * ratio.abs()).collect())
             }
-        }));
+            None => (acc, mag),
+        };
+        want.extend(acc);
+        scale.extend(mag);
     }
-    if let Some(r) = p.rule {
-        want = normalize_reference(&want, d, r.add as f64, r.floor as f64);
-    }
-    let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
-    golden::compare(&got, &want, 2e-5)?;
+    // Within 2e-5 of the value or of the size of its terms, whichever is larger.
+    let close = |want: &[f64], what: &str| -> Check {
+        if got.len() != want.len() {
+            return Err(format!(
+                "{what}: {} values, expected {}",
+                got.len(),
+                want.len()
+            ));
+        }
+        for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(&scale).enumerate() {
+            let err = (f64::from(g) - w).abs();
+            if err.is_nan() || err > 2e-5 * m.max(w.abs()).max(1.0) {
+                return Err(format!(
+                    "{what}: element {i}: got {g}, expected {w} (terms of size {m}, tol 2e-5)"
+                ));
+            }
+        }
+        Ok(())
+    };
+    close(&want, "vs the f64 oracle")?;
     // stk-cpu's embedding bag (model2vec / StaticEmbedding mean) agrees too.
     if p.reduce == BagReduce::MeanByCount && p.rule.is_none() && p.dtype != DType::BF16 {
         let cpu = stk_cpu::EmbeddingBag::new(table, mapping.as_ref(), weights.as_ref()).unwrap();
-        let cpu_out = f32s(&cpu.bag_mean(&bags).unwrap());
-        golden::compare(&got, &cpu_out, 2e-5).map_err(|e| format!("vs stk-cpu: {e}"))?;
+        let cpu_out: Vec<f64> = f32s(&cpu.bag_mean(&bags).unwrap())
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        close(&cpu_out, "vs stk-cpu")?;
     }
     Ok(())
 }
@@ -1001,4 +1148,97 @@ pub mod strategies {
                 },
             )
     }
+}
+
+/// One set of pooling buffers (each its dtype and dimensions) for the plan of
+/// [`mismatched_buffers_plan`], and what the check before any launch says of them.
+pub struct BuffersCase {
+    pub what: &'static str,
+    pub tokens: (DType, Vec<usize>),
+    pub cls: Option<(DType, Vec<usize>)>,
+    pub out: (DType, Vec<usize>),
+    /// `None`: accepted; else the kind of error and words its message holds.
+    pub refused: Option<(stk_core::testing::ErrorKind, &'static [&'static str])>,
+}
+
+/// The plan the [`mismatched_buffers`] cases are checked against: `[2, 3, 8]` f32 tokens (no
+/// mask) pooled by mean and cls, `[2, 16]` f32 out.
+pub fn mismatched_buffers_plan() -> stk_cuda::PoolPlan {
+    use stk_core::{PaddedBatch, PoolingMode};
+    let batch = PaddedBatch::new(Tensor::zeros([2, 3, 8], DType::F32).unwrap(), None).unwrap();
+    let spec = PoolingSpec::new(vec![PoolingMode::Mean, PoolingMode::Cls]).unwrap();
+    stk_cuda::PoolPlan::new((&batch).into(), &spec, &PoolExtras::default()).unwrap()
+}
+
+/// Too few token rows, the wrong dtype, the wrong output shape, cls embeddings the plan
+/// does not use: refused before any launch (`PoolPlan::check_buffers`, which
+/// `CudaDevice::pool_device` calls); the right buffers pass.
+pub fn mismatched_buffers() -> Vec<BuffersCase> {
+    use stk_core::Error;
+    // (what, tokens' dtype and dims, cls dims (f32), out dims (f32), what is refused).
+    type Row = (
+        &'static str,
+        (DType, &'static [usize]),
+        Option<&'static [usize]>,
+        &'static [usize],
+        Option<(stk_core::testing::ErrorKind, &'static [&'static str])>,
+    );
+    let rows: [Row; 5] = [
+        (
+            "matching buffers",
+            (DType::F32, &[2, 3, 8]),
+            None,
+            &[2, 16],
+            None,
+        ),
+        (
+            "too few token rows",
+            (DType::F32, &[2, 2, 8]),
+            None,
+            &[2, 16],
+            Some((
+                |e| matches!(e, Error::Shape { .. }),
+                &["pooling tokens", "6 rows of 8"],
+            )),
+        ),
+        (
+            "f16 tokens for an f32 plan",
+            (DType::F16, &[2, 3, 8]),
+            None,
+            &[2, 16],
+            Some((|e| matches!(e, Error::DType { .. }), &["pooling tokens"])),
+        ),
+        (
+            "an output one mode wide",
+            (DType::F32, &[2, 3, 8]),
+            None,
+            &[2, 8],
+            Some((
+                |e| matches!(e, Error::Shape { .. }),
+                &["pooling output", "[2, 16]"],
+            )),
+        ),
+        (
+            "cls embeddings the plan was built without",
+            (DType::F32, &[2, 3, 8]),
+            Some(&[2, 8]),
+            &[2, 16],
+            Some((
+                |e| matches!(e, Error::InvalidArgument(_)),
+                &[
+                    "cls_token_embeddings",
+                    "exactly when the plan was built with them",
+                ],
+            )),
+        ),
+    ];
+    rows.into_iter()
+        .map(|(what, (dtype, tokens), cls, out, refused)| BuffersCase {
+            what,
+            tokens: (dtype, tokens.to_vec()),
+            cls: cls.map(|c| (DType::F32, c.to_vec())),
+            out: (DType::F32, out.to_vec()),
+            refused,
+        })
+        .collect()
 }
