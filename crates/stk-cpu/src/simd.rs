@@ -81,21 +81,19 @@ impl Element for i8 {
     }
 }
 
-/// Ask the cache hierarchy for every line of `row` (a hint: it has no effect on results).
+/// Ask the cache hierarchy for the first line of `row` (a hint: it has no effect on results).
+/// Only the first: the hardware fetches the lines that follow once a row is being read, and
+/// asking for every line of a bag's rows at once filled the miss queue and stalled (one
+/// thread, potion-base-8M f32: the first line only took 5-8% less time than every line, and
+/// 3% less than none).
 #[inline(always)]
 pub(crate) fn prefetch<T>(row: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = std::mem::size_of_val(row);
-        let start = row.as_ptr().cast::<i8>();
-        let mut offset = 0;
-        while offset < bytes {
-            // SAFETY: SSE is part of every x86_64 CPU, and a prefetch never dereferences its
-            // address (any pointer value is allowed; this one stays inside `row`).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
-            offset += 64;
-        }
+        // SAFETY: SSE is part of every x86_64 CPU, and a prefetch never dereferences its
+        // address (any pointer value is allowed; this one is the row's start).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().cast::<i8>()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = row;
