@@ -28,14 +28,14 @@ impl Described {
         self.dims
             .iter()
             .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .ok_or_else(|| Error::shape(what, "sizes whose product fits in memory", &self.dims))
+            .ok_or_else(|| Error::too_large(what, &self.dims))
     }
 
     /// Bytes of the buffer.
     pub fn bytes(&self, what: &str) -> Result<usize> {
         self.numel(what)?
             .checked_mul(self.dtype.size_in_bytes())
-            .ok_or_else(|| Error::shape(what, "sizes whose product fits in memory", &self.dims))
+            .ok_or_else(|| Error::too_large(what, &self.dims))
     }
 
     fn tensor(&self, bytes: &[u8]) -> Result<Tensor> {
@@ -206,8 +206,8 @@ pub fn encode_with_options(
         return Err(Error::shape(
             "out",
             format!(
-                "{want} bytes ({} texts × {cols} {element:?} elements)",
-                texts.len()
+                "{want} bytes ({} × {cols} {element:?} elements)",
+                stk_core::counted(texts.len(), "text")
             ),
             &[out.len()],
         ));

@@ -1118,12 +1118,15 @@ fn module_commands() {
         fails(
             "mode list ending in a comma",
             |s| pool_padded(s, &["--mode", "mean,"]),
-            &["unknown pooling mode ``"],
+            &["pooling modes `mean,` has an empty entry"],
         ),
         fails(
             "mode empty",
             |s| pool_padded(s, &["--mode", ""]),
-            &["unknown pooling mode ``"],
+            &[
+                "list of pooling modes is empty",
+                "expected comma-separated modes",
+            ],
         ),
         fails(
             "prompt length negative",

@@ -259,15 +259,25 @@ impl TokenBags {
     /// `ids.len()` ([`Error::Layout`]); every id must be below `vocab`
     /// ([`Error::IdOutOfRange`] naming the first that is not).
     pub fn new(ids: Vec<u32>, offsets: Vec<usize>, vocab: usize) -> Result<Self> {
-        if offsets.first() != Some(&0) {
-            return Err(Error::Layout("bag offsets must start at 0".into()));
+        match offsets.first() {
+            None => {
+                return Err(Error::Layout(
+                    "bag offsets are empty: expected one more offset than bags, the first 0".into(),
+                ))
+            }
+            Some(&first) if first != 0 => {
+                return Err(Error::Layout(format!(
+                    "bag offsets must start at 0, start at {first}"
+                )))
+            }
+            Some(_) => {}
         }
         if offsets.windows(2).any(|w| w[1] < w[0]) {
             return Err(Error::Layout("bag offsets must not decrease".into()));
         }
         if *offsets.last().unwrap() != ids.len() {
             return Err(Error::Layout(format!(
-                "bag offsets end at {} but there are {} ids",
+                "bag offsets end at {}, not at the number of ids ({})",
                 offsets.last().unwrap(),
                 ids.len()
             )));
@@ -422,8 +432,12 @@ mod tests {
             }
         ));
         let bad_offsets: [(Vec<u32>, Vec<usize>, &[&str]); 2] = [
-            (vec![0], vec![0, 2], &["bag offsets end at 2", "1 ids"]),
-            (vec![], vec![], &["bag offsets must start at 0"]),
+            (vec![0], vec![0, 2], &["bag offsets end at 2", "number of ids (1)"]),
+            (
+                vec![],
+                vec![],
+                &["bag offsets are empty", "one more offset than bags"],
+            ),
         ];
         for (ids, offsets, words) in bad_offsets {
             expect_err(

@@ -178,6 +178,11 @@ impl Error {
         }
     }
 
+    /// [`Error::Shape`] for dimensions whose element or byte count overflows `usize`.
+    pub fn too_large(what: impl Into<String>, got: &[usize]) -> Self {
+        Error::shape(what, "dimensions whose byte size fits in memory", got)
+    }
+
     /// [`Error::DType`]: `what` should be one of `expected`, is `got`.
     pub fn dtype(what: impl Into<String>, expected: impl Into<String>, got: impl ToString) -> Self {
         Error::DType {
@@ -190,5 +195,15 @@ impl Error {
     /// [`Error::InvalidArgument`] with `msg`.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
+    }
+}
+
+/// `n` and `noun`, the noun in the plural unless `n` is 1 (`counted(1, "text")` is "1 text",
+/// `counted(3, "id")` "3 ids"), for messages that state a count.
+pub fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }

@@ -29,7 +29,7 @@ pub mod validate;
 pub use batch::{PaddedBatch, SpanBatch, TokenBags, VarlenBatch};
 pub use device::Device;
 pub use dtype::{DType, Element};
-pub use error::{Error, Result};
+pub use error::{counted, Error, Result};
 pub use pooling_mode::{PoolingMode, PoolingSpec};
 pub use shape::Shape;
 pub use st::{write_file_atomic, write_safetensors, SafetensorsFile};

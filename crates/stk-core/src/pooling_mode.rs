@@ -47,6 +47,17 @@ impl PoolingMode {
 
     /// Parse a comma-separated list such as `cls,max,mean` (order kept, must not be empty).
     pub fn parse_list(s: &str) -> Result<Vec<PoolingMode>> {
+        if s.trim().is_empty() {
+            return Err(Error::invalid(format!(
+                "the list of pooling modes is empty (expected comma-separated modes from: {})",
+                PoolingMode::ALL.map(|m| m.as_str()).join(", ")
+            )));
+        }
+        if s.split(',').any(|m| m.trim().is_empty()) {
+            return Err(Error::invalid(format!(
+                "the list of pooling modes `{s}` has an empty entry"
+            )));
+        }
         let modes = s
             .split(',')
             .map(|m| m.trim().parse())
@@ -121,10 +132,17 @@ mod tests {
         assert!(
             matches!(PoolingMode::parse_list("mean,avg"), Err(Error::UnknownPoolingMode(m)) if m == "avg")
         );
+        for empty in ["", " "] {
+            expect_err(
+                PoolingMode::parse_list(empty),
+                |e| matches!(e, Error::InvalidArgument(_)),
+                &["list of pooling modes is empty", "cls, max, mean"],
+            );
+        }
         expect_err(
-            PoolingMode::parse_list(""),
-            |e| matches!(e, Error::UnknownPoolingMode(m) if m.is_empty()),
-            &["unknown pooling mode ``", "expected one of"],
+            PoolingMode::parse_list("mean,"),
+            |e| matches!(e, Error::InvalidArgument(_)),
+            &["pooling modes `mean,` has an empty entry"],
         );
         expect_err(
             PoolingSpec::new(vec![]),

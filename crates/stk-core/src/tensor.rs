@@ -56,9 +56,7 @@ impl Tensor {
         let want = shape
             .checked_numel()
             .and_then(|n| n.checked_mul(dtype.size_in_bytes()))
-            .ok_or_else(|| {
-                Error::shape("tensor", "a shape whose size fits in memory", shape.dims())
-            })?;
+            .ok_or_else(|| Error::too_large("tensor", shape.dims()))?;
         if want != bytes.len() {
             return Err(Error::invalid(format!(
                 "{} bytes do not hold a {dtype} tensor of shape {shape} ({want} bytes)",
@@ -124,9 +122,7 @@ impl Tensor {
         let n = shape
             .checked_numel()
             .and_then(|n| n.checked_mul(dtype.size_in_bytes()))
-            .ok_or_else(|| {
-                Error::shape("tensor", "a shape whose size fits in memory", shape.dims())
-            })?;
+            .ok_or_else(|| Error::too_large("tensor", shape.dims()))?;
         Ok(Tensor {
             shape,
             dtype,

@@ -193,9 +193,14 @@ impl Module for Cnn {
             Some(n) if lens.iter().all(|&l| l == Some(n)) => n,
             _ => {
                 let ks: Vec<usize> = self.convs.iter().map(|c| c.kernel).collect();
+                let outputs: Vec<String> = lens
+                    .iter()
+                    .map(|l| l.map_or_else(|| "none".to_string(), |n| n.to_string()))
+                    .collect();
                 return Err(Error::invalid(format!(
                     "CNN: {t} positions are too few for kernels {ks:?}, or the kernels give outputs of \
-                     different lengths ({lens:?}) that cannot be concatenated"
+                     different lengths ({}, per kernel) that cannot be concatenated",
+                    outputs.join(", ")
                 )));
             }
         };

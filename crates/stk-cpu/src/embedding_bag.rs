@@ -159,8 +159,8 @@ impl EmbeddingBag {
         }
         if ends.windows(2).any(|w| w[0] > w[1]) || ends.last().is_some_and(|&e| e > ids.len()) {
             return Err(Error::invalid(format!(
-                "bag ends must rise and stay within the {} ids",
-                ids.len()
+                "bag ends must rise and stay within the {}",
+                stk_core::counted(ids.len(), "id")
             )));
         }
         self.check_ids(ids)?;

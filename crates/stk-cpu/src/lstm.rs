@@ -211,8 +211,9 @@ impl Module for Lstm {
         }
         if features.sentence_lengths.len() != b {
             return Err(Error::invalid(format!(
-                "LSTM needs one sentence length per text ({} for a batch of {b})",
-                features.sentence_lengths.len()
+                "LSTM needs one sentence length per text: {} given for {}",
+                features.sentence_lengths.len(),
+                stk_core::counted(b, "text")
             )));
         }
         let lens: Vec<usize> = features
@@ -393,7 +394,10 @@ mod tests {
         for (lengths, words) in [
             (
                 vec![],
-                &["LSTM needs one sentence length per text", "batch of 1"][..],
+                &[
+                    "LSTM needs one sentence length per text",
+                    "0 given for 1 text",
+                ][..],
             ),
             (
                 vec![3],

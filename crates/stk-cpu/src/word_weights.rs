@@ -108,8 +108,8 @@ impl Module for WordWeights {
         let (b, t, d) = (dims[0], dims[1], dims[2]);
         if features.input_ids.len() != b {
             return Err(Error::invalid(format!(
-                "WordWeights: {} texts of input_ids for a batch of {b}",
-                features.input_ids.len()
+                "WordWeights: input_ids for {} but token_embeddings holds a batch of {b}",
+                stk_core::counted(features.input_ids.len(), "text")
             )));
         }
         let mask = match &features.attention_mask {
@@ -122,8 +122,9 @@ impl Module for WordWeights {
         for (i, ids) in features.input_ids.iter().enumerate() {
             if ids.len() > t {
                 return Err(Error::invalid(format!(
-                    "WordWeights: text {i} has {} ids but token_embeddings has {t} positions",
-                    ids.len()
+                    "WordWeights: text {i} has {} but token_embeddings has {}",
+                    stk_core::counted(ids.len(), "id"),
+                    stk_core::counted(t, "position")
                 )));
             }
             for j in 0..t {
@@ -235,7 +236,7 @@ mod tests {
         expect_err(
             m.forward(f(vec![], Some(mask.clone()))),
             |e| matches!(e, Error::InvalidArgument(_)),
-            &["WordWeights", "0 texts of input_ids", "batch of 1"],
+            &["WordWeights", "input_ids for 0 texts", "batch of 1"],
         );
 
         let short = Tensor::from_slice([1, 1], &[1i64]).unwrap();

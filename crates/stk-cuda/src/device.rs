@@ -167,13 +167,9 @@ impl CudaDevice {
     /// A zero-filled device tensor.
     pub fn zeros(&self, shape: impl Into<Shape>, dtype: DType) -> Result<DeviceTensor> {
         let shape = shape.into();
-        let n = shape.checked_numel().ok_or_else(|| {
-            Error::shape(
-                "device tensor",
-                "a shape whose size fits in memory",
-                shape.dims(),
-            )
-        })?;
+        let n = shape
+            .checked_numel()
+            .ok_or_else(|| Error::too_large("device tensor", shape.dims()))?;
         let data = match dtype {
             DType::F32 => DeviceData::F32(self.alloc_zeros(n)?),
             DType::F16 => DeviceData::F16(self.alloc_zeros(n)?),

@@ -532,9 +532,9 @@ impl Pipeline {
         let d = self.dim;
         if texts.len().checked_mul(d) != Some(out.len()) {
             return Err(Error::invalid(format!(
-                "output buffer holds {} values, {} texts × {d} need {}",
+                "output buffer holds {} values, {} × {d} need {}",
                 out.len(),
-                texts.len(),
+                stk_core::counted(texts.len(), "text"),
                 texts.len().saturating_mul(d)
             )));
         }
