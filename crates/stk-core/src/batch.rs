@@ -432,7 +432,11 @@ mod tests {
             }
         ));
         let bad_offsets: [(Vec<u32>, Vec<usize>, &[&str]); 2] = [
-            (vec![0], vec![0, 2], &["bag offsets end at 2", "number of ids (1)"]),
+            (
+                vec![0],
+                vec![0, 2],
+                &["bag offsets end at 2", "number of ids (1)"],
+            ),
             (
                 vec![],
                 vec![],

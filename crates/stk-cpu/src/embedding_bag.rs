@@ -1,8 +1,9 @@
 //! Embedding bag in mean mode: the vector of a bag of token ids is the mean of their table rows.
 //!
-//! The table stays in its stored dtype (f32, f16 or int8, usually borrowed from a memory-mapped
-//! safetensors file) and rows are widened to f32 as they are added, so an int8 or f16 model costs
-//! no more memory than its file. A model2vec vocabulary-quantized table adds an id → row
+//! The table stays in its stored dtype (f32, f16 or int8: borrowed from a memory-mapped
+//! safetensors file, or a huge-page copy of it that the static-model loader makes of large tables)
+//! and rows are widened to f32 as they are added, so an int8 or f16 model costs no more memory
+//! than its file. A model2vec vocabulary-quantized table adds an id → row
 //! `mapping` and a per-id `weights` scale: `row(id) = table[mapping[id]] · weights[id]`.
 //!
 //! This is the hot loop of static-model encoding: every add is a contiguous run of `dim` values

