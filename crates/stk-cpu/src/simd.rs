@@ -125,6 +125,39 @@ pub(crate) fn mean_rows<'t, T: Element, const WEIGHTED: bool>(
     }
 }
 
+/// Per lane `k` of 8, `Σ x[8i + k]²` in f64 over the whole chunks of 8 of `v`, in order, with
+/// the `Avx2F16c` kernels; `None` when `isa` is `Portable` (the caller's portable loop gives the
+/// same bits: each product and sum is rounded to f64 the same way).
+#[inline]
+pub(crate) fn squares_in_f64_lanes(isa: Isa, v: &[f32]) -> Option<[f64; 8]> {
+    match isa {
+        Isa::Portable => None,
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2F16c` comes from `Isa::detect` after the CPU reported AVX2 and F16C.
+        Isa::Avx2F16c => Some(unsafe { avx2::squares_in_f64_lanes(v) }),
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx2F16c => None,
+    }
+}
+
+/// `x /= d` for every `x` of `v` with the `Avx2F16c` kernels; `false` (and `v` untouched) when
+/// `isa` is `Portable`. Division is exact IEEE arithmetic, so any width gives the same bits.
+#[inline]
+pub(crate) fn divide_all(isa: Isa, v: &mut [f32], d: f32) -> bool {
+    match isa {
+        Isa::Portable => false,
+        Isa::Avx2F16c => {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::Avx2F16c` comes from `Isa::detect` after the CPU reported AVX2 and
+            // F16C.
+            unsafe {
+                avx2::divide_all(v, d)
+            };
+            cfg!(target_arch = "x86_64")
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -227,5 +260,32 @@ mod avx2 {
         for (k, s) in sums.iter().enumerate() {
             store(out, j0 + k * LANES, _mm256_div_ps(*s, count));
         }
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn squares_in_f64_lanes(v: &[f32]) -> [f64; 8] {
+        let (mut low, mut high) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        for c in v.chunks_exact(LANES) {
+            let x: __m256 = bytemuck::pod_read_unaligned(bytemuck::cast_slice(c));
+            let x_low = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
+            let x_high = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x));
+            low = _mm256_add_pd(low, _mm256_mul_pd(x_low, x_low));
+            high = _mm256_add_pd(high, _mm256_mul_pd(x_high, x_high));
+        }
+        let [a, b, c, d]: [f64; 4] = bytemuck::cast(low);
+        let [e, f, g, h]: [f64; 4] = bytemuck::cast(high);
+        [a, b, c, d, e, f, g, h]
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn divide_all(v: &mut [f32], d: f32) {
+        let dv = _mm256_set1_ps(d);
+        let mut chunks = v.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            let x: __m256 = bytemuck::pod_read_unaligned(bytemuck::cast_slice(c));
+            let out: [f32; LANES] = bytemuck::cast(_mm256_div_ps(x, dv));
+            c.copy_from_slice(&out);
+        }
+        chunks.into_remainder().iter_mut().for_each(|x| *x /= d);
     }
 }

@@ -334,27 +334,8 @@ pub fn cut_chars(text: &str, limit: usize) -> &str {
     }
 }
 
-/// model2vec's normalization: `v / (‖v‖ + 1e-32)` (a zero vector stays zero). The norm is
-/// accumulated in f64, in eight partial sums: independent chains the compiler vectorizes (one
-/// chain of 256 dependent f64 additions was 7% of a one-thread encode); in f64 the order moves
-/// the norm by far less than an f32 ulp.
-pub fn normalize_model2vec(v: &mut [f32]) {
-    let mut lanes = [0.0f64; 8];
-    let mut chunks = v.chunks_exact(8);
-    for c in &mut chunks {
-        for (l, &x) in lanes.iter_mut().zip(c) {
-            *l += f64::from(x) * f64::from(x);
-        }
-    }
-    let tail: f64 = chunks
-        .remainder()
-        .iter()
-        .map(|&x| f64::from(x) * f64::from(x))
-        .sum();
-    let norm = (lanes.iter().sum::<f64>() + tail).sqrt() + 1e-32;
-    let norm = norm as f32;
-    v.iter_mut().for_each(|x| *x /= norm);
-}
+/// model2vec's normalization (`stk_cpu::normalize::normalize_model2vec`).
+pub use stk_cpu::normalize::normalize_model2vec;
 
 #[cfg(test)]
 mod tests {

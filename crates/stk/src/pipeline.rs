@@ -916,7 +916,7 @@ mod tests {
         expect_err(
             p.encode_into(&["a"], &mut small),
             |e| matches!(e, Error::InvalidArgument(_)),
-            &["output buffer holds 3 values", "1 texts", "need 1018"],
+            &["output buffer holds 3 values", "1 text ×", "need 1018"],
         );
     }
 }

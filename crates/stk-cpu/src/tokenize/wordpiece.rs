@@ -218,7 +218,7 @@ pub(crate) struct NeedsReference;
 pub(crate) struct BertWordPiece {
     table: &'static BertCharTable,
     /// The ASCII bytes as runs see them; `None` when the table has no ASCII fast path.
-    ascii_runs: Option<AsciiRuns>,
+    ascii_runs: Option<Box<AsciiRuns>>,
     model: WordPiece,
 }
 
@@ -232,7 +232,7 @@ struct AsciiRuns {
 }
 
 impl AsciiRuns {
-    fn new(table: &BertCharTable) -> Option<AsciiRuns> {
+    fn new(table: &BertCharTable) -> Option<Box<AsciiRuns>> {
         let ascii = table.ascii.as_ref()?;
         let mut runs = AsciiRuns {
             word_byte: [0; 256],
@@ -245,7 +245,7 @@ impl AsciiRuns {
                 _ => {}
             }
         }
-        Some(runs)
+        Some(Box::new(runs))
     }
 
     /// End of the run of word bytes that starts at `start`, and whether every byte of it
