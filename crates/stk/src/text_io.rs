@@ -26,12 +26,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
 
-use rayon::prelude::*;
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use stk_core::{write_file_atomic, DType, Error, Result};
 
 use crate::model::Model;
-use crate::quantize::{ElementSlice, ElementType, Elements, EncodeOptions, Ranges};
+use crate::quantize::{ElementSlice, ElementType, EncodeOptions, Ranges};
+
+mod rows;
+use rows::RowLayout;
 
 /// Where texts come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,37 +84,34 @@ impl TextSource {
         batch_size: usize,
         mut on_batch: impl FnMut(&[&str], u64) -> Result<()>,
     ) -> Result<u64> {
+        self.fill_batches(batch_size, &mut |batch| {
+            on_batch(&batch.texts(), batch.consumed)
+        })
+    }
+
+    /// Fill a [`TextBatch`] with at most `batch_size` texts and call `on_full` with it, again
+    /// and again (the last batch may be shorter; no call for an empty input). `on_full` may
+    /// swap the batch for another one (an emptied batch coming back from its consumer); the
+    /// reader clears whatever batch it holds afterwards. Returns the number of texts.
+    pub fn fill_batches(
+        &self,
+        batch_size: usize,
+        on_full: &mut dyn FnMut(&mut TextBatch) -> Result<()>,
+    ) -> Result<u64> {
         if batch_size == 0 {
             return Err(Error::invalid("the batch size must be at least 1"));
         }
+        let open = |p: &PathBuf| {
+            let file = File::open(p).map_err(|e| Error::io(p, e))?;
+            Ok::<_, Error>(BufReader::with_capacity(1 << 20, file))
+        };
         match self {
-            TextSource::Lines(p) => {
-                let file = File::open(p).map_err(|e| Error::io(p, e))?;
-                for_each_line_batch(
-                    BufReader::with_capacity(1 << 20, file),
-                    p,
-                    batch_size,
-                    &mut on_batch,
-                )
-            }
+            TextSource::Lines(p) => fill_line_batches(open(p)?, p, batch_size, on_full),
             TextSource::Stdin => {
-                let stdin = std::io::stdin();
-                for_each_line_batch(
-                    stdin.lock(),
-                    &self.display_path(),
-                    batch_size,
-                    &mut on_batch,
-                )
+                let path = self.display_path();
+                fill_line_batches(std::io::stdin().lock(), &path, batch_size, on_full)
             }
-            TextSource::JsonArray(p) => {
-                let file = File::open(p).map_err(|e| Error::io(p, e))?;
-                for_each_json_batch(
-                    BufReader::with_capacity(1 << 20, file),
-                    p,
-                    batch_size,
-                    &mut on_batch,
-                )
-            }
+            TextSource::JsonArray(p) => fill_json_batches(open(p)?, p, batch_size, on_full),
         }
     }
 
@@ -127,6 +126,54 @@ impl TextSource {
     }
 }
 
+/// Texts held end to end in one buffer: one allocation for a whole batch, kept from batch to
+/// batch (a text per `String` cost an allocation and a free per line, and the frees on
+/// another thread than the allocations).
+#[derive(Debug, Default)]
+pub struct TextBatch {
+    text: String,
+    /// Where each text ends in `text`.
+    ends: Vec<usize>,
+    /// Input bytes consumed when the batch was handed over (0 when unknown).
+    consumed: u64,
+}
+
+impl TextBatch {
+    /// Number of texts.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    /// Whether there is no text.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    /// Input bytes consumed up to the end of this batch (0 when unknown).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+    /// The texts, borrowed.
+    pub fn texts(&self) -> Vec<&str> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let text = &self.text[start..end];
+                start = end;
+                text
+            })
+            .collect()
+    }
+    fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+        self.ends.push(self.text.len());
+    }
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+        self.consumed = 0;
+    }
+}
+
 fn has_extension(path: &Path, ext: &str) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case(ext))
@@ -134,53 +181,59 @@ fn has_extension(path: &Path, ext: &str) -> bool {
 
 /// Lines of `reader` in batches; `\n` ends a line, a `\r` before it is dropped.
 pub fn for_each_line_batch<R: BufRead>(
-    mut reader: R,
+    reader: R,
     path: &Path,
     batch_size: usize,
     on_batch: &mut dyn FnMut(&[&str], u64) -> Result<()>,
 ) -> Result<u64> {
-    let mut texts: Vec<String> = Vec::with_capacity(batch_size.min(1 << 16));
-    let mut buf = Vec::new();
+    fill_line_batches(reader, path, batch_size, &mut |batch| {
+        on_batch(&batch.texts(), batch.consumed)
+    })
+}
+
+/// [`for_each_line_batch`] into [`TextBatch`]es (see [`TextSource::fill_batches`]).
+fn fill_line_batches<R: BufRead>(
+    mut reader: R,
+    path: &Path,
+    batch_size: usize,
+    on_full: &mut dyn FnMut(&mut TextBatch) -> Result<()>,
+) -> Result<u64> {
+    let mut batch = TextBatch::default();
+    let mut line = Vec::new();
     let mut line_no: usize = 0;
     let mut consumed: u64 = 0;
-    let mut total: u64 = 0;
-    let mut flush = |texts: &mut Vec<String>, consumed: u64| -> Result<()> {
-        if texts.is_empty() {
-            return Ok(());
-        }
-        let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-        on_batch(&refs, consumed)?;
-        texts.clear();
-        Ok(())
-    };
     loop {
-        buf.clear();
+        line.clear();
         let n = reader
-            .read_until(b'\n', &mut buf)
+            .read_until(b'\n', &mut line)
             .map_err(|e| Error::io(path, e))?;
         if n == 0 {
             break;
         }
         consumed += n as u64;
         line_no += 1;
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
             }
         }
-        let text = std::str::from_utf8(&buf).map_err(|_| Error::InvalidUtf8 {
+        let text = std::str::from_utf8(&line).map_err(|_| Error::InvalidUtf8 {
             path: path.to_path_buf(),
             line: line_no,
         })?;
-        texts.push(text.to_owned());
-        total += 1;
-        if texts.len() == batch_size {
-            flush(&mut texts, consumed)?;
+        batch.push(text);
+        if batch.len() == batch_size {
+            batch.consumed = consumed;
+            on_full(&mut batch)?;
+            batch.clear();
         }
     }
-    flush(&mut texts, consumed)?;
-    Ok(total)
+    if !batch.is_empty() {
+        batch.consumed = consumed;
+        on_full(&mut batch)?;
+    }
+    Ok(line_no as u64)
 }
 
 /// The strings of a JSON array in batches, parsed as they are read.
@@ -190,9 +243,21 @@ pub fn for_each_json_batch<R: Read>(
     batch_size: usize,
     on_batch: &mut dyn FnMut(&[&str], u64) -> Result<()>,
 ) -> Result<u64> {
+    fill_json_batches(reader, path, batch_size, &mut |batch| {
+        on_batch(&batch.texts(), 0)
+    })
+}
+
+/// [`for_each_json_batch`] into [`TextBatch`]es (see [`TextSource::fill_batches`]).
+fn fill_json_batches<R: Read>(
+    reader: R,
+    path: &Path,
+    batch_size: usize,
+    on_full: &mut dyn FnMut(&mut TextBatch) -> Result<()>,
+) -> Result<u64> {
     struct Batches<'a> {
         batch_size: usize,
-        on_batch: &'a mut dyn FnMut(&[&str], u64) -> Result<()>,
+        on_full: &'a mut dyn FnMut(&mut TextBatch) -> Result<()>,
         /// The callback's own error, kept to be returned as it is (not as a JSON error).
         failed: Option<Error>,
     }
@@ -211,37 +276,35 @@ pub fn for_each_json_batch<R: Read>(
             f.write_str("a JSON array of strings")
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<u64, A::Error> {
-            let mut texts: Vec<String> = Vec::with_capacity(self.batch_size.min(1 << 16));
+            let mut batch = TextBatch::default();
             let mut total = 0u64;
-            let flush = |texts: &mut Vec<String>,
-                         this: &mut Batches<'_>|
+            let hand_over = |batch: &mut TextBatch,
+                             this: &mut Batches<'_>|
              -> std::result::Result<(), A::Error> {
-                if texts.is_empty() {
-                    return Ok(());
-                }
-                let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-                if let Err(e) = (this.on_batch)(&refs, 0) {
+                if let Err(e) = (this.on_full)(batch) {
                     this.failed = Some(e);
                     return Err(serde::de::Error::custom("stopped"));
                 }
-                texts.clear();
+                batch.clear();
                 Ok(())
             };
-            while let Some(text) = seq.next_element::<String>()? {
-                texts.push(text);
+            while let Some(text) = seq.next_element::<std::borrow::Cow<'_, str>>()? {
+                batch.push(&text);
                 total += 1;
-                if texts.len() == self.batch_size {
-                    flush(&mut texts, self)?;
+                if batch.len() == self.batch_size {
+                    hand_over(&mut batch, self)?;
                 }
             }
-            flush(&mut texts, self)?;
+            if !batch.is_empty() {
+                hand_over(&mut batch, self)?;
+            }
             Ok(total)
         }
     }
 
     let mut batches = Batches {
         batch_size,
-        on_batch,
+        on_full,
         failed: None,
     };
     let mut de = serde_json::Deserializer::from_reader(reader);
@@ -321,12 +384,10 @@ fn float_element_type(dtype: DType) -> Result<ElementType> {
 /// Writes `[N, D]` rows as they come; the header is fixed up by [`EmbeddingWriter::finish`].
 pub struct EmbeddingWriter<W: Write + Seek> {
     out: W,
-    format: OutputFormat,
-    /// The element type of the file.
-    dtype: ElementType,
-    /// Elements per row.
-    dim: usize,
+    layout: RowLayout,
     rows: u64,
+    /// Formatted rows, kept for the next call.
+    parts: Vec<Vec<u8>>,
 }
 
 impl<W: Write + Seek> EmbeddingWriter<W> {
@@ -367,10 +428,9 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
         }
         Ok(EmbeddingWriter {
             out,
-            format,
-            dtype,
-            dim,
+            layout: RowLayout { format, dtype, dim },
             rows: 0,
+            parts: Vec::new(),
         })
     }
 
@@ -382,75 +442,40 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
     /// Append rows (`k × dim` elements) of the file's element type, or f32 rows for an f16
     /// file (rounded to nearest).
     pub fn write_elements(&mut self, data: ElementSlice<'_>, path: &Path) -> Result<()> {
-        if data.len() % self.dim != 0 {
-            return Err(Error::shape(
-                "embedding rows",
-                format!("a multiple of {} values", self.dim),
-                &[data.len()],
-            ));
-        }
-        let rounded: Vec<half::f16>;
-        let data = match (self.dtype, data) {
-            (ElementType::F16, ElementSlice::F32(values)) => {
-                rounded = values.iter().map(|&v| half::f16::from_f32(v)).collect();
-                ElementSlice::F16(&rounded)
-            }
-            (want, got) if want == got.element_type() => got,
-            (want, got) => {
-                return Err(Error::dtype(
-                    "embedding rows",
-                    format!("{want:?}"),
-                    format!("{:?}", got.element_type()),
-                ))
-            }
-        };
-        let io = |e| Error::io(path, e);
-        match self.format {
-            OutputFormat::Npy | OutputFormat::Safetensors => {
-                write_le(&mut self.out, data).map_err(io)?
-            }
-            OutputFormat::Jsonl => {
-                // Rows are formatted in parallel, a block at a time, and written in order.
-                let block = self.dim * JSONL_ROWS_PER_TASK;
-                let dim = self.dim;
-                let mut texts: Vec<Vec<u8>> = Vec::new();
-                match data {
-                    ElementSlice::F32(v) => v
-                        .par_chunks(block)
-                        .map(|rows| jsonl_rows(rows, dim))
-                        .collect_into_vec(&mut texts),
-                    // f16 values are written as the f32 they are, so the text holds what .npy would.
-                    ElementSlice::F16(v) => v
-                        .par_chunks(block)
-                        .map(|rows| {
-                            let wide: Vec<f32> = rows.iter().map(|h| h.to_f32()).collect();
-                            jsonl_rows(&wide, dim)
-                        })
-                        .collect_into_vec(&mut texts),
-                    ElementSlice::I8(v) => v
-                        .par_chunks(block)
-                        .map(|rows| jsonl_int_rows(rows, dim))
-                        .collect_into_vec(&mut texts),
-                    ElementSlice::U8(v) => v
-                        .par_chunks(block)
-                        .map(|rows| jsonl_int_rows(rows, dim))
-                        .collect_into_vec(&mut texts),
-                }
-                for text in &texts {
-                    self.out.write_all(text).map_err(io)?;
-                }
+        self.layout.check(data)?;
+        let rows = (data.len() / self.layout.dim) as u64;
+        match self.layout.as_is(data) {
+            Some(bytes) => self.write_bytes(&[bytes], rows, path),
+            None => {
+                let mut parts = std::mem::take(&mut self.parts);
+                let written = self
+                    .layout
+                    .format_into(data, &mut parts)
+                    .and_then(|()| self.write_bytes(&parts, rows, path));
+                self.parts = parts;
+                written
             }
         }
-        self.rows += (data.len() / self.dim) as u64;
+    }
+
+    /// Append `rows` rows already in the file's bytes (a [`RowBlock`] formatted elsewhere).
+    fn write_bytes(&mut self, parts: &[impl AsRef<[u8]>], rows: u64, path: &Path) -> Result<()> {
+        for part in parts {
+            self.out
+                .write_all(part.as_ref())
+                .map_err(|e| Error::io(path, e))?;
+        }
+        self.rows += rows;
         Ok(())
     }
 
     /// Rewrite the header with the final row count; returns the number of rows.
     pub fn finish(mut self, path: &Path) -> Result<u64> {
         let io = |e| Error::io(path, e);
-        let header = match self.format {
-            OutputFormat::Npy => Some(npy_header(self.rows, self.dim, self.dtype)?),
-            OutputFormat::Safetensors => Some(safetensors_header(self.rows, self.dim, self.dtype)?),
+        let RowLayout { format, dtype, dim } = self.layout;
+        let header = match format {
+            OutputFormat::Npy => Some(npy_header(self.rows, dim, dtype)?),
+            OutputFormat::Safetensors => Some(safetensors_header(self.rows, dim, dtype)?),
             OutputFormat::Jsonl => None,
         };
         if let Some(h) = header {
@@ -460,77 +485,6 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
         }
         self.out.flush().map_err(io)?;
         Ok(self.rows)
-    }
-}
-
-/// Rows of a `.jsonl` output formatted by one task.
-const JSONL_ROWS_PER_TASK: usize = 256;
-
-/// `rows` (`k × dim` values) as JSON lines: `[v0,v1,...]\n` per row, each value in the
-/// shortest form that reads back as the same f32 (`ryu`), spelled as `serde_json` spells it
-/// (`e+` for positive exponents, `null` for NaN and infinities).
-fn jsonl_rows(rows: &[f32], dim: usize) -> Vec<u8> {
-    let mut text = Vec::with_capacity(rows.len() * 12);
-    let mut number = ryu::Buffer::new();
-    for row in rows.chunks_exact(dim) {
-        text.push(b'[');
-        for (i, &v) in row.iter().enumerate() {
-            if i > 0 {
-                text.push(b',');
-            }
-            if v.is_finite() {
-                let digits = number.format_finite(v).as_bytes();
-                // serde_json writes a positive exponent with its sign (`1e+38`); ryu does not.
-                match digits.iter().position(|&b| b == b'e') {
-                    Some(e) if digits.get(e + 1) != Some(&b'-') => {
-                        text.extend_from_slice(&digits[..=e]);
-                        text.push(b'+');
-                        text.extend_from_slice(&digits[e + 1..]);
-                    }
-                    _ => text.extend_from_slice(digits),
-                }
-            } else {
-                text.extend_from_slice(b"null");
-            }
-        }
-        text.extend_from_slice(b"]\n");
-    }
-    text
-}
-
-/// Integer rows as JSON lines: `[-3,0,127]\n` per row.
-fn jsonl_int_rows<T: Copy + Into<i16>>(rows: &[T], dim: usize) -> Vec<u8> {
-    use std::fmt::Write as _;
-    let mut text = String::with_capacity(rows.len() * 5);
-    for row in rows.chunks_exact(dim) {
-        text.push('[');
-        for (i, &v) in row.iter().enumerate() {
-            if i > 0 {
-                text.push(',');
-            }
-            let _ = write!(text, "{}", v.into());
-        }
-        text.push_str("]\n");
-    }
-    text.into_bytes()
-}
-
-/// Elements as little-endian bytes.
-fn write_le(out: &mut impl Write, data: ElementSlice<'_>) -> std::io::Result<()> {
-    match data {
-        ElementSlice::U8(v) => out.write_all(v),
-        ElementSlice::I8(v) => out.write_all(bytemuck::cast_slice(v)),
-        ElementSlice::F32(v) if cfg!(target_endian = "little") => {
-            out.write_all(bytemuck::cast_slice(v))
-        }
-        ElementSlice::F32(v) => {
-            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            out.write_all(&bytes)
-        }
-        ElementSlice::F16(v) => {
-            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            out.write_all(&bytes)
-        }
     }
 }
 
@@ -812,12 +766,18 @@ fn read_npy_f32(bytes: &[u8]) -> std::result::Result<(Vec<f32>, usize, usize), S
     Ok((values, rows, dim))
 }
 
+/// Text batches in flight in [`encode_stream`]: one being read, one waiting, one being encoded.
+const TEXT_BATCHES: usize = 3;
+/// Row blocks in flight in [`encode_stream`]: one being encoded while the other is written.
+const ROW_BLOCKS: usize = 2;
+
 /// Encode every text of `source` with `model` into `output` (format by extension), one batch at
 /// a time. Returns the number of rows written. On error nothing is left at `output`.
 ///
-/// Three threads overlap: one reads and splits the input a batch ahead, the caller's thread
-/// encodes (on rayon's pool), one writes the previous batch. Each hand-over holds at most one
-/// batch, so memory stays bounded by a few batches.
+/// Three threads overlap: one reads the input a batch ahead, the caller's thread encodes and
+/// formats (on rayon's pool), one writes the previous batch. Batches of texts and blocks of
+/// rows go round fixed pools ([`TEXT_BATCHES`], [`ROW_BLOCKS`]): memory stays bounded by a few
+/// batches, and the buffers are allocated once (no page faults on fresh memory per batch).
 pub fn encode_stream(
     model: &Model,
     source: &TextSource,
@@ -825,70 +785,70 @@ pub fn encode_stream(
     mut options: StreamOptions<'_>,
 ) -> Result<u64> {
     let format = OutputFormat::from_path(output)?;
-    let dim = model.dim();
-    let (element_type, cols) = stream_output_shape(&options, dim)?;
+    let (dtype, cols) = stream_output_shape(&options, model.dim())?;
+    let layout = RowLayout {
+        format,
+        dtype,
+        dim: cols,
+    };
     let encode = &options.encode;
     let batch_size = options.batch_size;
     let mut rows = 0u64;
     write_file_atomic(output, |w| {
-        let writer = EmbeddingWriter::with_element_type(w, format, element_type, cols, output)?;
+        let writer = EmbeddingWriter::with_element_type(w, format, dtype, cols, output)?;
         // Set when the encoder stopped taking batches (it failed, or the writer did): the
         // reader then stops too, and the failure that stopped it is the one reported.
         let abandoned = &AtomicBool::new(false);
         std::thread::scope(|scope| {
-            let (batch_tx, batch_rx) = sync_channel::<(Vec<String>, u64)>(1);
+            let (full_tx, full_rx) = sync_channel::<TextBatch>(1);
+            let (empty_tx, empty_rx) = channel::<TextBatch>();
+            (0..TEXT_BATCHES).for_each(|_| drop(empty_tx.send(TextBatch::default())));
             let reader = scope.spawn(move || {
-                source.for_each_batch(batch_size, |texts, consumed| {
-                    let owned = texts.iter().map(|t| t.to_string()).collect();
-                    if batch_tx.send((owned, consumed)).is_err() {
+                source.fill_batches(batch_size, &mut |batch| {
+                    let handed_over = empty_rx
+                        .recv()
+                        .ok()
+                        .and_then(|empty| full_tx.send(std::mem::replace(batch, empty)).ok());
+                    if handed_over.is_none() {
                         abandoned.store(true, Ordering::Relaxed);
                         return Err(Error::invalid("the encoder stopped"));
                     }
                     Ok(())
                 })
             });
-            let (rows_tx, rows_rx) = sync_channel::<Elements>(1);
-            let (spare_tx, spare_rx) = channel::<Vec<f32>>();
+            let (block_tx, block_rx) = sync_channel::<RowBlock>(1);
+            let (free_tx, free_rx) = channel::<RowBlock>();
+            (0..ROW_BLOCKS).for_each(|_| drop(free_tx.send(RowBlock::default())));
             let writing = scope.spawn(move || -> Result<u64> {
                 let mut writer = writer;
-                for data in rows_rx {
-                    writer.write_elements(data.as_slice(), output)?;
-                    if let Elements::F32(buffer) = data {
-                        let _ = spare_tx.send(buffer);
-                    }
+                for block in block_rx {
+                    block.write_to(&mut writer, output)?;
+                    let _ = free_tx.send(block);
                 }
                 writer.finish(output)
             });
             let mut encoded: Result<()> = Ok(());
-            for (texts, consumed) in batch_rx {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let mut data = spare_rx.try_recv().unwrap_or_default();
-                data.resize(refs.len() * dim, 0.0);
-                // Truncation and packing are exact per batch; int8/uint8 use the whole run's
-                // ranges (calibration), checked in `stream_output_shape`.
-                let batch = model.encode_into(&refs, &mut data).and_then(|()| {
-                    if encode.is_identity() {
-                        Ok(Elements::F32(data))
-                    } else {
-                        encode.apply(&data, dim).map(|a| a.into_elements())
-                    }
-                });
-                let data = match batch {
-                    Ok(data) => data,
-                    Err(e) => {
-                        encoded = Err(e);
-                        break;
-                    }
-                };
-                rows += refs.len() as u64;
-                if rows_tx.send(data).is_err() {
+            let mut scratch = Vec::new();
+            for texts in full_rx {
+                let Ok(mut block) = free_rx.recv() else {
                     break; // the writer failed: its error is returned below
+                };
+                let filled = block.fill(model, &texts.texts(), encode, layout, &mut scratch);
+                let (count, consumed) = (texts.len() as u64, texts.consumed());
+                let _ = empty_tx.send(texts);
+                if let Err(e) = filled {
+                    encoded = Err(e);
+                    break;
+                }
+                rows += count;
+                if block_tx.send(block).is_err() {
+                    break; // the writer failed
                 }
                 if let Some(p) = options.progress.as_mut() {
                     p(rows, consumed);
                 }
             }
-            drop(rows_tx);
+            drop((block_tx, empty_tx));
             let written = join(writing);
             let read = join(reader);
             // The first failure in pipeline order: the input, the encoding, the output.
@@ -901,6 +861,66 @@ pub fn encode_stream(
         })
     })?;
     Ok(rows)
+}
+
+/// One batch of rows on its way from the encoder to the file, in buffers kept from batch to
+/// batch (see [`encode_stream`]).
+#[derive(Default)]
+struct RowBlock {
+    /// The model's f32 rows, when they go to the file as they are (no formatting, no copy).
+    values: Vec<f32>,
+    /// Otherwise the rows in the file's bytes, one part per formatting task (see [`rows`]).
+    parts: Vec<Vec<u8>>,
+    as_is: bool,
+    rows: usize,
+}
+
+impl RowBlock {
+    /// Encode `texts` and put the rows in the file's form (in parallel, on rayon's pool).
+    /// Rows that need formatting are encoded into `scratch`: the encoder's own buffer, so that
+    /// blocks in flight hold only what the writer needs.
+    fn fill(
+        &mut self,
+        model: &Model,
+        texts: &[&str],
+        encode: &EncodeOptions,
+        layout: RowLayout,
+        scratch: &mut Vec<f32>,
+    ) -> Result<()> {
+        let dim = model.dim();
+        self.rows = texts.len();
+        self.as_is = encode.is_identity() && layout.as_is(ElementSlice::F32(&[])).is_some();
+        let values = if self.as_is {
+            &mut self.values
+        } else {
+            scratch
+        };
+        values.resize(texts.len() * dim, 0.0);
+        model.encode_into(texts, values)?;
+        if self.as_is {
+            Ok(())
+        } else if encode.is_identity() {
+            layout.format_into(ElementSlice::F32(values), &mut self.parts)
+        } else {
+            // Truncation and packing are exact per batch; int8/uint8 use the whole run's
+            // ranges (calibration), checked in `stream_output_shape`.
+            let encoded = encode.apply(values, dim)?;
+            layout.format_into(encoded.elements().as_slice(), &mut self.parts)
+        }
+    }
+
+    /// Append the rows to the file.
+    fn write_to<W: Write + Seek>(
+        &self,
+        writer: &mut EmbeddingWriter<W>,
+        path: &Path,
+    ) -> Result<()> {
+        if self.as_is {
+            writer.write_rows(&self.values, path)
+        } else {
+            writer.write_bytes(&self.parts, self.rows as u64, path)
+        }
+    }
 }
 
 /// A scoped thread's result; its panic (a bug) becomes an error instead of a crash.
@@ -974,33 +994,6 @@ mod tests {
             Err(Error::invalid("boom"))
         });
         assert!(matches!(e, Err(Error::InvalidArgument(m)) if m == "boom"));
-    }
-
-    /// The `.jsonl` formatter writes what `serde_json` writes, value for value.
-    #[test]
-    fn jsonl_rows_match_serde_json() {
-        let values = [
-            0.0f32,
-            -0.0,
-            1.0,
-            -1.5,
-            0.1,
-            1e-45,
-            f32::MIN_POSITIVE,
-            f32::MAX,
-            f32::NAN,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            123456.79,
-            1e16,
-            -2.5e-7,
-            f32::MIN,
-        ];
-        let want: String = values
-            .chunks(3)
-            .map(|row| serde_json::to_string(row).unwrap() + "\n")
-            .collect();
-        assert_eq!(String::from_utf8(jsonl_rows(&values, 3)).unwrap(), want);
     }
 
     /// Calibration embeddings from NPY: f32/f16/f64, and what is refused.

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `stk encode` file to file against `stk bench encode`, issue 13's measure: in the same run,
+# alternating, for an old and a new binary: `stk bench encode --json` 'seconds' (encoding
+# only) and the wall clock and peak RSS (/usr/bin/time) of `stk encode --input X --output
+# out.EXT` (the whole command) for .npy, .safetensors and .jsonl, with its CPU seconds (user +
+# system: what a shared machine's noise inflates least). Prints raw lines (`WHICH bench SECONDS`,
+# `WHICH EXT WALL RSS_KB USER SYS`), then the best of each.
+#
+# usage: benches/file_to_file.sh OLD_STK NEW_STK MODEL INPUT REPS OUT_DIR
+set -euo pipefail
+old=$1 new=$2 model=$3 input=$4 reps=$5 out=$6
+echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-all}"
+echo "# input $input: $(wc -l < "$input") lines, $(stat -c %s "$input") bytes; model $model"
+for rep in $(seq "$reps"); do
+    echo "# rep $rep, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    for which in old new; do
+        bin=$old
+        [ "$which" = new ] && bin=$new
+        seconds=$("$bin" bench encode --model "$model" --input "$input" --json |
+            sed 's/.*"seconds":\([0-9.e-]*\).*/\1/')
+        echo "$which bench $seconds"
+        for ext in npy safetensors jsonl; do
+            /usr/bin/time -f "$which $ext %e %M %U %S" -o "$out/time.txt" \
+                "$bin" encode --model "$model" --input "$input" --output "$out/out.$ext" --quiet
+            cat "$out/time.txt"
+        done
+    done
+done | tee "$out/raw.txt"
+echo "# best of $reps: seconds (ratio = best bench / best wall), CPU seconds (best), peak RSS KB (max)"
+for which in old new; do
+    bench=$(awk -v w="$which" '$1==w && $2=="bench" {print $3}' "$out/raw.txt" | sort -g | head -1)
+    for ext in npy safetensors jsonl; do
+        awk -v w="$which" -v e="$ext" -v b="$bench" '$1==w && $2==e {
+                if (best == "" || $3 < best) best = $3; if ($4 > rss) rss = $4
+                if (cpu == "" || $5 + $6 < cpu) cpu = $5 + $6 }
+            END { printf "%s bench %.3f s, %-11s %.2f s, ratio %.2f, CPU %.2f s, peak RSS %d KB\n",
+                w, b, e, best, b / best, cpu, rss }' \
+            "$out/raw.txt"
+    done
+done
