@@ -143,8 +143,19 @@ pub fn texts() -> (Vec<String>, Vec<String>) {
     (list("texts"), list("calibration_texts"))
 }
 
+/// Two integer outputs are equal element for element; the panic says how many elements of
+/// `what` differ and by how much at most.
+pub fn assert_same_ints(got: &Elements, want: &Elements, what: &str) {
+    let (differing, largest) = int_differences(got, want);
+    assert_eq!(
+        (differing, largest),
+        (0, 0),
+        "{what}: {differing} elements differ (by up to {largest})"
+    );
+}
+
 /// Element-wise differences of two integer outputs: `(how many differ, largest difference)`.
-pub fn int_differences(got: &Elements, want: &Elements) -> (usize, i32) {
+fn int_differences(got: &Elements, want: &Elements) -> (usize, i32) {
     let pairs: Vec<(i32, i32)> = match (got, want) {
         (Elements::I8(g), Elements::I8(w)) => g
             .iter()

@@ -5,7 +5,7 @@
 #[path = "encode_option_cases.rs"]
 mod option_cases;
 
-use option_cases::{cases, int_differences, texts, OptionCase};
+use option_cases::{assert_same_ints, cases, texts, OptionCase};
 use stk::text_io::{encode_stream, ranges_from_source, StreamOptions, TextSource};
 use stk::{DType, Elements, EncodeOptions, LoadOptions, Model, Precision, Ranges, Semantics};
 use stk_tests::compare;
@@ -40,13 +40,7 @@ fn quantize_embeddings_matches_sentence_transformers_exactly() {
             case.name()
         );
         assert_eq!(rows, want_rows);
-        let (differing, largest) = int_differences(got.elements(), &want);
-        assert_eq!(
-            (differing, largest),
-            (0, 0),
-            "{}: {differing} elements differ (by up to {largest})",
-            case.name()
-        );
+        assert_same_ints(got.elements(), &want, &case.name());
     }
 }
 
@@ -64,15 +58,7 @@ fn encode_with_matches_sentence_transformers() {
             (Elements::F32(g), Elements::F32(w)) => {
                 compare(g, w, F32_TOLERANCE).unwrap_or_else(|e| panic!("{}: {e}", case.name()))
             }
-            (g, w) => {
-                let (differing, largest) = int_differences(g, w);
-                assert_eq!(
-                    (differing, largest),
-                    (0, 0),
-                    "{}: {differing} elements differ (by up to {largest})",
-                    case.name()
-                );
-            }
+            (g, w) => assert_same_ints(g, w, &case.name()),
         }
     }
 }

@@ -191,145 +191,51 @@ pub struct OutputFile {
     pub values: Vec<f32>,
 }
 
-/// An output file of `stk encode` read with its element type: what [`read_output`] widens.
-pub struct TypedOutput {
-    /// The name of the one tensor of a `.safetensors` output; `None` for `.npy` and `.jsonl`.
-    pub tensor: Option<String>,
-    /// `[rows, dim]` (or the tensor's shape); a `.jsonl` file of no line is `[0, 0]`.
-    pub dims: Vec<usize>,
-    /// The elements as stored.
-    pub elements: stk::Elements,
-}
-
-/// Read an `.npy`, `.safetensors` or `.jsonl` output of `stk encode`, checking its framing (NPY
-/// 1.0 with a 64-aligned header in C order, one tensor in a safetensors file, rows of one
-/// length, a shape that matches the data). `.jsonl` carries no element type: `jsonl` says which
-/// to read (f32 for float output, i8 for int8/binary, u8 for uint8/ubinary).
-pub fn read_typed_output(path: &Path, jsonl: stk::Precision) -> TypedOutput {
-    let bytes = std::fs::read(path).unwrap();
-    let (tensor, dims, elements) = match path.extension().and_then(|e| e.to_str()) {
-        Some("npy") => {
-            let (dims, elements) = read_npy(&bytes);
-            (None, dims, elements)
-        }
+/// Read an output of `stk` by its extension: `.safetensors` (exactly one tensor), `.npy`
+/// (version 1.0, little-endian `<f4` or `<f2`, C order, header padded to 64 bytes) or `.jsonl`
+/// (one JSON array of numbers a line, all of one length). Panics on anything else.
+pub fn read_output(path: &Path) -> OutputFile {
+    let ext = path.extension().and_then(|e| e.to_str());
+    match ext {
         Some("safetensors") => {
-            // Read by hand: stk's reader has no u8 (and would check stk with stk).
-            let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-            let header: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-            let names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
+            let f = stk_core::SafetensorsFile::open(path).unwrap();
+            let names: Vec<&str> = f.names().collect();
             assert_eq!(names.len(), 1, "{}: tensors {names:?}", path.display());
-            let t = &header[names[0].as_str()];
-            let dims: Vec<usize> = t["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap() as usize)
-                .collect();
-            let [start, end] = [0, 1].map(|i| t["data_offsets"][i].as_u64().unwrap() as usize);
-            let body = &bytes[8 + n + start..8 + n + end];
-            (
-                Some(names[0].clone()),
-                dims,
-                elements(t["dtype"].as_str().unwrap(), body),
-            )
+            let t = f.get(names[0]).unwrap();
+            OutputFile {
+                tensor: Some(names[0].to_string()),
+                dims: t.dims().to_vec(),
+                dtype: t.dtype(),
+                values: t.to_f32_vec().unwrap(),
+            }
         }
+        Some("npy") => read_npy(&std::fs::read(path).unwrap()),
         Some("jsonl") => {
-            let rows: Vec<Vec<serde_json::Value>> = std::str::from_utf8(&bytes)
-                .unwrap()
+            let text = std::fs::read_to_string(path).unwrap();
+            let rows: Vec<Vec<f32>> = text
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
-            let cols = rows.first().map_or(0, Vec::len);
+            let dim = rows.first().map_or(0, Vec::len);
             assert!(
-                rows.iter().all(|r| r.len() == cols),
+                rows.iter().all(|r| r.len() == dim),
                 "ragged {}",
                 path.display()
             );
-            let values = rows.concat();
-            let ints = || values.iter().map(|v| v.as_i64().expect("an integer"));
-            let elements = match jsonl {
-                stk::Precision::Float32 => {
-                    stk::Elements::F32(values.iter().map(|v| v.as_f64().unwrap() as f32).collect())
-                }
-                stk::Precision::Int8 | stk::Precision::Binary => {
-                    stk::Elements::I8(ints().map(|v| i8::try_from(v).unwrap()).collect())
-                }
-                stk::Precision::Uint8 | stk::Precision::Ubinary => {
-                    stk::Elements::U8(ints().map(|v| u8::try_from(v).unwrap()).collect())
-                }
-            };
-            (None, vec![rows.len(), cols], elements)
+            OutputFile {
+                tensor: None,
+                dims: vec![rows.len(), dim],
+                dtype: stk_core::DType::F32,
+                values: rows.concat(),
+            }
         }
         other => panic!("{}: unexpected output extension {other:?}", path.display()),
-    };
-    assert_eq!(
-        dims.iter().product::<usize>(),
-        elements.len(),
-        "{}: shape vs data",
-        path.display()
-    );
-    TypedOutput {
-        tensor,
-        dims,
-        elements,
     }
 }
 
-/// A float output widened to f32: [`read_typed_output`], except that a `.safetensors` file is
-/// read by stk's own reader, which also knows bf16 (what `stk pool` and `stk normalize` keep).
-pub fn read_output(path: &Path) -> OutputFile {
-    if path.extension().is_some_and(|e| e == "safetensors") {
-        let f = stk_core::SafetensorsFile::open(path).unwrap();
-        let names: Vec<&str> = f.names().collect();
-        assert_eq!(names.len(), 1, "{}: tensors {names:?}", path.display());
-        let t = f.get(names[0]).unwrap();
-        return OutputFile {
-            tensor: Some(names[0].to_string()),
-            dims: t.dims().to_vec(),
-            dtype: t.dtype(),
-            values: t.to_f32_vec().unwrap(),
-        };
-    }
-    let typed = read_typed_output(path, stk::Precision::Float32);
-    let (dtype, values) = match typed.elements {
-        stk::Elements::F32(v) => (stk_core::DType::F32, v),
-        stk::Elements::F16(v) => (stk_core::DType::F16, v.iter().map(|x| x.to_f32()).collect()),
-        stk::Elements::I8(v) => (
-            stk_core::DType::I8,
-            v.iter().map(|&x| f32::from(x)).collect(),
-        ),
-        stk::Elements::U8(_) => panic!("{}: u8 output: use read_typed_output", path.display()),
-    };
-    OutputFile {
-        tensor: typed.tensor,
-        dims: typed.dims,
-        dtype,
-        values,
-    }
-}
-
-/// Elements of a numpy `descr` or a safetensors `dtype` from little-endian bytes.
-fn elements(kind: &str, body: &[u8]) -> stk::Elements {
-    match kind {
-        "<f4" | "F32" => stk::Elements::F32(
-            body.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        "<f2" | "F16" => stk::Elements::F16(
-            body.chunks_exact(2)
-                .map(|c| stk_core::f16::from_le_bytes([c[0], c[1]]))
-                .collect(),
-        ),
-        "|i1" | "I8" => stk::Elements::I8(body.iter().map(|&b| b as i8).collect()),
-        "|u1" | "U8" => stk::Elements::U8(body.to_vec()),
-        other => panic!("unexpected element type {other}"),
-    }
-}
-
-/// The shape and elements of an NPY 1.0 file in C order.
-fn read_npy(bytes: &[u8]) -> (Vec<usize>, stk::Elements) {
+/// The element type (`descr`, e.g. `<f4`), shape and data of an NPY 1.0 file, after checking
+/// its framing: magic and version, a header padded to 64 bytes, C order.
+pub fn npy_parts(bytes: &[u8]) -> (&str, Vec<usize>, &[u8]) {
     assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "not an NPY 1.0 file");
     let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     assert_eq!((10 + hlen) % 64, 0, "NPY header not 64-aligned");
@@ -338,11 +244,42 @@ fn read_npy(bytes: &[u8]) -> (Vec<usize>, stk::Elements) {
     let descr = header.split("'descr': '").nth(1).unwrap();
     let descr = &descr[..descr.find('\'').unwrap()];
     let shape = header.split("'shape': (").nth(1).unwrap();
-    let dims: Vec<usize> = shape[..shape.find(')').unwrap()]
+    let dims: Vec<usize> = shape
+        .split(')')
+        .next()
+        .unwrap()
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    (dims, elements(descr, &bytes[10 + hlen..]))
+    (descr, dims, &bytes[10 + hlen..])
+}
+
+fn read_npy(bytes: &[u8]) -> OutputFile {
+    let (descr, dims, body) = npy_parts(bytes);
+    let (dtype, values): (stk_core::DType, Vec<f32>) = match descr {
+        "<f2" => {
+            let v = body.chunks_exact(2);
+            let v = v.map(|c| stk_core::f16::from_le_bytes([c[0], c[1]]).to_f32());
+            (stk_core::DType::F16, v.collect())
+        }
+        "<f4" => {
+            let v = body.chunks_exact(4);
+            let v = v.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            (stk_core::DType::F32, v.collect())
+        }
+        other => panic!("NPY element type {other}: expected <f4 or <f2"),
+    };
+    assert_eq!(
+        dims.iter().product::<usize>(),
+        values.len(),
+        "NPY shape vs data"
+    );
+    OutputFile {
+        tensor: None,
+        dims,
+        dtype,
+        values,
+    }
 }
 
 /// What a golden run must give: a shape and values, within `tol` (by [`compare`]).
@@ -445,19 +382,10 @@ pub fn says_all(message: &str, words: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Copy of the folder `from` (files and sub-folders, recursively) at `to`.
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
-}
+mod copy_dir;
+// Unused in the tests that include this file as a module of their own.
+#[allow(unused_imports)]
+pub use copy_dir::copy_dir;
 
 #[cfg(test)]
 mod tests {

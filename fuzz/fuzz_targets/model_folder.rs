@@ -71,18 +71,9 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
-}
+#[path = "../../tests/copy_dir.rs"]
+mod shared;
+use shared::copy_dir;
 
 /// Keep the vocabulary entries (and added tokens) whose id is below `TOKENIZER_IDS`.
 fn cut_tokenizer(path: &Path) {
