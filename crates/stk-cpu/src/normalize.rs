@@ -122,6 +122,8 @@ impl Module for Normalize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
+    use stk_core::testing::expect_err;
 
     /// The SIMD and portable model2vec normalizations give the same bits, and the value of an
     /// f64 reference within an f32 rounding step; a zero vector stays zero.
@@ -147,8 +149,6 @@ mod tests {
         normalize_model2vec(&mut zero);
         assert!(zero.iter().all(|&x| x == 0.0));
     }
-    use half::f16;
-    use stk_core::testing::expect_err;
 
     #[test]
     fn unit_norm_and_zero_stays_zero() {
