@@ -10,7 +10,8 @@
 //! It also prints how closely the two outputs agree.
 //!
 //! `cargo bench -p stk-benches --bench encode_vs_model2vec [-- REPS] [MODEL_DIR]`
-//! (default model: `../shared/models/potion-base-8M`, else the committed f16 one).
+//! (default model: `../shared/models/potion-base-8M`, else the committed f16 one;
+//! `STK_BENCH_CORPUS=FILE` measures another corpus of one sentence per line).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -59,7 +60,9 @@ fn main() {
         );
         committed
     };
-    let corpus_path = root.join("../shared/bench/sentences.txt");
+    // STK_BENCH_CORPUS: another corpus (for example one script's sentences), still x10.
+    let corpus_path = std::env::var_os("STK_BENCH_CORPUS")
+        .map_or_else(|| root.join("../shared/bench/sentences.txt"), PathBuf::from);
     let Ok(corpus) = std::fs::read_to_string(&corpus_path) else {
         println!(
             "NOTE: {} not found; nothing to measure",

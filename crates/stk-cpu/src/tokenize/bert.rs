@@ -142,6 +142,11 @@ pub(crate) fn normalize_char(
 
 /// Result of looking up one input char.
 pub(crate) enum Mapped<'a> {
+    /// The char stays itself, a word char (most letters of most scripts).
+    Itself,
+    /// The char stays itself, a word of its own between two spaces (CJK ideographs when
+    /// `handle_chinese_chars`).
+    ItselfSpaced,
     /// The char becomes these normalized chars.
     Chars(&'a [u32]),
     /// The text must be encoded by the crate (see the module docs).
@@ -171,6 +176,33 @@ struct Block {
     /// Per char: `start << 8 | len` into `pool`, or `SENSITIVE`.
     entries: Vec<u32>,
     pool: Vec<u32>,
+    /// What every char of the block does, when they all do the same: then a lookup reads
+    /// neither `entries` nor `pool` (two cache misses for a text in a large script).
+    uniform: Option<Uniform>,
+}
+
+/// The mappings a whole [`Block`] can share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Uniform {
+    /// [`Mapped::Itself`].
+    Itself,
+    /// [`Mapped::ItselfSpaced`].
+    ItselfSpaced,
+}
+
+impl Uniform {
+    /// Which uniform mapping `c`'s normalized chars are, if any.
+    fn of(c: char, normalized: &[(char, CharKind)]) -> Option<Uniform> {
+        let itself = (c, CharKind::Word);
+        let space = (' ', CharKind::Space);
+        match normalized {
+            [one] if *one == itself => Some(Uniform::Itself),
+            [a, one, b] if *one == itself && *a == space && *b == space => {
+                Some(Uniform::ItselfSpaced)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Block {
@@ -178,6 +210,8 @@ impl Block {
         let mut entries = Vec::with_capacity(256);
         let mut pool = Vec::new();
         let mut buf = Vec::new();
+        // `None` until a char is seen; `Some(None)` once two chars differ.
+        let mut uniform: Option<Option<Uniform>> = None;
         for code in block << 8..(block + 1) << 8 {
             let Some(c) = char::from_u32(code) else {
                 entries.push(0); // surrogates never occur in a &str
@@ -186,13 +220,20 @@ impl Block {
             buf.clear();
             if !normalize_char(cfg, c, &mut buf) || buf.len() > 255 {
                 entries.push(SENSITIVE);
+                uniform = Some(None);
                 continue;
             }
+            let this = Uniform::of(c, &buf);
+            uniform = Some(uniform.map_or(this, |u| u.filter(|&u| Some(u) == this)));
             let start = pool.len() as u32;
             pool.extend(buf.iter().map(|&(o, k)| pack(o, k)));
             entries.push(start << 8 | buf.len() as u32);
         }
-        Block { entries, pool }
+        Block {
+            entries,
+            pool,
+            uniform: uniform.flatten(),
+        }
     }
 }
 
@@ -243,6 +284,11 @@ impl BertCharTable {
         let code = c as u32;
         if let Some(cell) = self.blocks.get((code >> 8) as usize) {
             let block = cell.get_or_init(|| Block::build(self.cfg, code >> 8));
+            match block.uniform {
+                Some(Uniform::Itself) => return Mapped::Itself,
+                Some(Uniform::ItselfSpaced) => return Mapped::ItselfSpaced,
+                None => {}
+            }
             let e = block.entries[(code & 0xFF) as usize];
             if e == SENSITIVE {
                 return Mapped::Sensitive;
@@ -260,5 +306,38 @@ impl BertCharTable {
         scratch.clear();
         scratch.extend(buf.iter().map(|&(o, k)| pack(o, k)));
         Mapped::Chars(scratch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BertNormalizerConfig, Block, Uniform};
+
+    /// The blocks whose chars all map alike are recognised (a lookup there skips the per-char
+    /// tables), and a block with one different char is not.
+    #[test]
+    fn uniform_blocks() {
+        let bert_uncased = BertNormalizerConfig {
+            clean_text: true,
+            handle_chinese_chars: true,
+            strip_accents: true,
+            lowercase: true,
+        };
+        let no_chinese = BertNormalizerConfig {
+            handle_chinese_chars: false,
+            ..bert_uncased
+        };
+        let cases = [
+            (bert_uncased, 0x4E, Some(Uniform::ItselfSpaced)), // CJK unified ideographs
+            (no_chinese, 0x4E, Some(Uniform::Itself)),
+            (bert_uncased, 0x11, Some(Uniform::Itself)), // Hangul jamo
+            (bert_uncased, 0x4D, None),                  // ideographs, then Yijing hexagram symbols
+            (bert_uncased, 0xAC, None), // Hangul syllables: NFD splits them into jamo
+            (bert_uncased, 0x04, None), // Cyrillic: upper and lower case
+            (bert_uncased, 0x00, None),
+        ];
+        for (cfg, block, want) in cases {
+            assert_eq!(Block::build(cfg, block).uniform, want, "block {block:#x}");
+        }
     }
 }
