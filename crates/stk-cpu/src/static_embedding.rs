@@ -205,12 +205,7 @@ impl StaticEmbedding {
         truncation: Option<FileTruncation>,
         dir: &Path,
     ) -> Result<StaticEmbedding> {
-        let id_space = tokenizer
-            .vocab()
-            .values()
-            .map(|&id| id as usize + 1)
-            .max()
-            .unwrap_or(0);
+        let id_space = tokenizer.id_space();
         if id_space > bag.vocab() {
             let what = if bag.mapping().is_some() {
                 format!("the mapping has {} entries", bag.vocab())

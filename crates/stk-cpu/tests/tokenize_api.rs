@@ -105,6 +105,12 @@ fn unk_and_vocab() {
     assert_eq!(potion.token_to_id("[UNK]"), Some(1));
     // A character outside the vocabulary becomes the unknown token.
     assert_eq!(potion.encode("\u{2603}").unwrap(), vec![1]);
+    // The figures kept from load agree with the vocabulary.
+    assert_eq!(potion.id_space(), 29528);
+    let mut lengths: Vec<u32> = vocab.keys().map(|t| t.chars().count() as u32).collect();
+    lengths.sort_unstable();
+    assert_eq!(potion.token_lengths_in_chars(), &lengths[..]);
+    assert_eq!(lengths.first(), Some(&1));
 
     let unigram = Tokenizer::from_file(&model_tokenizer("stk-unigram-8k-64d-int8")).unwrap();
     let json: serde_json::Value = serde_json::from_str(

@@ -225,8 +225,12 @@ impl Model2Vec {
         max_length: Option<usize>,
     ) -> Self {
         let tokenizer = embedding.tokenizer();
-        let median_token_length =
-            median_token_length(tokenizer.vocab().keys().map(|t| t.chars().count()));
+        let median_token_length = median_token_length(
+            tokenizer
+                .token_lengths_in_chars()
+                .iter()
+                .map(|&n| n as usize),
+        );
         let unk_id = tokenizer.unk_id();
         let dir = embedding.dir().to_path_buf();
         Model2Vec {

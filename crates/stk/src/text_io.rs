@@ -442,7 +442,8 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
     /// Append rows (`k × dim` elements) of the file's element type, or f32 rows for an f16
     /// file (rounded to nearest).
     pub fn write_elements(&mut self, data: ElementSlice<'_>, path: &Path) -> Result<()> {
-        self.layout.check(data)?;
+        let what = format!("rows for {}", path.display());
+        self.layout.check(data, &what)?;
         let rows = (data.len() / self.layout.dim) as u64;
         match self.layout.as_is(data) {
             Some(bytes) => self.write_bytes(&[bytes], rows, path),
@@ -1090,12 +1091,12 @@ mod tests {
         expect_err(
             w.write_elements(ElementSlice::I8(&[1, 2]), &npy),
             wrong_type,
-            &["embedding rows", "got I8"],
+            &["rows for ", "q.npy", "got I8"],
         );
         expect_err(
             w.write_rows(&[1.0, 2.0], &npy),
             wrong_type,
-            &["embedding rows", "got F32"],
+            &["rows for ", "q.npy", "got F32"],
         );
     }
 

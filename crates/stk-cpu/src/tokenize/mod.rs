@@ -45,6 +45,10 @@ pub struct Tokenizer {
     fast: Option<FastPath>,
     added: AddedTokenGate,
     unk_id: Option<u32>,
+    /// One more than the largest id the vocabulary holds (added tokens included).
+    id_space: usize,
+    /// The character count of every vocabulary token (added tokens included), sorted.
+    token_chars: Vec<u32>,
     path: PathBuf,
 }
 
@@ -196,11 +200,18 @@ impl Tokenizer {
             Some(gate) => (fast, gate),
             None => (None, AddedTokenGate::default()),
         };
+        // One copy of the vocabulary at load for the figures callers ask about.
+        let vocab = reference.get_vocab(true);
+        let id_space = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
+        let mut token_chars: Vec<u32> = vocab.keys().map(|t| t.chars().count() as u32).collect();
+        token_chars.sort_unstable();
         Ok(Tokenizer {
             reference,
             fast,
             added,
             unk_id,
+            id_space,
+            token_chars,
             path: path.to_path_buf(),
         })
     }
@@ -314,6 +325,17 @@ impl Tokenizer {
     /// Number of ids, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.reference.get_vocab_size(true)
+    }
+
+    /// One more than the largest id [`Tokenizer::encode`] can give: the rows a table needs.
+    pub fn id_space(&self) -> usize {
+        self.id_space
+    }
+
+    /// The length in characters (Unicode scalar values) of every vocabulary token, added
+    /// tokens included, in increasing order.
+    pub fn token_lengths_in_chars(&self) -> &[u32] {
+        &self.token_chars
     }
 
     /// Token string -> id, added tokens included.

@@ -29,11 +29,11 @@ pub(super) struct RowLayout {
 
 impl RowLayout {
     /// Whether `data` can be written: whole rows, of the file's element type (or f32 for an
-    /// f16 file, rounded to nearest).
-    pub fn check(&self, data: ElementSlice<'_>) -> Result<()> {
+    /// f16 file, rounded to nearest). `what` names the rows in the error.
+    pub fn check(&self, data: ElementSlice<'_>, what: &str) -> Result<()> {
         if data.len() % self.dim != 0 {
             return Err(Error::shape(
-                "embedding rows",
+                what,
                 format!("a multiple of {} values", self.dim),
                 &[data.len()],
             ));
@@ -41,11 +41,7 @@ impl RowLayout {
         match (self.dtype, data.element_type()) {
             (ElementType::F16, ElementType::F32) => Ok(()),
             (want, got) if want == got => Ok(()),
-            (want, got) => Err(Error::dtype(
-                "embedding rows",
-                format!("{want:?}"),
-                format!("{got:?}"),
-            )),
+            (want, got) => Err(Error::dtype(what, format!("{want:?}"), format!("{got:?}"))),
         }
     }
 
@@ -68,7 +64,7 @@ impl RowLayout {
     /// Format checked rows into `parts` (one per task, in row order; their allocations are
     /// reused): little-endian elements for `.npy` / `.safetensors`, JSON lines for `.jsonl`.
     pub fn format_into(&self, data: ElementSlice<'_>, parts: &mut Vec<Vec<u8>>) -> Result<()> {
-        self.check(data)?;
+        self.check(data, "embedding rows")?;
         let dim = self.dim;
         let jsonl = self.format == OutputFormat::Jsonl;
         let to_f16 = self.dtype == ElementType::F16;
