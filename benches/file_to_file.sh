@@ -3,8 +3,9 @@
 # alternating, for an old and a new binary: `stk bench encode --json` 'seconds' (encoding
 # only) and the wall clock and peak RSS (/usr/bin/time) of `stk encode --input X --output
 # out.EXT` (the whole command) for .npy, .safetensors and .jsonl, with its CPU seconds (user +
-# system: what a shared machine's noise inflates least). Prints raw lines (`WHICH bench SECONDS`,
-# `WHICH EXT WALL RSS_KB USER SYS`), then the best of each.
+# system: what a shared machine's noise inflates least), and the floor: the time to write the
+# same number of bytes as stk does, with nothing to compute. Prints raw lines (`WHICH bench
+# SECONDS`, `WHICH EXT WALL RSS_KB USER SYS`, `floor EXT WALL 0 USER SYS`), then the best of each.
 #
 # usage: benches/file_to_file.sh OLD_STK NEW_STK MODEL INPUT REPS OUT_DIR
 set -euo pipefail
@@ -20,10 +21,21 @@ for rep in $(seq "$reps"); do
             sed 's/.*"seconds":\([0-9.e-]*\).*/\1/')
         echo "$which bench $seconds"
         for ext in npy safetensors jsonl; do
+            # Not timed: deleting the previous run's output (freeing its page cache).
+            rm -f "$out/out.$ext"
             /usr/bin/time -f "$which $ext %e %M %U %S" -o "$out/time.txt" \
                 "$bin" encode --model "$model" --input "$input" --output "$out/out.$ext" --quiet
             cat "$out/time.txt"
         done
+    done
+    # The floor: only writing as many bytes (whole MiB) the way stk does (a new file in the
+    # output folder, fsync, renamed into place), no reading, encoding or formatting.
+    for ext in npy safetensors jsonl; do
+        mib=$(( $(stat -c %s "$out/out.$ext") >> 20 ))
+        rm -f "$out/floor.$ext"
+        /usr/bin/time -f "floor $ext %e 0 %U %S" -o "$out/time.txt" sh -c \
+            "dd if=/dev/zero of='$out/.floor.tmp' bs=1M count=$mib conv=fsync status=none && mv '$out/.floor.tmp' '$out/floor.$ext'"
+        cat "$out/time.txt"
     done
 done | tee "$out/raw.txt"
 echo "# best of $reps: seconds (ratio = best bench / best wall), CPU seconds (best), peak RSS KB (max)"
@@ -37,4 +49,9 @@ for which in old new; do
                 w, b, e, best, b / best, cpu, rss }' \
             "$out/raw.txt"
     done
+done
+for ext in npy safetensors jsonl; do
+    awk -v e="$ext" '$1=="floor" && $2==e { if (best == "" || $3 < best) best = $3 }
+        END { printf "floor (only writing as many bytes, fsync, rename) %-11s %.2f s\n", e, best }' \
+        "$out/raw.txt"
 done
