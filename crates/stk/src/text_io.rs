@@ -391,11 +391,6 @@ pub struct EmbeddingWriter<W: Write + Seek> {
 }
 
 impl<W: Write + Seek> EmbeddingWriter<W> {
-    /// The output the rows go to.
-    fn output_mut(&mut self) -> &mut W {
-        &mut self.out
-    }
-
     /// Start an f32 file: reserves the header.
     pub fn new(out: W, format: OutputFormat, dim: usize, path: &Path) -> Result<Self> {
         Self::with_dtype(out, format, DType::F32, dim, path)
@@ -772,9 +767,6 @@ fn read_npy_f32(bytes: &[u8]) -> std::result::Result<(Vec<f32>, usize, usize), S
     Ok((values, rows, dim))
 }
 
-/// Bytes [`encode_stream`] writes between two `fdatasync` calls.
-const SYNC_EVERY_BYTES: usize = 64 << 20;
-
 /// Text batches in flight in [`encode_stream`]: one being read, one waiting, one being encoded.
 const TEXT_BATCHES: usize = 3;
 /// Row blocks in flight in [`encode_stream`]: one being encoded while the other is written.
@@ -830,21 +822,9 @@ pub fn encode_stream(
             (0..ROW_BLOCKS).for_each(|_| drop(free_tx.send(RowBlock::default())));
             let writing = scope.spawn(move || -> Result<u64> {
                 let mut writer = writer;
-                let mut unsynced = 0usize;
                 for block in block_rx {
                     block.write_to(&mut writer, output)?;
-                    unsynced += block.bytes();
                     let _ = free_tx.send(block);
-                    if unsynced >= SYNC_EVERY_BYTES {
-                        // Start the disk writes while encoding goes on, so that the fsync at
-                        // the end waits for the last few batches only.
-                        let file = writer.output_mut();
-                        file.flush().map_err(|e| Error::io(output, e))?;
-                        file.get_ref()
-                            .sync_data()
-                            .map_err(|e| Error::io(output, e))?;
-                        unsynced = 0;
-                    }
                 }
                 writer.finish(output)
             });
@@ -927,15 +907,6 @@ impl RowBlock {
             // ranges (calibration), checked in `stream_output_shape`.
             let encoded = encode.apply(values, dim)?;
             layout.format_into(encoded.elements().as_slice(), &mut self.parts)
-        }
-    }
-
-    /// Bytes [`RowBlock::write_to`] writes.
-    fn bytes(&self) -> usize {
-        if self.as_is {
-            std::mem::size_of_val(&self.values[..])
-        } else {
-            self.parts.iter().map(Vec::len).sum()
         }
     }
 
