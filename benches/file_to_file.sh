@@ -21,8 +21,10 @@ for rep in $(seq "$reps"); do
             sed 's/.*"seconds":\([0-9.e-]*\).*/\1/')
         echo "$which bench $seconds"
         for ext in npy safetensors jsonl; do
-            # Not timed: deleting the previous run's output (freeing its page cache).
+            # Not timed: deleting the previous run's output (freeing its page cache) and
+            # flushing what is dirty, so that no run pays for another's writeback.
             rm -f "$out/out.$ext"
+            sync
             /usr/bin/time -f "$which $ext %e %M %U %S" -o "$out/time.txt" \
                 "$bin" encode --model "$model" --input "$input" --output "$out/out.$ext" --quiet
             cat "$out/time.txt"
@@ -33,6 +35,7 @@ for rep in $(seq "$reps"); do
     for ext in npy safetensors jsonl; do
         mib=$(( $(stat -c %s "$out/out.$ext") >> 20 ))
         rm -f "$out/floor.$ext"
+        sync
         /usr/bin/time -f "floor $ext %e 0 %U %S" -o "$out/time.txt" sh -c \
             "dd if=/dev/zero of='$out/.floor.tmp' bs=1M count=$mib conv=fsync status=none && mv '$out/.floor.tmp' '$out/floor.$ext'"
         cat "$out/time.txt"
