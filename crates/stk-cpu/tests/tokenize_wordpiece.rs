@@ -1,6 +1,6 @@
 //! The `bert-wordpiece` fast path gives exactly the `tokenizers` crate's ids: on the golden
 //! texts, on the bench corpus (when `../shared` is there), on hand-picked Unicode corner
-//! cases and on random Unicode strings.
+//! cases and on random Unicode strings, also with added tokens matched after normalization.
 
 mod tokenize_util;
 
@@ -19,6 +19,56 @@ fn potion() -> &'static (Tokenizer, tokenizers::Tokenizer) {
         assert_eq!(ours.backend(), "bert-wordpiece");
         (ours, reference(&path))
     })
+}
+
+/// potion's tokenizer plus added tokens matched after normalization (`"normalized": true`):
+/// the fast path then builds the normalized text and leaves a text that holds one to the crate.
+fn potion_with_normalized_added_tokens() -> &'static (Tokenizer, tokenizers::Tokenizer) {
+    static PAIR: OnceLock<(Tokenizer, tokenizers::Tokenizer)> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let path = model_tokenizer("potion-base-8M-f16");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let added = json["added_tokens"].as_array_mut().unwrap();
+        for (i, content) in NORMALIZED_ADDED.iter().enumerate() {
+            added.push(serde_json::json!({
+                "id": 40_000 + i, "content": content, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": true, "special": false
+            }));
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), serde_json::to_vec(&json).unwrap()).unwrap();
+        let ours = Tokenizer::from_file(file.path()).unwrap();
+        assert_eq!(ours.backend(), "bert-wordpiece");
+        (ours, reference(file.path()))
+    })
+}
+
+/// Added tokens whose normalized forms cover the fast path's branches: an accent stripped, a
+/// CJK ideograph (spaced), Hangul (split into jamo), a plain word.
+const NORMALIZED_ADDED: [&str; 4] = ["naïve", "中", "한국", "stkword"];
+
+#[test]
+fn normalized_added_tokens_go_to_the_crate() {
+    let (ours, reference) = potion_with_normalized_added_tokens();
+    let cases = [
+        ("plain text, no added token", true),
+        ("NAIVE or Naïve people", false),
+        ("我在中国", false),
+        ("한국어 문장", false),
+        ("see STKWORD here", false),
+        ("日本語のテキスト、中ではない", false),
+        ("日本語のテキスト", true),
+        ("한글 텍스트", true),
+    ];
+    for (text, fast) in cases {
+        assert_eq!(
+            ours.encode(text).unwrap(),
+            reference_ids(reference, text),
+            "{text:?}"
+        );
+        assert_eq!(ours.encode_fast_only(text).is_some(), fast, "{text:?}");
+    }
 }
 
 #[test]
@@ -178,5 +228,24 @@ proptest! {
         if let Some(ids) = ours.encode_fast_only(&text) {
             prop_assert_eq!(ids, expected);
         }
+    }
+
+    #[test]
+    fn random_unicode_with_normalized_added_tokens(
+        text in interesting_text(),
+        token in prop::sample::select(NORMALIZED_ADDED.to_vec()),
+        at in any::<prop::sample::Index>(),
+        insert in any::<bool>(),
+    ) {
+        let (ours, reference) = potion_with_normalized_added_tokens();
+        let mut text = text;
+        if insert {
+            let mut cut = at.index(text.len() + 1);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.insert_str(cut, &token.to_uppercase());
+        }
+        prop_assert_eq!(ours.encode(&text).unwrap(), reference_ids(reference, &text));
     }
 }
