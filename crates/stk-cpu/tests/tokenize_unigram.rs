@@ -72,6 +72,7 @@ fn corner_cases() {
         "<unk> <pad> x<unk>y <PAD> < pad >",
         "qqqqzzzxxxjjj ÿÿÿ \u{e000}\u{e001} \u{10ffff}",
         "The quick brown fox jumps over the lazy dog; 1234567890!",
+        "fullwidth \u{ff1c}\u{ff50}\u{ff41}\u{ff44}\u{ff1e} is <pad> once normalized",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -82,8 +83,13 @@ fn corner_cases() {
     for i in [4, 6, 8, 9, 10, 11, 12] {
         assert!(ours.encode_fast_only(&cases[i]).is_some(), "{:?}", cases[i]);
     }
-    // Added tokens in the text go to the crate.
+    // Added tokens in the text go to the crate, also one that only normalization (NFKC) makes.
     assert!(ours.encode_fast_only(&cases[14]).is_none());
+    assert!(
+        ours.encode_fast_only(&cases[17]).is_none(),
+        "{:?}",
+        cases[17]
+    );
 }
 
 #[test]
