@@ -14,41 +14,23 @@ use tokenize_util::*;
 fn stk_unigram() -> &'static (Tokenizer, tokenizers::Tokenizer) {
     static PAIR: OnceLock<(Tokenizer, tokenizers::Tokenizer)> = OnceLock::new();
     PAIR.get_or_init(|| {
-        let path = model_tokenizer("stk-unigram-8k-64d-int8");
-        let ours = Tokenizer::from_file(&path).unwrap();
-        assert_eq!(ours.backend(), "metaspace-unigram");
-        (ours, reference(&path))
+        load_pair(
+            &model_tokenizer("stk-unigram-8k-64d-int8"),
+            "metaspace-unigram",
+        )
     })
 }
 
 #[test]
 fn golden_texts_match() {
     let (ours, reference) = stk_unigram();
-    let texts = golden_texts();
-    let fast = assert_identical(ours, reference, &texts);
-    assert_eq!(
-        fast,
-        texts.len(),
-        "every golden text should take the fast path"
-    );
+    assert_golden_texts_identical(ours, reference);
 }
 
 #[test]
 fn bench_corpus_matches() {
-    let Some(texts) = bench_sentences() else {
-        return;
-    };
     let (ours, reference) = stk_unigram();
-    let fast = assert_identical(ours, reference, &texts);
-    eprintln!(
-        "bench corpus: {} lines, {fast} on the fast path",
-        texts.len()
-    );
-    assert!(
-        fast * 100 >= texts.len() * 99,
-        "only {fast} of {} on the fast path",
-        texts.len()
-    );
+    assert_bench_corpus_identical(ours, reference);
 }
 
 #[test]

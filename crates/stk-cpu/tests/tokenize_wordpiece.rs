@@ -13,12 +13,7 @@ use tokenize_util::*;
 /// Loaded once per test binary (the crate takes seconds to load a large vocabulary in debug).
 fn potion() -> &'static (Tokenizer, tokenizers::Tokenizer) {
     static PAIR: OnceLock<(Tokenizer, tokenizers::Tokenizer)> = OnceLock::new();
-    PAIR.get_or_init(|| {
-        let path = model_tokenizer("potion-base-8M-f16");
-        let ours = Tokenizer::from_file(&path).unwrap();
-        assert_eq!(ours.backend(), "bert-wordpiece");
-        (ours, reference(&path))
-    })
+    PAIR.get_or_init(|| load_pair(&model_tokenizer("potion-base-8M-f16"), "bert-wordpiece"))
 }
 
 /// potion's tokenizer plus added tokens matched after normalization (`"normalized": true`):
@@ -38,9 +33,7 @@ fn potion_with_normalized_added_tokens() -> &'static (Tokenizer, tokenizers::Tok
         }
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), serde_json::to_vec(&json).unwrap()).unwrap();
-        let ours = Tokenizer::from_file(file.path()).unwrap();
-        assert_eq!(ours.backend(), "bert-wordpiece");
-        (ours, reference(file.path()))
+        load_pair(file.path(), "bert-wordpiece")
     })
 }
 
@@ -74,31 +67,13 @@ fn normalized_added_tokens_go_to_the_crate() {
 #[test]
 fn golden_texts_match() {
     let (ours, reference) = potion();
-    let texts = golden_texts();
-    let fast = assert_identical(ours, reference, &texts);
-    assert_eq!(
-        fast,
-        texts.len(),
-        "every golden text should take the fast path"
-    );
+    assert_golden_texts_identical(ours, reference);
 }
 
 #[test]
 fn bench_corpus_matches() {
-    let Some(texts) = bench_sentences() else {
-        return;
-    };
     let (ours, reference) = potion();
-    let fast = assert_identical(ours, reference, &texts);
-    eprintln!(
-        "bench corpus: {} lines, {fast} on the fast path",
-        texts.len()
-    );
-    assert!(
-        fast * 100 >= texts.len() * 99,
-        "only {fast} of {} on the fast path",
-        texts.len()
-    );
+    assert_bench_corpus_identical(ours, reference);
 }
 
 #[test]

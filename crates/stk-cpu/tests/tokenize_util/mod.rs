@@ -94,3 +94,39 @@ pub fn assert_identical(
     }
     fast
 }
+
+/// stk's tokenizer and the crate's for `path`, after checking that stk encodes with `backend`.
+pub fn load_pair(path: &Path, backend: &str) -> (stk_cpu::Tokenizer, tokenizers::Tokenizer) {
+    let ours = stk_cpu::Tokenizer::from_file(path).unwrap();
+    assert_eq!(ours.backend(), backend, "{}", path.display());
+    (ours, reference(path))
+}
+
+/// Every golden text gives the crate's ids, each on the fast path.
+pub fn assert_golden_texts_identical(ours: &stk_cpu::Tokenizer, reference: &tokenizers::Tokenizer) {
+    let texts = golden_texts();
+    let fast = assert_identical(ours, reference, &texts);
+    assert_eq!(
+        fast,
+        texts.len(),
+        "every golden text should take the fast path"
+    );
+}
+
+/// The bench corpus (when it is beside the checkout) gives the crate's ids, 99% or more of its
+/// lines on the fast path.
+pub fn assert_bench_corpus_identical(ours: &stk_cpu::Tokenizer, reference: &tokenizers::Tokenizer) {
+    let Some(texts) = bench_sentences() else {
+        return;
+    };
+    let fast = assert_identical(ours, reference, &texts);
+    eprintln!(
+        "bench corpus: {} lines, {fast} on the fast path",
+        texts.len()
+    );
+    assert!(
+        fast * 100 >= texts.len() * 99,
+        "only {fast} of {} on the fast path",
+        texts.len()
+    );
+}
