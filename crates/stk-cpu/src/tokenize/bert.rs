@@ -142,7 +142,8 @@ pub(crate) fn normalize_char(
 
 /// Result of looking up one input char.
 pub(crate) enum Mapped<'a> {
-    /// The char stays itself, a word char (most letters of most scripts).
+    /// The char stays itself, a word char, as every char of its 256-char block does (Hangul
+    /// jamo, say; CJK ideographs without `handle_chinese_chars`).
     Itself,
     /// The char stays itself, a word of its own between two spaces (CJK ideographs when
     /// `handle_chinese_chars`).
