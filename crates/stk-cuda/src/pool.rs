@@ -658,9 +658,7 @@ impl PoolPlan {
         };
         pool_split_launches(&problem, self.chunks())
     }
-}
 
-impl PoolPlan {
     /// Check the buffers of a launch of this plan, each as its dtype and dimensions:
     /// `tokens` holds the plan's token rows × D elements of [`PoolPlan::dtype`], `cls` is
     /// given exactly when the plan uses cls embeddings (`[B, D]`, same dtype), `out` is
