@@ -3,7 +3,7 @@
 //! never leaves a partial output behind.
 #![allow(unsafe_code)] // the mmap below is the one unsafe operation of this crate
 
-use crate::{DType, Error, Result, Shape, Tensor};
+use crate::{DType, Error, OutputFile, Result, Shape, Tensor, WriteMode};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::ops::Range;
@@ -254,10 +254,12 @@ pub fn write_safetensors(path: impl AsRef<Path>, tensors: &[(&str, &Tensor)]) ->
 }
 
 /// Create `path` through a temporary file in the same folder, renamed into place only when
-/// `fill` succeeds; on any error nothing is left at `path` (nor a temporary file).
+/// `fill` succeeds; on any error nothing is left at `path` (nor a temporary file). The file is
+/// written by an [`OutputFile`] (direct writes where the filesystem allows) and synced before
+/// the rename.
 pub fn write_file_atomic(
     path: impl AsRef<Path>,
-    fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<()>,
+    fill: impl FnOnce(&mut OutputFile) -> Result<()>,
 ) -> Result<()> {
     let path = path.as_ref();
     let name = path.file_name().ok_or_else(|| {
@@ -282,12 +284,9 @@ pub fn write_file_atomic(
         std::process::id()
     ));
     let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut w = std::io::BufWriter::new(file);
+        let mut w = OutputFile::create(&tmp, WriteMode::Direct).map_err(|e| Error::io(&tmp, e))?;
         fill(&mut w)?;
-        let file = w
-            .into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?;
+        let file = w.finish().map_err(|e| Error::io(&tmp, e))?;
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     })();
