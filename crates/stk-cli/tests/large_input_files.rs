@@ -159,8 +159,12 @@ fn run_measured(args: &[&str]) -> (u64, Duration) {
 
 /// The `(rows, cols)` of an NPY 1.0 file's header, and its header length.
 fn npy_shape(path: &Path) -> ((u64, u64), u64) {
-    let mut head = [0u8; 128];
-    std::io::Read::read_exact(&mut std::fs::File::open(path).unwrap(), &mut head).unwrap();
+    let mut head = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path).unwrap(), 1 << 16),
+        &mut head,
+    )
+    .unwrap();
     assert_eq!(&head[..6], b"\x93NUMPY");
     let header_len = 10 + u16::from_le_bytes([head[8], head[9]]) as u64;
     let header = std::str::from_utf8(&head[10..header_len as usize]).unwrap();

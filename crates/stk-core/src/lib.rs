@@ -31,7 +31,7 @@ pub use batch::{PaddedBatch, SpanBatch, TokenBags, VarlenBatch};
 pub use device::Device;
 pub use dtype::{DType, Element};
 pub use error::{counted, Error, Result};
-pub use output_file::{OutputFile, WriteMode};
+pub use output_file::{AlignedVec, OutputFile, WriteMode};
 pub use pooling_mode::{PoolingMode, PoolingSpec};
 pub use shape::Shape;
 pub use st::{write_file_atomic, write_safetensors, SafetensorsFile};

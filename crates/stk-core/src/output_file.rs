@@ -29,6 +29,48 @@ const BUFFER_BLOCKS: usize = 2048;
 #[repr(C, align(4096))]
 struct Block([u8; BLOCK]);
 
+/// A growable array of `T` that starts at a block boundary, so that an [`OutputFile`] writes
+/// its whole blocks straight from it (the encoder's rows go to the file without a copy).
+pub struct AlignedVec<T: Pod> {
+    blocks: Vec<Block>,
+    len: usize,
+    element: std::marker::PhantomData<T>,
+}
+
+impl<T: Pod> Default for AlignedVec<T> {
+    fn default() -> Self {
+        AlignedVec {
+            blocks: Vec::new(),
+            len: 0,
+            element: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> AlignedVec<T> {
+    /// Make it `len` elements long. Elements past the old length hold zero, or what they held
+    /// when it was longer before; the allocation only grows.
+    pub fn resize(&mut self, len: usize) {
+        let bytes = len * std::mem::size_of::<T>();
+        if bytes > self.blocks.len() * BLOCK {
+            self.blocks.resize(bytes.div_ceil(BLOCK), Block::zeroed());
+        }
+        self.len = len;
+    }
+
+    /// The elements.
+    pub fn as_slice(&self) -> &[T] {
+        let bytes: &[u8] = bytemuck::cast_slice(&self.blocks);
+        bytemuck::cast_slice(&bytes[..self.len * std::mem::size_of::<T>()])
+    }
+
+    /// The elements, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.blocks);
+        bytemuck::cast_slice_mut(&mut bytes[..self.len * std::mem::size_of::<T>()])
+    }
+}
+
 /// How an [`OutputFile`] reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
@@ -102,27 +144,52 @@ impl OutputFile {
         bytemuck::cast_slice_mut(&mut self.buf)
     }
 
-    /// Write the first `len` bytes of the buffer at `flushed`; a direct write the filesystem
-    /// refuses is retried buffered (and the file stays buffered).
+    /// Write the first `len` bytes of the buffer at `flushed`.
     fn write_buffer(&mut self, len: usize) -> io::Result<()> {
-        let at = self.flushed;
         let bytes: &[u8] = bytemuck::cast_slice(&self.buf);
-        match write_all_at(&self.file, &bytes[..len], at) {
-            Err(e) if self.direct && e.kind() == io::ErrorKind::InvalidInput => {
-                self.file = File::options().write(true).open(&self.path)?;
-                self.direct = false;
-                write_all_at(&self.file, &bytes[..len], at)
-            }
-            result => result,
-        }
+        let at = self.flushed;
+        write_at(
+            &mut self.file,
+            &self.path,
+            &mut self.direct,
+            &bytes[..len],
+            at,
+        )
     }
 
-    /// Write the whole (full) buffer and start an empty one after it.
-    fn flush_full_buffer(&mut self) -> io::Result<()> {
+    /// Write the buffer's bytes and start an empty buffer after them.
+    fn flush_buffer(&mut self) -> io::Result<()> {
         self.write_buffer(self.filled)?;
         self.flushed += self.filled as u64;
         self.filled = 0;
         Ok(())
+    }
+
+    /// Write the whole blocks at the start of `data` straight from it, when that is a direct
+    /// write: `data` is aligned, the cursor is at the end, and the buffer holds whole blocks
+    /// (written first). Returns the bytes written (0 when it is not such a write).
+    fn write_blocks_in_place(&mut self, data: &[u8]) -> io::Result<usize> {
+        let blocks = data.len() / BLOCK * BLOCK;
+        if !self.direct
+            || blocks == 0
+            || data.as_ptr().align_offset(BLOCK) != 0
+            || self.cursor != self.end()
+            || self.filled % BLOCK != 0
+        {
+            return Ok(0);
+        }
+        self.flush_buffer()?;
+        let at = self.flushed;
+        write_at(
+            &mut self.file,
+            &self.path,
+            &mut self.direct,
+            &data[..blocks],
+            at,
+        )?;
+        self.flushed += blocks as u64;
+        self.cursor = self.flushed;
+        Ok(blocks)
     }
 
     /// Rewrite bytes already written (`at + data.len() <= flushed`).
@@ -149,11 +216,15 @@ impl Write for OutputFile {
             self.cursor += n as u64;
             return Ok(n);
         }
+        let in_place = self.write_blocks_in_place(data)?;
+        if in_place > 0 {
+            return Ok(in_place);
+        }
         let capacity = self.buf.len() * BLOCK;
         let mut start = (self.cursor - self.flushed) as usize;
         if start == capacity {
             // The cursor is at the end of a full buffer.
-            self.flush_full_buffer()?;
+            self.flush_buffer()?;
             start = 0;
         }
         let n = data.len().min(capacity - start);
@@ -189,6 +260,25 @@ impl Seek for OutputFile {
                 "an output file is only sought within what is written",
             )),
         }
+    }
+}
+
+/// Write `data` at `at`; a direct write the filesystem refuses is retried buffered (and the
+/// file stays buffered).
+fn write_at(
+    file: &mut File,
+    path: &Path,
+    direct: &mut bool,
+    data: &[u8],
+    at: u64,
+) -> io::Result<()> {
+    match write_all_at(file, data, at) {
+        Err(e) if *direct && e.kind() == io::ErrorKind::InvalidInput => {
+            *file = File::options().write(true).open(path)?;
+            *direct = false;
+            write_all_at(file, data, at)
+        }
+        result => result,
     }
 }
 
@@ -324,6 +414,38 @@ mod tests {
         assert!(file.seek(SeekFrom::Start(4)).is_err());
         assert!(file.seek(SeekFrom::End(-4)).is_err());
         assert_eq!(file.seek(SeekFrom::End(-1)).unwrap(), 2);
+    }
+
+    #[test]
+    fn aligned_rows_go_to_the_file_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.bin");
+        let mut rows = AlignedVec::<f32>::default();
+        rows.resize(3 * BLOCK + 10);
+        assert_eq!(rows.as_slice().as_ptr().align_offset(BLOCK), 0);
+        rows.as_mut_slice()
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as f32);
+        let mut file = OutputFile::create(&path, WriteMode::Direct).unwrap();
+        let header = [7u8; BLOCK];
+        file.write_all(&header).unwrap();
+        let bytes: &[u8] = bytemuck::cast_slice(rows.as_slice());
+        file.write_all(bytes).unwrap();
+        file.write_all(bytes).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.write_all(b"head").unwrap();
+        file.finish().unwrap();
+        let mut want = [b"head", &header[4..]].concat();
+        want.extend_from_slice(bytes);
+        want.extend_from_slice(bytes);
+        assert!(std::fs::read(&path).unwrap() == want);
+        // Shrinking keeps the values, growing adds zeros.
+        rows.resize(2);
+        assert_eq!(rows.as_slice(), [0.0, 1.0]);
+        rows.resize(5 * BLOCK);
+        assert_eq!(rows.as_slice()[..3], [0.0, 1.0, 2.0]);
+        assert_eq!(rows.as_slice()[5 * BLOCK - 1], 0.0);
     }
 
     fn step() -> impl Strategy<Value = Step> {

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
 
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
-use stk_core::{write_file_atomic, DType, Error, Result};
+use stk_core::{write_file_atomic, AlignedVec, DType, Error, Result};
 
 use crate::model::Model;
 use crate::quantize::{ElementSlice, ElementType, EncodeOptions, Ranges};
@@ -354,12 +354,14 @@ impl OutputFormat {
 /// Name of the tensor in `.safetensors` outputs.
 pub const SAFETENSORS_NAME: &str = "embeddings";
 
-/// Bytes reserved for the NPY preamble + header (a multiple of 64, as NPY asks, and room for
-/// any `(N, D)` pair of u64 values).
-const NPY_HEADER_BYTES: usize = 128;
-/// Bytes reserved for the safetensors JSON header (a multiple of 8, so the f32 data stays
-/// aligned for readers that map the file).
-const SAFETENSORS_HEADER_BYTES: usize = 192;
+/// Bytes reserved for the NPY preamble + header: one 4 KiB block (a multiple of 64, as NPY
+/// asks, and room for any `(N, D)` pair of u64 values), so that the rows start at a block
+/// boundary and whole batches of them go to the file straight from the encoder's buffer
+/// (see [`stk_core::OutputFile`]).
+const NPY_HEADER_BYTES: usize = 4096;
+/// Bytes reserved for the safetensors JSON header: one 4 KiB block, as for NPY (also a
+/// multiple of 8, so the data stays aligned for readers that map the file).
+const SAFETENSORS_HEADER_BYTES: usize = 4096;
 
 /// The float types embeddings can be written in: f32 (what stk computes) or f16 (the size
 /// model2vec's `encode` answers in for an f16 table). Integer outputs come from a precision
@@ -868,8 +870,9 @@ pub fn encode_stream(
 /// batch (see [`encode_stream`]).
 #[derive(Default)]
 struct RowBlock {
-    /// The model's f32 rows, when they go to the file as they are (no formatting, no copy).
-    values: Vec<f32>,
+    /// The model's f32 rows, when they go to the file as they are (no formatting, no copy:
+    /// aligned, so that whole blocks of them are written in place).
+    values: AlignedVec<f32>,
     /// Otherwise the rows in the file's bytes, one part per formatting task (see [`rows`]).
     parts: Vec<Vec<u8>>,
     as_is: bool,
@@ -892,11 +895,12 @@ impl RowBlock {
         self.rows = texts.len();
         self.as_is = encode.is_identity() && layout.as_is(ElementSlice::F32(&[])).is_some();
         let values = if self.as_is {
-            &mut self.values
+            self.values.resize(texts.len() * dim);
+            self.values.as_mut_slice()
         } else {
-            scratch
+            scratch.resize(texts.len() * dim, 0.0);
+            scratch.as_mut_slice()
         };
-        values.resize(texts.len() * dim, 0.0);
         model.encode_into(texts, values)?;
         if self.as_is {
             Ok(())
@@ -917,7 +921,7 @@ impl RowBlock {
         path: &Path,
     ) -> Result<()> {
         if self.as_is {
-            writer.write_rows(&self.values, path)
+            writer.write_rows(self.values.as_slice(), path)
         } else {
             writer.write_bytes(&self.parts, self.rows as u64, path)
         }
