@@ -186,14 +186,20 @@ impl StaticEmbedding {
                     }
                 },
             })?;
-        let table = place_table(file.get(name)?);
+        let table = file.get(name)?;
         let mapping = file.get_opt("mapping")?;
         let weights = file.get_opt("weights")?;
+        // The huge-page copy of a large table (page faults, zeroing, copying: 15-50 ms for
+        // potion-base-8M) on another thread of rayon's pool while the tokenizer is built.
+        let (table, tokenizer) = rayon::join(
+            || place_table(table),
+            || Tokenizer::from_bytes(tokenizer_json, &tokenizer_path),
+        );
         // The table's shape is the truth: a model2vec config.json's `hidden_dim` is not updated
         // when a model is saved with fewer dimensions, so it is not compared.
         let bag = EmbeddingBag::new(table, mapping.as_ref(), weights.as_ref())
             .map_err(|e| Error::config(&weights_path, e.to_string()))?;
-        let tokenizer = Tokenizer::from_bytes(tokenizer_json, &tokenizer_path)?;
+        let tokenizer = tokenizer?;
         let truncation = FileTruncation::from_tokenizer_bytes(tokenizer_json, &tokenizer_path)?;
         Self::new(tokenizer, bag, truncation, dir)
     }

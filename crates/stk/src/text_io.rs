@@ -126,14 +126,14 @@ impl TextSource {
     }
 }
 
-/// Texts held end to end in one buffer: one allocation for a whole batch, kept from batch to
-/// batch (a text per `String` cost an allocation and a free per line, and the frees on
-/// another thread than the allocations).
+/// Texts held in one buffer: one allocation for a whole batch, kept from batch to batch (a
+/// text per `String` cost an allocation and a free per line, and the frees on another thread
+/// than the allocations). Lines are copied with their line ends, a read's worth at a time.
 #[derive(Debug, Default)]
 pub struct TextBatch {
     text: String,
-    /// Where each text ends in `text`.
-    ends: Vec<usize>,
+    /// Where each text lies in `text`.
+    spans: Vec<(usize, usize)>,
     /// Input bytes consumed when the batch was handed over (0 when unknown).
     consumed: u64,
 }
@@ -141,11 +141,11 @@ pub struct TextBatch {
 impl TextBatch {
     /// Number of texts.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.spans.len()
     }
     /// Whether there is no text.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.spans.is_empty()
     }
     /// Input bytes consumed up to the end of this batch (0 when unknown).
     pub fn consumed(&self) -> u64 {
@@ -153,23 +153,19 @@ impl TextBatch {
     }
     /// The texts, borrowed.
     pub fn texts(&self) -> Vec<&str> {
-        let mut start = 0;
-        self.ends
+        self.spans
             .iter()
-            .map(|&end| {
-                let text = &self.text[start..end];
-                start = end;
-                text
-            })
+            .map(|&(start, end)| &self.text[start..end])
             .collect()
     }
     fn push(&mut self, text: &str) {
+        let start = self.text.len();
         self.text.push_str(text);
-        self.ends.push(self.text.len());
+        self.spans.push((start, self.text.len()));
     }
     fn clear(&mut self) {
         self.text.clear();
-        self.ends.clear();
+        self.spans.clear();
         self.consumed = 0;
     }
 }
@@ -192,48 +188,119 @@ pub fn for_each_line_batch<R: BufRead>(
 }
 
 /// [`for_each_line_batch`] into [`TextBatch`]es (see [`TextSource::fill_batches`]).
+///
+/// The whole lines of each read are checked for UTF-8 at once and copied into the batch at once
+/// (with their line ends, which the spans leave out); only a line cut by the end of a read is
+/// gathered apart.
 fn fill_line_batches<R: BufRead>(
     mut reader: R,
     path: &Path,
     batch_size: usize,
     on_full: &mut dyn FnMut(&mut TextBatch) -> Result<()>,
 ) -> Result<u64> {
-    let mut batch = TextBatch::default();
-    let mut line = Vec::new();
-    let mut line_no: usize = 0;
-    let mut consumed: u64 = 0;
+    let mut lines = LineBatcher {
+        batch: TextBatch::default(),
+        batch_size,
+        path,
+        line_no: 0,
+        consumed: 0,
+    };
+    // The start of a line that the last read cut.
+    let mut cut: Vec<u8> = Vec::new();
     loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| Error::io(path, e))?;
-        if n == 0 {
+        let chunk = reader.fill_buf().map_err(|e| Error::io(path, e))?;
+        if chunk.is_empty() {
             break;
         }
-        consumed += n as u64;
-        line_no += 1;
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
+        let taken = match memchr::memrchr(b'\n', chunk) {
+            None => {
+                cut.extend_from_slice(chunk);
+                chunk.len()
             }
-        }
-        let text = std::str::from_utf8(&line).map_err(|_| Error::InvalidUtf8 {
-            path: path.to_path_buf(),
-            line: line_no,
-        })?;
-        batch.push(text);
-        if batch.len() == batch_size {
-            batch.consumed = consumed;
-            on_full(&mut batch)?;
-            batch.clear();
-        }
+            Some(_) if !cut.is_empty() => {
+                // Finish the cut line alone, then go on from the rest of this read.
+                let end = memchr::memchr(b'\n', chunk).map_or(chunk.len(), |nl| nl + 1);
+                cut.extend_from_slice(&chunk[..end]);
+                lines.push_lines(&cut, on_full)?;
+                cut.clear();
+                end
+            }
+            Some(last) => {
+                lines.push_lines(&chunk[..=last], on_full)?;
+                last + 1
+            }
+        };
+        reader.consume(taken);
     }
+    if !cut.is_empty() {
+        lines.push_lines(&cut, on_full)?;
+    }
+    let LineBatcher {
+        mut batch,
+        consumed,
+        line_no,
+        ..
+    } = lines;
     if !batch.is_empty() {
         batch.consumed = consumed;
         on_full(&mut batch)?;
     }
     Ok(line_no as u64)
+}
+
+/// The batch being filled by [`fill_line_batches`], and where the input stands.
+struct LineBatcher<'a> {
+    batch: TextBatch,
+    batch_size: usize,
+    path: &'a Path,
+    line_no: usize,
+    consumed: u64,
+}
+
+impl LineBatcher<'_> {
+    /// Add the lines of `bytes` (whole lines, each ending with `\n` but perhaps the input's
+    /// last), handing the batch over whenever it is full.
+    fn push_lines(
+        &mut self,
+        bytes: &[u8],
+        on_full: &mut dyn FnMut(&mut TextBatch) -> Result<()>,
+    ) -> Result<()> {
+        let text = std::str::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 {
+            path: self.path.to_path_buf(),
+            line: self.line_no + 1 + memchr::memchr_iter(b'\n', &bytes[..e.valid_up_to()]).count(),
+        })?;
+        // `text[copied..]` is not in the batch yet; it starts at `base` there.
+        let mut copied = 0;
+        let mut base = self.batch.text.len();
+        let mut start = 0;
+        while start < text.len() {
+            let end =
+                memchr::memchr(b'\n', &bytes[start..]).map_or(text.len(), |nl| start + nl + 1);
+            let mut line_end = end;
+            if bytes[line_end - 1] == b'\n' {
+                line_end -= 1;
+                if line_end > start && bytes[line_end - 1] == b'\r' {
+                    line_end -= 1;
+                }
+            }
+            self.batch
+                .spans
+                .push((base + start - copied, base + line_end - copied));
+            self.line_no += 1;
+            self.consumed += (end - start) as u64;
+            start = end;
+            if self.batch.len() == self.batch_size {
+                self.batch.text.push_str(&text[copied..end]);
+                self.batch.consumed = self.consumed;
+                on_full(&mut self.batch)?;
+                self.batch.clear();
+                copied = end;
+                base = 0;
+            }
+        }
+        self.batch.text.push_str(&text[copied..]);
+        Ok(())
+    }
 }
 
 /// The strings of a JSON array in batches, parsed as they are read.
@@ -960,6 +1027,78 @@ mod tests {
         assert!(lines(b"", 2).unwrap().is_empty());
         let e = lines(b"ok\nok\n\xff\xfe\n", 8).unwrap_err().to_string();
         assert!(e.contains("line 3 is not valid UTF-8"), "{e}");
+    }
+
+    /// Lines read through a buffer of `capacity` bytes (small ones cut lines, and chars, at
+    /// every place), in batches, with the bytes consumed at each batch.
+    fn lines_read_by(
+        input: &[u8],
+        capacity: usize,
+        batch: usize,
+    ) -> Result<Vec<(Vec<String>, u64)>> {
+        let mut out = Vec::new();
+        let reader = std::io::BufReader::with_capacity(capacity, input);
+        for_each_line_batch(reader, Path::new("in.txt"), batch, &mut |b, consumed| {
+            out.push((b.iter().map(|s| s.to_string()).collect(), consumed));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// What `for_each_line_batch` must give: `\n` ends a line and a `\r` before it is dropped,
+    /// a final `\n` starts no line, and the first line that is not UTF-8 is named.
+    fn lines_expected(input: &[u8], batch: usize) -> Result<Vec<(Vec<String>, u64)>> {
+        let mut pieces: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+        if input.is_empty() || input.ends_with(b"\n") {
+            pieces.pop();
+        }
+        let mut texts = Vec::new();
+        let mut ends = Vec::new();
+        let mut consumed = 0u64;
+        for (i, piece) in pieces.iter().enumerate() {
+            // Whether a `\n` follows (all but an unterminated last line).
+            let ended = consumed as usize + piece.len() < input.len();
+            consumed += (piece.len() + usize::from(ended)) as u64;
+            let line = match piece.strip_suffix(b"\r") {
+                Some(line) if ended => line,
+                _ => piece,
+            };
+            let text = std::str::from_utf8(line).map_err(|_| Error::InvalidUtf8 {
+                path: "in.txt".into(),
+                line: i + 1,
+            })?;
+            texts.push(text.to_string());
+            ends.push(consumed);
+        }
+        Ok(texts
+            .chunks(batch)
+            .zip(ends.chunks(batch))
+            .map(|(t, e)| (t.to_vec(), *e.last().unwrap()))
+            .collect())
+    }
+
+    use proptest::prelude::Strategy;
+    /// Bytes that are not UTF-8 wherever they are: a byte never used, a cut 3-byte char.
+    const NOT_UTF8: &[&[u8]] = &[b"\xff", b"\xe4\xb8"];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+        #[test]
+        fn lines_read_in_any_pieces(
+            input in proptest::collection::vec(proptest::prop_oneof![
+                // Valid pieces (chars of 1 to 3 bytes, line ends), now and then a byte that
+                // is not UTF-8 there.
+                40 => proptest::sample::select(&["a", "\n", "\r", "\r\n", "é", "中"][..])
+                    .prop_map(|p| p.as_bytes().to_vec()),
+                1 => proptest::sample::select(NOT_UTF8).prop_map(<[u8]>::to_vec),
+            ], 0..40).prop_map(|pieces| pieces.concat()),
+            capacity in 1usize..12,
+            batch in 1usize..5,
+        ) {
+            let got = lines_read_by(&input, capacity, batch).map_err(|e| e.to_string());
+            let want = lines_expected(&input, batch).map_err(|e| e.to_string());
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     fn json(input: &str, batch: usize) -> Result<Vec<Vec<String>>> {
