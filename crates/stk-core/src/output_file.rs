@@ -21,8 +21,9 @@ use bytemuck::{Pod, Zeroable};
 /// Alignment and size unit of direct writes: the page size, a multiple of every common
 /// logical block size (512 or 4096 bytes).
 const BLOCK: usize = 4096;
-/// Staging buffer: 8 MiB, large enough that one write call moves a few ms of disk bandwidth.
-const BUFFER_BLOCKS: usize = 2048;
+/// Staging buffer: 2 MiB, large enough that one write call keeps the disk busy for about a
+/// millisecond, small enough to add little to a stream's memory (`.jsonl` rows go through it).
+const BUFFER_BLOCKS: usize = 512;
 
 /// One aligned block of bytes (a `Vec` of them is an aligned byte buffer, without `unsafe`).
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -378,10 +379,10 @@ mod tests {
             &[],
             &[Step::Append(1)],
             &[Step::Append(128), Step::Append(3 * MIB + 5)],
-            // Past the 8 MiB buffer, then a header rewrite on disk and an append after it.
+            // Past the buffer, then a header rewrite on disk and an append after it.
             &[
                 Step::Append(128),
-                Step::Append(9 * MIB),
+                Step::Append(BUFFER_BLOCKS * BLOCK + MIB),
                 Step::Rewrite {
                     at_fraction: 0.0,
                     len: 128,
