@@ -117,11 +117,6 @@ impl OutputFile {
         })
     }
 
-    /// Whether writes bypass the page cache.
-    pub fn is_direct(&self) -> bool {
-        self.direct
-    }
-
     /// Write what is left, set the file's length, and return the file (not yet synced).
     pub fn finish(mut self) -> io::Result<File> {
         let len = self.end();
