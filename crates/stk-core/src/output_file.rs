@@ -84,9 +84,7 @@ pub enum WriteMode {
 /// A file being created: `Write` + `Seek` (see the module docs for the seeks allowed); its
 /// bytes reach the file by [`OutputFile::finish`], at the latest.
 pub struct OutputFile {
-    file: File,
-    path: PathBuf,
-    direct: bool,
+    sink: Sink,
     /// Bytes `[flushed, flushed + filled)` of the file, not yet written.
     buf: Vec<Block>,
     filled: usize,
@@ -107,9 +105,11 @@ impl OutputFile {
             WriteMode::Buffered => (File::create(path)?, false),
         };
         Ok(OutputFile {
-            file,
-            path: path.to_path_buf(),
-            direct,
+            sink: Sink {
+                file,
+                path: path.to_path_buf(),
+                direct,
+            },
             buf: vec![Block::zeroed(); BUFFER_BLOCKS],
             filled: 0,
             flushed: 0,
@@ -121,15 +121,15 @@ impl OutputFile {
     pub fn finish(mut self) -> io::Result<File> {
         let len = self.end();
         let mut tail = self.filled;
-        if self.direct {
+        if self.sink.direct {
             // A direct write is whole blocks: pad the last one, then cut the file to length.
             tail = self.filled.next_multiple_of(BLOCK);
             let filled = self.filled;
             self.bytes_mut()[filled..tail].fill(0);
         }
         self.write_buffer(tail)?;
-        self.file.set_len(len)?;
-        Ok(self.file)
+        self.sink.file.set_len(len)?;
+        Ok(self.sink.file)
     }
 
     fn end(&self) -> u64 {
@@ -143,14 +143,7 @@ impl OutputFile {
     /// Write the first `len` bytes of the buffer at `flushed`.
     fn write_buffer(&mut self, len: usize) -> io::Result<()> {
         let bytes: &[u8] = bytemuck::cast_slice(&self.buf);
-        let at = self.flushed;
-        write_at(
-            &mut self.file,
-            &self.path,
-            &mut self.direct,
-            &bytes[..len],
-            at,
-        )
+        self.sink.write_at(&bytes[..len], self.flushed)
     }
 
     /// Write the buffer's bytes and start an empty buffer after them.
@@ -166,7 +159,7 @@ impl OutputFile {
     /// (written first). Returns the bytes written (0 when it is not such a write).
     fn write_blocks_in_place(&mut self, data: &[u8]) -> io::Result<usize> {
         let blocks = data.len() / BLOCK * BLOCK;
-        if !self.direct
+        if !self.sink.direct
             || blocks == 0
             || data.as_ptr().align_offset(BLOCK) != 0
             || self.cursor != self.end()
@@ -175,14 +168,7 @@ impl OutputFile {
             return Ok(0);
         }
         self.flush_buffer()?;
-        let at = self.flushed;
-        write_at(
-            &mut self.file,
-            &self.path,
-            &mut self.direct,
-            &data[..blocks],
-            at,
-        )?;
+        self.sink.write_at(&data[..blocks], self.flushed)?;
         self.flushed += blocks as u64;
         self.cursor = self.flushed;
         Ok(blocks)
@@ -190,17 +176,17 @@ impl OutputFile {
 
     /// Rewrite bytes already written (`at + data.len() <= flushed`).
     fn rewrite_flushed(&mut self, data: &[u8], at: u64) -> io::Result<()> {
-        if !self.direct {
-            return write_all_at(&self.file, data, at);
+        if !self.sink.direct {
+            return write_all_at(&self.sink.file, data, at);
         }
         let first = at / BLOCK as u64 * BLOCK as u64;
         let last = (at + data.len() as u64).next_multiple_of(BLOCK as u64);
         let mut blocks = vec![Block::zeroed(); ((last - first) / BLOCK as u64) as usize];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut blocks);
-        read_exact_at(&self.file, bytes, first)?;
+        read_exact_at(&self.sink.file, bytes, first)?;
         let offset = (at - first) as usize;
         bytes[offset..offset + data.len()].copy_from_slice(data);
-        write_all_at(&self.file, bytes, first)
+        write_all_at(&self.sink.file, bytes, first)
     }
 }
 
@@ -259,22 +245,26 @@ impl Seek for OutputFile {
     }
 }
 
-/// Write `data` at `at`; a direct write the filesystem refuses is retried buffered (and the
-/// file stays buffered).
-fn write_at(
-    file: &mut File,
-    path: &Path,
-    direct: &mut bool,
-    data: &[u8],
-    at: u64,
-) -> io::Result<()> {
-    match write_all_at(file, data, at) {
-        Err(e) if *direct && e.kind() == io::ErrorKind::InvalidInput => {
-            *file = File::options().write(true).open(path)?;
-            *direct = false;
-            write_all_at(file, data, at)
+/// The file an [`OutputFile`] writes, and how.
+struct Sink {
+    file: File,
+    path: PathBuf,
+    /// Whether `file` was opened for direct writes.
+    direct: bool,
+}
+
+impl Sink {
+    /// Write `data` at `at`; a direct write the filesystem refuses is retried buffered (and the
+    /// file stays buffered).
+    fn write_at(&mut self, data: &[u8], at: u64) -> io::Result<()> {
+        match write_all_at(&self.file, data, at) {
+            Err(e) if self.direct && e.kind() == io::ErrorKind::InvalidInput => {
+                self.file = File::options().write(true).open(&self.path)?;
+                self.direct = false;
+                write_all_at(&self.file, data, at)
+            }
+            result => result,
         }
-        result => result,
     }
 }
 
