@@ -434,6 +434,30 @@ mod tests {
         assert_eq!(rows.as_slice()[5 * BLOCK - 1], 0.0);
     }
 
+    /// A direct write the filesystem refuses (here: from an unaligned buffer, which direct
+    /// I/O never takes) is done buffered, and the file stays buffered. Where the filesystem
+    /// refuses direct I/O already at open, the file is buffered from the start.
+    #[test]
+    fn a_refused_direct_write_falls_back_to_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o");
+        let Ok(file) = open_direct(&path) else {
+            let output = OutputFile::create(&path, WriteMode::Direct).unwrap();
+            assert!(!output.sink.direct);
+            return;
+        };
+        let mut sink = Sink {
+            file,
+            path: path.clone(),
+            direct: true,
+        };
+        let block = vec![Block([7; BLOCK]); 2];
+        let bytes: &[u8] = bytemuck::cast_slice(&block);
+        sink.write_at(&bytes[1..BLOCK + 1], 0).unwrap();
+        assert!(!sink.direct);
+        assert_eq!(std::fs::read(&path).unwrap(), [7; BLOCK]);
+    }
+
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             3 => prop_oneof![1usize..64, 1usize..3 * MIB].prop_map(Step::Append),
