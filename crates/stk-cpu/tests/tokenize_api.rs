@@ -109,7 +109,9 @@ fn unk_and_vocab() {
     assert_eq!(potion.id_space(), 29528);
     let mut lengths: Vec<u32> = vocab.keys().map(|t| t.chars().count() as u32).collect();
     lengths.sort_unstable();
-    assert_eq!(potion.token_lengths_in_chars(), &lengths[..]);
+    let mut kept = potion.token_lengths_in_chars().to_vec();
+    kept.sort_unstable();
+    assert_eq!(kept, lengths);
     assert_eq!(lengths.first(), Some(&1));
 
     let unigram = Tokenizer::from_file(&model_tokenizer("stk-unigram-8k-64d-int8")).unwrap();

@@ -47,7 +47,7 @@ pub struct Tokenizer {
     unk_id: Option<u32>,
     /// One more than the largest id the vocabulary holds (added tokens included).
     id_space: usize,
-    /// The character count of every vocabulary token (added tokens included), sorted.
+    /// The character count of every vocabulary token (added tokens included).
     token_chars: Vec<u32>,
     path: PathBuf,
 }
@@ -203,8 +203,7 @@ impl Tokenizer {
         // One copy of the vocabulary at load for the figures callers ask about.
         let vocab = reference.get_vocab(true);
         let id_space = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
-        let mut token_chars: Vec<u32> = vocab.keys().map(|t| t.chars().count() as u32).collect();
-        token_chars.sort_unstable();
+        let token_chars: Vec<u32> = vocab.keys().map(|t| t.chars().count() as u32).collect();
         Ok(Tokenizer {
             reference,
             fast,
@@ -333,7 +332,7 @@ impl Tokenizer {
     }
 
     /// The length in characters (Unicode scalar values) of every vocabulary token, added
-    /// tokens included, in increasing order.
+    /// tokens included, in no particular order (its one user, model2vec's median, sorts).
     pub fn token_lengths_in_chars(&self) -> &[u32] {
         &self.token_chars
     }
