@@ -320,6 +320,14 @@ impl BertWordPiece {
         }
     }
 
+    /// Tokenize `c` as a word of its own (a punctuation char, a spaced CJK ideograph).
+    #[inline(always)]
+    fn tokenize_char(&self, c: char, out: &mut Vec<u32>) {
+        let mut enc = [0u8; 4];
+        self.model
+            .tokenize_word(c.encode_utf8(&mut enc).as_bytes(), 1, out);
+    }
+
     fn encode_with(
         &self,
         text: &str,
@@ -420,9 +428,7 @@ impl BertWordPiece {
                         s.normalized.extend([' ', c, ' ']);
                     }
                     self.finish_word(&mut s.word, &mut chars, out);
-                    let mut enc = [0u8; 4];
-                    self.model
-                        .tokenize_word(c.encode_utf8(&mut enc).as_bytes(), 1, out);
+                    self.tokenize_char(c, out);
                     if out.len() - base >= limit {
                         return Ok(());
                     }
@@ -442,9 +448,7 @@ impl BertWordPiece {
                     CharKind::Space | CharKind::Punct => {
                         self.finish_word(&mut s.word, &mut chars, out);
                         if kind == CharKind::Punct {
-                            let mut enc = [0u8; 4];
-                            self.model
-                                .tokenize_word(o.encode_utf8(&mut enc).as_bytes(), 1, out);
+                            self.tokenize_char(o, out);
                         }
                     }
                 }
