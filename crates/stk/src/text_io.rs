@@ -511,8 +511,8 @@ impl<W: Write + Seek> EmbeddingWriter<W> {
     /// Append rows (`k × dim` elements) of the file's element type, or f32 rows for an f16
     /// file (rounded to nearest).
     pub fn write_elements(&mut self, data: ElementSlice<'_>, path: &Path) -> Result<()> {
-        let what = format!("rows for {}", path.display());
-        self.layout.check(data, &what)?;
+        self.layout
+            .check(data, || format!("rows for {}", path.display()))?;
         let rows = (data.len() / self.layout.dim) as u64;
         match self.layout.as_is(data) {
             Some(bytes) => self.write_bytes(&[bytes], rows, path),

@@ -29,11 +29,11 @@ pub(super) struct RowLayout {
 
 impl RowLayout {
     /// Whether `data` can be written: whole rows, of the file's element type (or f32 for an
-    /// f16 file, rounded to nearest). `what` names the rows in the error.
-    pub fn check(&self, data: ElementSlice<'_>, what: &str) -> Result<()> {
+    /// f16 file, rounded to nearest). `what()` names the rows in an error (made only then).
+    pub fn check(&self, data: ElementSlice<'_>, what: impl Fn() -> String) -> Result<()> {
         if data.len() % self.dim != 0 {
             return Err(Error::shape(
-                what,
+                what(),
                 format!("a multiple of {} values", self.dim),
                 &[data.len()],
             ));
@@ -41,7 +41,11 @@ impl RowLayout {
         match (self.dtype, data.element_type()) {
             (ElementType::F16, ElementType::F32) => Ok(()),
             (want, got) if want == got => Ok(()),
-            (want, got) => Err(Error::dtype(what, format!("{want:?}"), format!("{got:?}"))),
+            (want, got) => Err(Error::dtype(
+                what(),
+                format!("{want:?}"),
+                format!("{got:?}"),
+            )),
         }
     }
 
@@ -64,7 +68,7 @@ impl RowLayout {
     /// Format checked rows into `parts` (one per task, in row order; their allocations are
     /// reused): little-endian elements for `.npy` / `.safetensors`, JSON lines for `.jsonl`.
     pub fn format_into(&self, data: ElementSlice<'_>, parts: &mut Vec<Vec<u8>>) -> Result<()> {
-        self.check(data, "embedding rows")?;
+        self.check(data, || "embedding rows".into())?;
         let dim = self.dim;
         let jsonl = self.format == OutputFormat::Jsonl;
         let to_f16 = self.dtype == ElementType::F16;
