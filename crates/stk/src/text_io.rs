@@ -846,8 +846,9 @@ const ROW_BLOCKS: usize = 2;
 ///
 /// Three threads overlap: one reads the input a batch ahead, the caller's thread encodes and
 /// formats (on rayon's pool), one writes the previous batch. Batches of texts and blocks of
-/// rows go round fixed pools (of 3 and 2): memory stays bounded by a few batches, and the
-/// buffers are allocated once (no page faults on fresh memory per batch).
+/// rows go round fixed pools (`TEXT_BATCHES` and `ROW_BLOCKS` of them): memory stays bounded
+/// by a few batches, and the buffers are allocated once (no page faults on fresh memory per
+/// batch).
 pub fn encode_stream(
     model: &Model,
     source: &TextSource,
