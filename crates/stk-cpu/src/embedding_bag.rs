@@ -151,6 +151,19 @@ impl EmbeddingBag {
     /// the next are prefetched (the ids are known before any row is read, so the table's cache
     /// misses overlap the additions instead of stalling them).
     pub fn mean_bags_into(&self, ids: &[u32], ends: &[usize], out: &mut [f32]) -> Result<()> {
+        self.mean_bags_into_then(ids, ends, out, |_| {})
+    }
+
+    /// [`EmbeddingBag::mean_bags_into`], with `finish(row)` run on each row right after its
+    /// mean is written, while the row is still in the L1 cache (after the whole list it would
+    /// be read back from memory: the bags' table rows pass through the cache in between).
+    pub fn mean_bags_into_then(
+        &self,
+        ids: &[u32],
+        ends: &[usize],
+        out: &mut [f32],
+        finish: impl Fn(&mut [f32]),
+    ) -> Result<()> {
         if out.len() != ends.len() * self.dim {
             return Err(Error::shape(
                 "bag outputs",
@@ -172,6 +185,7 @@ impl EmbeddingBag {
                 self.prefetch_rows(&rows, bag(i + 1));
             }
             self.mean_of(&rows, bag(i), row);
+            finish(row);
         }
         Ok(())
     }

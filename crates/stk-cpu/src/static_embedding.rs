@@ -318,9 +318,7 @@ impl StaticEmbedding {
                     ids.extend_from_slice(text_ids);
                     ends.push(ids.len());
                 }
-                self.bag.mean_bags_into(ids, ends, rows)?;
-                rows.chunks_exact_mut(dim).for_each(&finish);
-                Ok(())
+                self.bag.mean_bags_into_then(ids, ends, rows, &finish)
             })
     }
 
