@@ -37,8 +37,16 @@ impl WordPiece {
                 Some((t.strip_prefix(continuing_subword_prefix)?.as_bytes(), id))
             })
             .collect();
+        // A word of BertPreTokenizer never holds ASCII punctuation unless it is that one char,
+        // so such tokens ("##ing" and the like) would only take room in the cache. (Leaving a
+        // token out only costs time: the trie finds every token.)
+        let can_be_words: Vec<(&[u8], u32)> = whole
+            .iter()
+            .copied()
+            .filter(|(t, _)| t.len() == 1 || !t.iter().any(u8::is_ascii_punctuation))
+            .collect();
         Some(WordPiece {
-            words: WordTable::build(&whole),
+            words: WordTable::build(&can_be_words),
             whole: ByteTrie::build(&whole)?,
             continuing: ByteTrie::build(&continuing)?,
             unk_id,
@@ -93,11 +101,13 @@ impl WordPiece {
 }
 
 /// Longest token [`WordTable`] holds.
-const WORD_TABLE_MAX_LEN: usize = 11;
+const WORD_TABLE_MAX_LEN: usize = 12;
+/// Longest token of [`WordTable`]'s short half.
+const SHORT_WORD_MAX_LEN: usize = 4;
 /// Ids [`WordTable`] can hold (an id shares a `u32` with its token's length).
 const WORD_TABLE_MAX_ID: u32 = (1 << 24) - 1;
 
-/// A word of 1 to [`WORD_TABLE_MAX_LEN`] bytes as three integers, built from a few overlapping
+/// A word of 5 to [`WORD_TABLE_MAX_LEN`] bytes as three integers, built from a few overlapping
 /// little-endian loads at its start and end instead of a byte-by-byte copy. The loads cover
 /// every byte for the word's length, and the length is part of the key, so two words have the
 /// same key only when they are equal. A [`WordTable`] slot is a key whose `len_id` also holds
@@ -119,18 +129,14 @@ impl WordKey {
         len_id: 0,
     };
 
-    /// `None` when `word` is empty or longer than [`WORD_TABLE_MAX_LEN`].
+    /// `None` unless `word` is 5 to [`WORD_TABLE_MAX_LEN`] bytes long.
     #[inline(always)]
     fn of(word: &[u8]) -> Option<WordKey> {
         let n = word.len();
         let le4 =
             |at: usize| u32::from_le_bytes([word[at], word[at + 1], word[at + 2], word[at + 3]]);
         let (head, tail) = match n {
-            1..=3 => {
-                let bytes = [word[0], word[n / 2], word[n - 1], 0];
-                (u64::from(u32::from_le_bytes(bytes)), 0)
-            }
-            4..=7 => (u64::from(le4(0)) | u64::from(le4(n - 4)) << 32, 0),
+            5..=7 => (u64::from(le4(0)) | u64::from(le4(n - 4)) << 32, 0),
             8..=WORD_TABLE_MAX_LEN => (u64::from(le4(0)) | u64::from(le4(4)) << 32, le4(n - 4)),
             _ => return None,
         };
@@ -156,35 +162,66 @@ impl WordKey {
     }
 }
 
-/// An open-addressing hash table of the vocabulary's tokens of 1 to [`WORD_TABLE_MAX_LEN`]
-/// bytes (the first piece of most words is the whole word, found by one probe instead of a
-/// trie walk whose every byte is a dependent load).
-struct WordTable {
-    slots: Vec<WordKey>,
-    /// `slots.len() - 1` (a power of two minus one).
-    mask: usize,
+/// A word of 1 to [`SHORT_WORD_MAX_LEN`] bytes with its length, in the low 40 bits of a
+/// [`WordTable`] short slot: its bytes in the low 32 (loads that cover every byte, as in
+/// [`WordKey::of`]), its length in the next 8. The id is in the top 24 bits; 0 is an empty slot.
+#[inline(always)]
+fn short_key(word: &[u8]) -> Option<u64> {
+    let n = word.len();
+    let bytes = match n {
+        1..=3 => [word[0], word[n / 2], word[n - 1], 0],
+        SHORT_WORD_MAX_LEN => [word[0], word[1], word[2], word[3]],
+        _ => return None,
+    };
+    Some(u64::from(u32::from_le_bytes(bytes)) | (n as u64) << 32)
 }
+
+/// The low bits of a short slot that hold the word and its length.
+const SHORT_KEY_MASK: u64 = (1 << 40) - 1;
+
+/// Open-addressing hash tables of the vocabulary's tokens of 1 to [`WORD_TABLE_MAX_LEN`]
+/// bytes (the first piece of most words is the whole word, found by one probe instead of a
+/// trie walk whose every byte is a dependent load). Words of up to 4 bytes, two thirds of
+/// English running text, have a table of their own with 8-byte slots: a small table whose
+/// lines stay in the cache while the embedding rows stream through it.
+struct WordTable {
+    short: Vec<u64>,
+    long: Vec<WordKey>,
+}
+
+/// Slots per token at least (a power of two is taken above): probes stay short.
+const WORD_TABLE_SPREAD: usize = 2;
 
 impl WordTable {
     fn build(tokens: &[(&[u8], u32)]) -> WordTable {
-        let keys: Vec<(WordKey, u32)> = tokens
-            .iter()
-            .filter(|&&(_, id)| id <= WORD_TABLE_MAX_ID)
+        let tokens = || tokens.iter().filter(|&&(_, id)| id <= WORD_TABLE_MAX_ID);
+        let short: Vec<(u64, u32)> = tokens()
+            .filter_map(|&(token, id)| Some((short_key(token)?, id)))
+            .collect();
+        let long: Vec<(WordKey, u32)> = tokens()
             .filter_map(|&(token, id)| Some((WordKey::of(token)?, id)))
             .collect();
-        // At most half full: probes stay short.
-        let capacity = (keys.len() * 2).next_power_of_two().max(16);
+        let slots = |n: usize| (n * WORD_TABLE_SPREAD).next_power_of_two().max(16);
         let mut table = WordTable {
-            slots: vec![WordKey::EMPTY; capacity],
-            mask: capacity - 1,
+            short: vec![0; slots(short.len())],
+            long: vec![WordKey::EMPTY; slots(long.len())],
         };
-        for (key, id) in keys {
-            let mut i = key.hash() & table.mask;
-            // Vocabulary tokens are distinct (they come from a map), so no key repeats.
-            while table.slots[i].len_id != 0 {
-                i = (i + 1) & table.mask;
+        // Vocabulary tokens are distinct (they come from a map), so no key repeats.
+        for (key, id) in short {
+            let mask = table.short.len() - 1;
+            let mut i = short_hash(key) & mask;
+            while table.short[i] != 0 {
+                i = (i + 1) & mask;
             }
-            table.slots[i] = WordKey {
+            table.short[i] = key | u64::from(id) << 40;
+        }
+        for (key, id) in long {
+            let mask = table.long.len() - 1;
+            let mut i = key.hash() & mask;
+            while table.long[i].len_id != 0 {
+                i = (i + 1) & mask;
+            }
+            table.long[i] = WordKey {
                 len_id: key.len_id | id,
                 ..key
             };
@@ -195,19 +232,45 @@ impl WordTable {
     /// Id of the token equal to `word`, if it is in the table.
     #[inline(always)]
     fn get(&self, word: &[u8]) -> Option<u32> {
+        if word.len() <= SHORT_WORD_MAX_LEN {
+            return self.get_short(word);
+        }
         let key = WordKey::of(word)?;
-        let mut i = key.hash() & self.mask;
+        let mask = self.long.len() - 1;
+        let mut i = key.hash() & mask;
         loop {
-            let slot = &self.slots[i];
+            let slot = &self.long[i];
             if slot.holds(&key) {
                 return Some(slot.len_id & WORD_TABLE_MAX_ID);
             }
             if slot.len_id == 0 {
                 return None;
             }
-            i = (i + 1) & self.mask;
+            i = (i + 1) & mask;
         }
     }
+
+    #[inline(always)]
+    fn get_short(&self, word: &[u8]) -> Option<u32> {
+        let key = short_key(word)?;
+        let mask = self.short.len() - 1;
+        let mut i = short_hash(key) & mask;
+        loop {
+            let slot = self.short[i];
+            if slot & SHORT_KEY_MASK == key {
+                return Some((slot >> 40) as u32);
+            }
+            if slot == 0 {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+#[inline(always)]
+fn short_hash(key: u64) -> usize {
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
 }
 
 /// Why the fast path did not produce ids for a text.
