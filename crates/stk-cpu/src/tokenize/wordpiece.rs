@@ -63,8 +63,11 @@ impl WordPiece {
     fn tokenize_word(&self, word: &[u8], chars: usize, out: &mut Vec<u32>) {
         // A word that is itself a token is its own longest first piece, and then the only one
         // (the common case, inlined; the rest out of line).
+        // A one-char word that is not a token has no piece either (a token is whole UTF-8, so
+        // none is a part of one char): it is the unknown token, as it is when too long.
         match self.words.get(word) {
             Some(id) if chars <= self.max_input_chars_per_word => out.push(id),
+            None if chars == 1 && self.words.has_every_char => out.push(self.unk_id),
             _ => self.tokenize_pieces(word, chars, out),
         }
     }
@@ -187,14 +190,16 @@ const SHORT_KEY_MASK: u64 = (1 << 40) - 1;
 struct WordTable {
     short: Vec<u64>,
     long: Vec<WordKey>,
+    /// Whether every one-char token is in the table (none has an id it cannot hold).
+    has_every_char: bool,
 }
 
 /// Slots per token at least (a power of two is taken above): probes stay short.
 const WORD_TABLE_SPREAD: usize = 2;
 
 impl WordTable {
-    fn build(tokens: &[(&[u8], u32)]) -> WordTable {
-        let tokens = || tokens.iter().filter(|&&(_, id)| id <= WORD_TABLE_MAX_ID);
+    fn build(all: &[(&[u8], u32)]) -> WordTable {
+        let tokens = || all.iter().filter(|&&(_, id)| id <= WORD_TABLE_MAX_ID);
         let short: Vec<(u64, u32)> = tokens()
             .filter_map(|&(token, id)| Some((short_key(token)?, id)))
             .collect();
@@ -205,6 +210,10 @@ impl WordTable {
         let mut table = WordTable {
             short: vec![0; slots(short.len())],
             long: vec![WordKey::EMPTY; slots(long.len())],
+            has_every_char: !all.iter().any(|&(t, id)| {
+                id > WORD_TABLE_MAX_ID
+                    && std::str::from_utf8(t).is_ok_and(|t| t.chars().count() == 1)
+            }),
         };
         // Vocabulary tokens are distinct (they come from a map), so no key repeats.
         for (key, id) in short {
