@@ -560,13 +560,31 @@ fn utf8_len(lead: u8) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::WordTable;
+    use super::{WordPiece, WordTable, WORD_TABLE_MAX_ID};
     use rand::{Rng, SeedableRng};
     use std::collections::HashMap;
 
+    /// One-char words, with a one-char token the table can hold or not (an id too large):
+    /// a char that is no token is the unknown token either way.
+    #[test]
+    fn one_char_words() {
+        for big_id in [7, WORD_TABLE_MAX_ID + 1] {
+            let vocab: HashMap<String, u32> = [("[UNK]", 0), ("a", 1), ("\u{4e2d}", big_id)]
+                .map(|(t, id)| (t.to_string(), id))
+                .into();
+            let model = WordPiece::new(&vocab, "[UNK]", "##", 100).unwrap();
+            assert_eq!(model.words.has_every_char, big_id <= WORD_TABLE_MAX_ID);
+            let mut ids = Vec::new();
+            for word in ["\u{4e2d}", "\u{6587}", "a", "b", "#"] {
+                model.tokenize_word(word.as_bytes(), 1, &mut ids);
+            }
+            assert_eq!(ids, [big_id, 0, 1, 0, 0], "one-char token id {big_id}");
+        }
+    }
+
     /// The table against a map, on words over two-letter alphabets (many words that share
-    /// their first and last bytes, and lengths on both sides of every key class: 1-3, 4-7,
-    /// 8-11 and too long).
+    /// their first and last bytes, and lengths on both sides of every key class: 1-4, 5-7,
+    /// 8-12 and too long).
     #[test]
     fn word_table_matches_a_map() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
