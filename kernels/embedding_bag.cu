@@ -2,7 +2,7 @@
 //
 // Contract (the table checked on the host by stk_core::validate::EmbeddingTable, the dtypes
 // the CPU reads too):
-//   table     [rows, D] f32 / f16 / int8 (int8 used as is, no scale)
+//   table     [rows, D] f32 / f16 / bf16 / int8 (int8 used as is, no scale)
 //   mapping   [vocab] int32 or null: the table row of token id t is mapping[t] (< rows), else t
 //   weights   [vocab] f32 or null: token t's row is multiplied by weights[t]
 //   ids       [num_ids] token ids; an id >= vocab adds nothing (stk_core::TokenBags rules them
@@ -170,6 +170,8 @@ EMBEDDING_BAG_KERNEL(embedding_bag_f32_v4, float, 4, 4)
 EMBEDDING_BAG_KERNEL(embedding_bag_f32_v1, float, 1, 4)
 EMBEDDING_BAG_KERNEL(embedding_bag_f16_v8, f16, 8, 4)
 EMBEDDING_BAG_KERNEL(embedding_bag_f16_v1, f16, 1, 4)
+EMBEDDING_BAG_KERNEL(embedding_bag_bf16_v8, bf16, 8, 4)
+EMBEDDING_BAG_KERNEL(embedding_bag_bf16_v1, bf16, 1, 4)
 // 16 int8 columns per lane need more than 64 registers with the blocked sums: 3 blocks
 // (24 warps) per SM instead of 4.
 EMBEDDING_BAG_KERNEL(embedding_bag_i8_v16, int8_t, 16, 3)

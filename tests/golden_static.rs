@@ -176,3 +176,48 @@ fn nested_static_embedding_folder() {
         compare(got.as_slice(), &want, 1e-4).unwrap_or_else(|e| panic!("{}: {e}", case.name));
     }
 }
+
+/// A bf16 table (as sentence-transformers saves a `StaticEmbedding` cast to bfloat16): the
+/// folder encodes to the same bits as the same folder with that table widened to f32 (bf16 ->
+/// f32 is exact and both sum in f32), in both semantics, and the bf16 values are not all equal
+/// to the f16 original's (the test would not notice a table read as the wrong type otherwise).
+#[test]
+fn bf16_tables_encode_as_their_f32_widening() {
+    let source = stk_tests::repo_root().join("models/potion-base-8M-f16");
+    let table = SafetensorsFile::open(source.join("model.safetensors"))
+        .unwrap()
+        .get("embeddings")
+        .unwrap();
+    let bf16 = table.to_dtype(stk_core::DType::BF16).unwrap();
+    let widened = bf16.to_dtype(stk_core::DType::F32).unwrap();
+    assert_ne!(widened.to_f32_vec().unwrap(), table.to_f32_vec().unwrap());
+    let root = tempfile::tempdir().unwrap();
+    let folder_with = |name: &str, t: &stk_core::Tensor| {
+        let dir = root.path().join(name);
+        stk_tests::copy_dir(&source, &dir);
+        stk_core::write_safetensors(dir.join("model.safetensors"), &[("embeddings", t)]).unwrap();
+        dir
+    };
+    let (bf16_dir, f32_dir) = (folder_with("bf16", &bf16), folder_with("f32", &widened));
+    let texts = [
+        "A bf16 table.",
+        "",
+        "héllo wörld 東京 [UNK] 12345",
+        &"word ".repeat(600),
+    ];
+    for semantics in [Semantics::Model2Vec, Semantics::SentenceTransformers] {
+        let opts = LoadOptions {
+            semantics: Some(semantics),
+            ..LoadOptions::default()
+        };
+        let encode = |dir| {
+            let model = Model::load_with(dir, &opts).unwrap();
+            let mut out = vec![0f32; texts.len() * model.dim()];
+            model.encode_into(&texts, &mut out).unwrap();
+            out
+        };
+        let got = encode(&bf16_dir);
+        assert!(got.iter().any(|&v| v != 0.0));
+        assert_eq!(got, encode(&f32_dir), "{semantics}");
+    }
+}

@@ -32,6 +32,18 @@ pub const KERNELS: &[Kernel] = &[
     },
     Kernel {
         family: "embedding_bag",
+        name: "embedding_bag_bf16_v8",
+        params: &[P::U64, P::U32, P::U64, P::U64, P::U64, P::U64, P::U64, P::U64, P::U64, P::U32, P::U32, P::F32, P::F32, P::U32, P::U64],
+        max_threads: Some(256),
+    },
+    Kernel {
+        family: "embedding_bag",
+        name: "embedding_bag_bf16_v1",
+        params: &[P::U64, P::U32, P::U64, P::U64, P::U64, P::U64, P::U64, P::U64, P::U64, P::U32, P::U32, P::F32, P::F32, P::U32, P::U64],
+        max_threads: Some(256),
+    },
+    Kernel {
+        family: "embedding_bag",
         name: "embedding_bag_i8_v16",
         params: &[P::U64, P::U32, P::U64, P::U64, P::U64, P::U64, P::U64, P::U64, P::U64, P::U32, P::U32, P::F32, P::F32, P::U32, P::U64],
         max_threads: Some(256),

@@ -138,10 +138,10 @@ pub struct EmbeddingTable {
 }
 
 /// Table element types every backend reads (int8 values are used as they are, unscaled).
-pub const TABLE_DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::I8];
+pub const TABLE_DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::BF16, DType::I8];
 
 impl EmbeddingTable {
-    /// `table [rows, D]` (f32, f16 or i8, D > 0, rows < 2^31 so a row index fits every
+    /// `table [rows, D]` (f32, f16, bf16 or i8, D > 0, rows < 2^31 so a row index fits every
     /// backend's 32-bit index), `mapping [V]` (i32/i64, each `< rows`), `weights [V]` (float;
     /// one per table row when there is no mapping). When both are given they have one length.
     pub fn check(

@@ -1,6 +1,6 @@
 //! Embedding bag in mean mode: the vector of a bag of token ids is the mean of their table rows.
 //!
-//! The table stays in its stored dtype (f32, f16 or int8: borrowed from a memory-mapped
+//! The table stays in its stored dtype (f32, f16, bf16 or int8: borrowed from a memory-mapped
 //! safetensors file, or a huge-page copy of it that the static-model loader makes of large tables)
 //! and rows are widened to f32 as they are added, so an int8 or f16 model costs no more memory
 //! than its file. A model2vec vocabulary-quantized table adds an id → row
@@ -9,8 +9,8 @@
 //! This is the hot loop of static-model encoding: every add is a contiguous run of `dim` values
 //! that the compiler vectorizes; f16 rows are widened in blocks (F16C where the CPU has it).
 
-use half::f16;
 use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 use stk_core::{validate, DType, Error, Result, Tensor, TokenBags};
 
 use crate::simd::{self, Element, Isa, Kind};
@@ -37,11 +37,12 @@ pub struct EmbeddingBag {
 enum Rows<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
+    BF16(&'a [bf16]),
     I8(&'a [i8]),
 }
 
 impl EmbeddingBag {
-    /// `table [rows, dim]` (f32, f16 or i8; int8 values are used as they are, without a scale),
+    /// `table [rows, dim]` (f32, f16, bf16 or i8; int8 values are used as they are, without a scale),
     /// `mapping [V]` (integer row indices, each `< rows`) and `weights [V]` (float), both optional.
     /// When both are given they must have the same length. Without a mapping, `weights` must
     /// have one entry per table row.
@@ -92,8 +93,9 @@ impl EmbeddingBag {
         Ok(match self.table.dtype() {
             DType::F32 => Rows::F32(self.table.as_slice()?),
             DType::F16 => Rows::F16(self.table.as_slice()?),
+            DType::BF16 => Rows::BF16(self.table.as_slice()?),
             DType::I8 => Rows::I8(self.table.as_slice()?),
-            d => return Err(Error::dtype("embedding table", "f32, f16 or i8", d)),
+            d => return Err(Error::dtype("embedding table", "f32, f16, bf16 or i8", d)),
         })
     }
 
@@ -202,6 +204,7 @@ impl EmbeddingBag {
         match *rows {
             Rows::F32(t) => each(t, self.dim, mapping, ids),
             Rows::F16(t) => each(t, self.dim, mapping, ids),
+            Rows::BF16(t) => each(t, self.dim, mapping, ids),
             Rows::I8(t) => each(t, self.dim, mapping, ids),
         }
     }
@@ -218,6 +221,7 @@ impl EmbeddingBag {
             Rows::F32(t) => self.mean_typed(t, ids, out),
             Rows::I8(t) => self.mean_typed(t, ids, out),
             Rows::F16(t) => self.mean_typed(t, ids, out),
+            Rows::BF16(t) => self.mean_typed(t, ids, out),
         }
     }
 
@@ -289,7 +293,7 @@ fn mean<T: Element, const MAPPED: bool, const WEIGHTED: bool>(
             weights,
             acc,
         ),
-        Kind::F32 | Kind::I8 => {
+        Kind::F32 | Kind::BF16 | Kind::I8 => {
             sum_rows::<T, MAPPED, WEIGHTED>(table, d, ids, mapping, weights, acc)
         }
     }
@@ -456,10 +460,11 @@ mod tests {
             .collect();
         let f32t = Tensor::from_slice([rows, dim], &vals).unwrap();
         let f16t = f32t.to_dtype(DType::F16).unwrap();
+        let bf16t = f32t.to_dtype(DType::BF16).unwrap();
         let i8v: Vec<i8> = vals.iter().map(|&v| v as i8).collect();
         let i8t = Tensor::from_slice([rows, dim], &i8v).unwrap();
         let all = [0u32, 3, 3, 4, 1, 2, 4, 0, 1];
-        for t in [f32t, f16t, i8t] {
+        for t in [f32t, f16t, bf16t, i8t] {
             let bag = EmbeddingBag::new(t.clone(), None, None).unwrap();
             // Every count: the four-row passes and the remainder.
             for n in 0..=all.len() {
@@ -650,6 +655,7 @@ mod tests {
             let tables = [
                 f32t.clone(),
                 f32t.to_dtype(DType::F16).unwrap(),
+                f32t.to_dtype(DType::BF16).unwrap(),
                 Tensor::from_slice([rows, dim], &i8v).unwrap(),
             ];
             let mt = Tensor::from_slice([vocab], &map.iter().map(|&v| v as i64).collect::<Vec<_>>()).unwrap();

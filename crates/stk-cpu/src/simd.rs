@@ -3,7 +3,7 @@
 //!
 //! On x86_64 with AVX2 and F16C (checked once, with `is_x86_feature_detected!`), table rows
 //! are added 8 columns per instruction: f32 rows as they are, f16 rows widened with `vcvtph2ps`,
-//! int8 rows with `vpmovsxbd` + `vcvtdq2ps`. Without those features (and on other targets,
+//! bf16 rows with `vpmovzxwd` + a 16-bit shift (exact), int8 rows with `vpmovsxbd` + `vcvtdq2ps`. Without those features (and on other targets,
 //! where aarch64 still gets NEON through `half`'s slice conversion) the portable loops of
 //! `embedding_bag.rs` run. Both compute, per column, `((0 + w0·x0) + w1·x1) + ...` in id
 //! order with every product rounded to f32 (Rust never fuses a multiply and an add), then
@@ -17,7 +17,7 @@
 //! x86_64 CPU has) never faults.
 #![allow(unsafe_code)]
 
-use half::f16;
+use half::{bf16, f16};
 
 /// The instruction set the row sums use on this CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,7 @@ pub(crate) trait Element: bytemuck::Pod {
 pub(crate) enum Kind {
     F32,
     F16,
+    BF16,
     I8,
 }
 
@@ -67,6 +68,14 @@ impl Element for f32 {
 
 impl Element for f16 {
     const KIND: Kind = Kind::F16;
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+impl Element for bf16 {
+    const KIND: Kind = Kind::BF16;
     #[inline(always)]
     fn widen(self) -> f32 {
         self.to_f32()
@@ -175,6 +184,11 @@ mod avx2 {
         match T::KIND {
             Kind::F32 => bytemuck::pod_read_unaligned::<__m256>(bytes),
             Kind::F16 => _mm256_cvtph_ps(bytemuck::pod_read_unaligned::<__m128i>(bytes)),
+            // A bf16 is the top half of the f32 with the same value: zero-extend, shift up.
+            Kind::BF16 => {
+                let wide = _mm256_cvtepu16_epi32(bytemuck::pod_read_unaligned::<__m128i>(bytes));
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
+            }
             Kind::I8 => {
                 let low = i64::from_le_bytes(bytemuck::pod_read_unaligned(bytes));
                 _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(low)))

@@ -1,7 +1,7 @@
 //! Gather-mean embedding bag (`kernels/embedding_bag.cu`): StaticEmbedding and model2vec on
 //! the GPU. One output row per bag of token ids.
 //!
-//! The table (f32, f16 or int8, as on the CPU), its optional `mapping` (token id → table row) and
+//! The table (f32, f16, bf16 or int8, as on the CPU), its optional `mapping` (token id → table row) and
 //! per-token `weights` are checked once, by the check the CPU shares, when they are put on the
 //! device ([`DeviceEmbeddingTable`]); the ids come as [`TokenBags`], whose ids are all below its
 //! vocabulary. Together these bound every row the kernel reads.
@@ -91,7 +91,7 @@ impl DeviceEmbeddingTable {
     pub fn vocab(&self) -> usize {
         self.vocab
     }
-    /// The stored element type of the table (f32, f16 or int8).
+    /// The stored element type of the table (f32, f16, bf16 or int8).
     pub fn dtype(&self) -> DType {
         self.table.dtype()
     }

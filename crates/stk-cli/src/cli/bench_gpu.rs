@@ -49,7 +49,7 @@ pub struct EmbeddingBagArgs {
     /// Table row width D
     #[arg(long, default_value_t = 256)]
     dim: usize,
-    /// Table dtype: f32, f16, bf16 or i8 (the CPU path reads f32, f16 and i8)
+    /// Table dtype: f32, f16, bf16 or i8
     #[arg(long, default_value = "f16")]
     dtype: String,
     /// Bags (texts) per launch

@@ -1086,7 +1086,12 @@ pub mod strategies {
             ],
         );
         // The table dtypes every backend reads (stk_core::validate::TABLE_DTYPES).
-        let dtype = prop_oneof![Just(DType::F32), Just(DType::F16), Just(DType::I8)];
+        let dtype = prop_oneof![
+            Just(DType::F32),
+            Just(DType::F16),
+            Just(DType::BF16),
+            Just(DType::I8)
+        ];
         let reduce = prop_oneof![
             Just(BagReduce::MeanByCount),
             Just(BagReduce::Sum),
