@@ -1,6 +1,6 @@
 //! The input checks every backend shares: pooling extras and output dtype, embedding tables,
 //! weighted layer pooling. The CPU (stk-cpu) and the GPU (stk-cuda) both call these, so the
-//! two cannot accept different inputs (they did: the GPU took bf16 tables and D = 0).
+//! two cannot accept different inputs (they did once: the GPU took tables of width 0).
 //!
 //! Layout checks (mask values, `cu_seq_lens`, spans, token ids) live with the layout types in
 //! `batch.rs`; the checks here relate a layout to the other inputs of one operation.

@@ -517,7 +517,7 @@ fn host_plans_split_small_batches_of_long_rows() {
 
 /// The checks the device entries make before any copy or launch, run without a GPU:
 /// mismatched pooling buffers (the cases `parity.rs` also runs through
-/// `CudaDevice::pool_device` on a GPU), bf16 embedding tables, bags of a larger vocabulary than
+/// `CudaDevice::pool_device` on a GPU), integer embedding tables other than int8, bags of a larger vocabulary than
 /// the table's, a wrong bag output; empty inputs give zero rows and no launch.
 #[test]
 fn host_checks_refuse_mismatched_buffers() {
@@ -540,11 +540,11 @@ fn host_checks_refuse_mismatched_buffers() {
         }
     }
 
-    // The table check every backend shares: bf16 tables are refused, as on the CPU.
+    // The table check every backend shares: i32 tables are refused, as on the CPU.
     expect_err(
-        EmbeddingTable::check(&Tensor::zeros([4, 8], DType::BF16).unwrap(), None, None),
+        EmbeddingTable::check(&Tensor::zeros([4, 8], DType::I32).unwrap(), None, None),
         |e| matches!(e, Error::DType { .. }),
-        &["bf16"],
+        &["embedding table", "i32"],
     );
     // Bags checked against 6 ids, a table of 4.
     let bags = TokenBags::from_bags(&[vec![5u32]], 6).unwrap();

@@ -150,7 +150,7 @@ fn every_launch_fits_its_kernel() {
             checked.insert(l.shape.kernel.name);
         }
     }
-    for (dtype, dim) in [DType::F32, DType::F16, DType::I8]
+    for (dtype, dim) in stk_core::validate::TABLE_DTYPES
         .into_iter()
         .flat_map(|d| [(d, 64), (d, 3)])
     {
@@ -192,9 +192,15 @@ fn kernel_selection_by_dtype() {
         ptx::select("pool_sum", DType::BF16, true).unwrap().name,
         "pool_sum_bf16_v8"
     );
-    // No int8 pooling kernel; bf16 tables are refused on every backend
-    // (stk_core::validate::EmbeddingTable).
-    for (op, dtype) in [("pool_sum", DType::I8), ("embedding_bag", DType::BF16)] {
+    assert_eq!(
+        ptx::select("embedding_bag", DType::BF16, false)
+            .unwrap()
+            .name,
+        "embedding_bag_bf16_v1"
+    );
+    // No int8 pooling kernel; no i32 table kernel (stk_core::validate::EmbeddingTable refuses
+    // such tables on every backend).
+    for (op, dtype) in [("pool_sum", DType::I8), ("embedding_bag", DType::I32)] {
         let got = format!("got {}", dtype.as_str());
         expect_err(
             ptx::select(op, dtype, true),
