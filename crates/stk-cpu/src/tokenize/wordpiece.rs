@@ -39,7 +39,8 @@ impl WordPiece {
             .collect();
         // A word of BertPreTokenizer never holds ASCII punctuation unless it is that one char,
         // so such tokens ("##ing" and the like) would only take room in the cache. (Leaving a
-        // token out only costs time: the trie finds every token.)
+        // token out only costs time: the trie finds every token. Every one-char token stays,
+        // which `WordTable::has_every_char` counts on.)
         let can_be_words: Vec<(&[u8], u32)> = whole
             .iter()
             .copied()
