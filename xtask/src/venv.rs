@@ -35,6 +35,11 @@ pub fn ensure(venv: &Path, requirements: &Path) -> Result<PathBuf> {
                 "install",
                 "-q",
                 "--disable-pip-version-check",
+                // Every requirements file pins its whole closure, so pip resolves nothing.
+                "--no-deps",
+                // The wheels (GBs for torch) would otherwise stay in ~/.cache/pip beside the
+                // installed copy; CI machines have little disk to spare.
+                "--no-cache-dir",
                 "-r",
             ])
             .arg(requirements),
