@@ -127,12 +127,6 @@ struct WordKey {
 }
 
 impl WordKey {
-    const EMPTY: WordKey = WordKey {
-        head: 0,
-        tail: 0,
-        len_id: 0,
-    };
-
     /// `None` unless `word` is 5 to [`WORD_TABLE_MAX_LEN`] bytes long.
     #[inline(always)]
     fn of(word: &[u8]) -> Option<WordKey> {
@@ -150,25 +144,70 @@ impl WordKey {
             len_id: (n as u32) << 24,
         })
     }
+}
+
+/// A slot of an open-addressing table with linear probing, keyed by `Key`, holding an id.
+trait Slot: Copy {
+    type Key: Copy;
+    const EMPTY: Self;
+    fn hash(key: &Self::Key) -> usize;
+    fn filled(key: Self::Key, id: u32) -> Self;
+    fn is_empty(&self) -> bool;
+    /// The slot's id when it holds `key`.
+    fn id_for(&self, key: &Self::Key) -> Option<u32>;
+}
+
+/// Spreads a 64-bit key over the table's index bits (Fibonacci hashing).
+#[inline(always)]
+fn fibonacci_hash(key: u64) -> usize {
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
+}
+
+impl Slot for WordKey {
+    type Key = WordKey;
+    const EMPTY: WordKey = WordKey {
+        head: 0,
+        tail: 0,
+        len_id: 0,
+    };
 
     #[inline(always)]
-    fn hash(&self) -> usize {
-        let folded = self.head ^ u64::from(self.tail ^ self.len_id).rotate_left(29);
-        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
+    fn hash(key: &WordKey) -> usize {
+        fibonacci_hash(key.head ^ u64::from(key.tail ^ key.len_id).rotate_left(29))
     }
 
-    /// Whether the table slot `self` holds the word `probe` (whose `len_id` has no id).
+    fn filled(key: WordKey, id: u32) -> WordKey {
+        WordKey {
+            len_id: key.len_id | id,
+            ..key
+        }
+    }
+
     #[inline(always)]
-    fn holds(&self, probe: &WordKey) -> bool {
-        self.head == probe.head
-            && self.tail == probe.tail
-            && self.len_id >> 24 == probe.len_id >> 24
+    fn is_empty(&self) -> bool {
+        self.len_id == 0
+    }
+
+    /// `key`'s `len_id` has no id.
+    #[inline(always)]
+    fn id_for(&self, key: &WordKey) -> Option<u32> {
+        let holds =
+            self.head == key.head && self.tail == key.tail && self.len_id >> 24 == key.len_id >> 24;
+        holds.then_some(self.len_id & WORD_TABLE_MAX_ID)
     }
 }
 
-/// A word of 1 to [`SHORT_WORD_MAX_LEN`] bytes with its length, in the low 40 bits of a
-/// [`WordTable`] short slot: its bytes in the low 32 (loads that cover every byte, as in
-/// [`WordKey::of`]), its length in the next 8. The id is in the top 24 bits; 0 is an empty slot.
+/// A [`WordTable`] short slot: a [`short_key`] in the low [`SHORT_ID_SHIFT`] bits, the id in
+/// the top 24; 0 is an empty slot.
+#[derive(Clone, Copy)]
+struct ShortSlot(u64);
+
+/// Where a short slot's id starts (below it: the word's bytes and length).
+const SHORT_ID_SHIFT: u32 = 40;
+
+/// A word of 1 to [`SHORT_WORD_MAX_LEN`] bytes with its length, as a short slot's low bits:
+/// its bytes in the low 32 (loads that cover every byte, as in [`WordKey::of`]), its length
+/// in the next 8.
 #[inline(always)]
 fn short_key(word: &[u8]) -> Option<u64> {
     let n = word.len();
@@ -180,107 +219,112 @@ fn short_key(word: &[u8]) -> Option<u64> {
     Some(u64::from(u32::from_le_bytes(bytes)) | (n as u64) << 32)
 }
 
-/// The low bits of a short slot that hold the word and its length.
-const SHORT_KEY_MASK: u64 = (1 << 40) - 1;
+impl Slot for ShortSlot {
+    type Key = u64;
+    const EMPTY: ShortSlot = ShortSlot(0);
 
-/// Open-addressing hash tables of the vocabulary's tokens of 1 to [`WORD_TABLE_MAX_LEN`]
-/// bytes (the first piece of most words is the whole word, found by one probe instead of a
-/// trie walk whose every byte is a dependent load). Words of up to 4 bytes, two thirds of
-/// English running text, have a table of their own with 8-byte slots: a small table whose
-/// lines stay in the cache while the embedding rows stream through it.
-struct WordTable {
-    short: Vec<u64>,
-    long: Vec<WordKey>,
-    /// Whether every one-char token is in the table (none has an id it cannot hold).
-    has_every_char: bool,
+    #[inline(always)]
+    fn hash(key: &u64) -> usize {
+        fibonacci_hash(*key)
+    }
+
+    fn filled(key: u64, id: u32) -> ShortSlot {
+        ShortSlot(key | u64::from(id) << SHORT_ID_SHIFT)
+    }
+
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    #[inline(always)]
+    fn id_for(&self, key: &u64) -> Option<u32> {
+        let key_mask = (1u64 << SHORT_ID_SHIFT) - 1;
+        (self.0 & key_mask == *key).then_some((self.0 >> SHORT_ID_SHIFT) as u32)
+    }
 }
 
 /// Slots per token at least (a power of two is taken above): probes stay short.
 const WORD_TABLE_SPREAD: usize = 2;
 
+/// An open-addressing hash table with linear probing over a power-of-two number of slots.
+struct ProbeTable<S: Slot>(Vec<S>);
+
+impl<S: Slot> ProbeTable<S> {
+    /// The table of `entries`, whose keys must be distinct.
+    fn build(entries: &[(S::Key, u32)]) -> ProbeTable<S> {
+        let n = (entries.len() * WORD_TABLE_SPREAD)
+            .next_power_of_two()
+            .max(16);
+        let mut slots = vec![S::EMPTY; n];
+        for &(key, id) in entries {
+            let mut i = S::hash(&key) & (n - 1);
+            while !slots[i].is_empty() {
+                i = (i + 1) & (n - 1);
+            }
+            slots[i] = S::filled(key, id);
+        }
+        ProbeTable(slots)
+    }
+
+    #[inline(always)]
+    fn get(&self, key: &S::Key) -> Option<u32> {
+        let mask = self.0.len() - 1;
+        let mut i = S::hash(key) & mask;
+        loop {
+            let slot = &self.0[i];
+            if let Some(id) = slot.id_for(key) {
+                return Some(id);
+            }
+            if slot.is_empty() {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// Hash tables of the vocabulary's tokens of 1 to [`WORD_TABLE_MAX_LEN`] bytes (the first
+/// piece of most words is the whole word, found by one probe instead of a trie walk whose
+/// every byte is a dependent load). Words of up to 4 bytes, two thirds of English running
+/// text, have a table of their own with 8-byte slots: a small table whose lines stay in the
+/// cache while the embedding rows stream through it.
+struct WordTable {
+    short: ProbeTable<ShortSlot>,
+    long: ProbeTable<WordKey>,
+    /// Whether every one-char token is in the table (none has an id it cannot hold).
+    has_every_char: bool,
+}
+
 impl WordTable {
     fn build(all: &[(&[u8], u32)]) -> WordTable {
         let tokens = || all.iter().filter(|&&(_, id)| id <= WORD_TABLE_MAX_ID);
+        // Vocabulary tokens are distinct (they come from a map), so no key repeats.
         let short: Vec<(u64, u32)> = tokens()
             .filter_map(|&(token, id)| Some((short_key(token)?, id)))
             .collect();
         let long: Vec<(WordKey, u32)> = tokens()
             .filter_map(|&(token, id)| Some((WordKey::of(token)?, id)))
             .collect();
-        let slots = |n: usize| (n * WORD_TABLE_SPREAD).next_power_of_two().max(16);
-        let mut table = WordTable {
-            short: vec![0; slots(short.len())],
-            long: vec![WordKey::EMPTY; slots(long.len())],
+        WordTable {
+            short: ProbeTable::build(&short),
+            long: ProbeTable::build(&long),
             has_every_char: !all.iter().any(|&(t, id)| {
                 id > WORD_TABLE_MAX_ID
                     && std::str::from_utf8(t).is_ok_and(|t| t.chars().count() == 1)
             }),
-        };
-        // Vocabulary tokens are distinct (they come from a map), so no key repeats.
-        for (key, id) in short {
-            let mask = table.short.len() - 1;
-            let mut i = short_hash(key) & mask;
-            while table.short[i] != 0 {
-                i = (i + 1) & mask;
-            }
-            table.short[i] = key | u64::from(id) << 40;
         }
-        for (key, id) in long {
-            let mask = table.long.len() - 1;
-            let mut i = key.hash() & mask;
-            while table.long[i].len_id != 0 {
-                i = (i + 1) & mask;
-            }
-            table.long[i] = WordKey {
-                len_id: key.len_id | id,
-                ..key
-            };
-        }
-        table
     }
 
     /// Id of the token equal to `word`, if it is in the table.
     #[inline(always)]
     fn get(&self, word: &[u8]) -> Option<u32> {
         if word.len() <= SHORT_WORD_MAX_LEN {
-            return self.get_short(word);
-        }
-        let key = WordKey::of(word)?;
-        let mask = self.long.len() - 1;
-        let mut i = key.hash() & mask;
-        loop {
-            let slot = &self.long[i];
-            if slot.holds(&key) {
-                return Some(slot.len_id & WORD_TABLE_MAX_ID);
-            }
-            if slot.len_id == 0 {
-                return None;
-            }
-            i = (i + 1) & mask;
+            self.short.get(&short_key(word)?)
+        } else {
+            self.long.get(&WordKey::of(word)?)
         }
     }
-
-    #[inline(always)]
-    fn get_short(&self, word: &[u8]) -> Option<u32> {
-        let key = short_key(word)?;
-        let mask = self.short.len() - 1;
-        let mut i = short_hash(key) & mask;
-        loop {
-            let slot = self.short[i];
-            if slot & SHORT_KEY_MASK == key {
-                return Some((slot >> 40) as u32);
-            }
-            if slot == 0 {
-                return None;
-            }
-            i = (i + 1) & mask;
-        }
-    }
-}
-
-#[inline(always)]
-fn short_hash(key: u64) -> usize {
-    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
 }
 
 /// Why the fast path did not produce ids for a text.
