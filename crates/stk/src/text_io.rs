@@ -265,10 +265,15 @@ impl LineBatcher<'_> {
         bytes: &[u8],
         on_full: &mut dyn FnMut(&mut TextBatch) -> Result<()>,
     ) -> Result<()> {
-        let text = std::str::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 {
-            path: self.path.to_path_buf(),
-            line: self.line_no + 1 + memchr::memchr_iter(b'\n', &bytes[..e.valid_up_to()]).count(),
-        })?;
+        // The SIMD check first; std's, which says where the input goes wrong, only then.
+        let text = simdutf8::basic::from_utf8(bytes)
+            .or_else(|_| std::str::from_utf8(bytes))
+            .map_err(|e| Error::InvalidUtf8 {
+                path: self.path.to_path_buf(),
+                line: self.line_no
+                    + 1
+                    + memchr::memchr_iter(b'\n', &bytes[..e.valid_up_to()]).count(),
+            })?;
         // `text[copied..]` is not in the batch yet; it starts at `base` there.
         let mut copied = 0;
         let mut base = self.batch.text.len();
@@ -1092,8 +1097,10 @@ mod tests {
                 40 => proptest::sample::select(&["a", "\n", "\r", "\r\n", "é", "中"][..])
                     .prop_map(|p| p.as_bytes().to_vec()),
                 1 => proptest::sample::select(NOT_UTF8).prop_map(<[u8]>::to_vec),
-            ], 0..40).prop_map(|pieces| pieces.concat()),
-            capacity in 1usize..12,
+            ], 0..300).prop_map(|pieces| pieces.concat()),
+            // Reads of a few bytes (lines cut everywhere) and of whole lines at once (the
+            // UTF-8 check's SIMD blocks of 64 bytes).
+            capacity in proptest::prop_oneof![1usize..12, 64usize..1024],
             batch in 1usize..5,
         ) {
             let got = lines_read_by(&input, capacity, batch).map_err(|e| e.to_string());

@@ -98,23 +98,32 @@ impl AddedTokenGate {
                 }
                 gate.normalized.push(n.get().to_owned());
             } else {
-                gate.raw_first_byte.push(token.content.as_bytes()[0]);
                 gate.raw.push(token.content.clone());
             }
         }
-        gate.raw_first_byte.sort_unstable();
-        gate.raw_first_byte.dedup();
+        gate.index_raw_first_bytes();
         Some(gate)
+    }
+
+    /// Fill `raw_first_byte` from `raw` (non-empty contents).
+    fn index_raw_first_bytes(&mut self) {
+        self.raw_first_byte = self.raw.iter().map(|t| t.as_bytes()[0]).collect();
+        self.raw_first_byte.sort_unstable();
+        self.raw_first_byte.dedup();
     }
 
     /// Whether a non-normalized added token may occur in `text`.
     #[inline]
     fn raw_match(&self, text: &str) -> bool {
         let bytes = text.as_bytes();
-        let maybe = match self.raw_first_byte.as_slice() {
+        // The memchr crate's SIMD search (std's `contains` is a word at a time): every text
+        // the fast path takes is scanned here first.
+        let maybe = match *self.raw_first_byte.as_slice() {
             [] => false,
-            [b] => bytes.contains(b),
-            firsts => bytes.iter().any(|b| firsts.contains(b)),
+            [b] => memchr::memchr(b, bytes).is_some(),
+            [b1, b2] => memchr::memchr2(b1, b2, bytes).is_some(),
+            [b1, b2, b3] => memchr::memchr3(b1, b2, b3, bytes).is_some(),
+            ref firsts => bytes.iter().any(|b| firsts.contains(b)),
         };
         maybe && self.raw.iter().any(|t| text.contains(t.as_str()))
     }
@@ -491,4 +500,48 @@ fn post_processor_keeps_ids(post: &serde_json::Value) -> bool {
             post.get("type").and_then(|t| t.as_str()),
             Some("TemplateProcessing" | "BertProcessing" | "RobertaProcessing" | "ByteLevel")
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AddedTokenGate;
+
+    /// The first-byte prefilter (one, two, three or more distinct first bytes: a different
+    /// search each) never hides an added token in the raw text.
+    #[test]
+    fn raw_match_finds_every_added_token() {
+        let tables: [&[&str]; 5] = [
+            &[],
+            &["[CLS]", "[SEP]"],
+            &["[CLS]", "<s>"],
+            &["[CLS]", "<s>", "\u{e9}t\u{e9}"],
+            &["[CLS]", "<s>", "\u{e9}t\u{e9}", "zz"],
+        ];
+        let texts = [
+            "",
+            "plain text",
+            "a [CLS] b",
+            "[SEP]",
+            "a <s",
+            "<s>",
+            "\u{e9}t",
+            "l'\u{e9}t\u{e9}",
+            "z",
+            "buzz",
+            "[CL",
+            "<",
+            "[",
+        ];
+        for raw in tables {
+            let mut gate = AddedTokenGate {
+                raw: raw.iter().map(|t| t.to_string()).collect(),
+                ..AddedTokenGate::default()
+            };
+            gate.index_raw_first_bytes();
+            for text in texts {
+                let contained = raw.iter().any(|t| text.contains(t));
+                assert_eq!(gate.raw_match(text), contained, "{raw:?} in {text:?}");
+            }
+        }
+    }
 }
