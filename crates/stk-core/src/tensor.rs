@@ -230,6 +230,14 @@ impl Tensor {
     /// also miss the TLB. Where huge pages are unavailable the copy is in ordinary pages, with
     /// the same contents.
     pub fn copy_to_huge_pages(&self) -> Result<Tensor> {
+        self.copy_to_huge_pages_with(|to, from| to.copy_from_slice(from))
+    }
+
+    /// [`Tensor::copy_to_huge_pages`] with the bytes moved by `copy(to, from)` (equal
+    /// lengths; `to` starts on a 2 MiB boundary): a caller with a thread pool can fill the
+    /// pages in parallel, since the kernel's zeroing of each fresh page, not the copy, is most
+    /// of the cost.
+    pub fn copy_to_huge_pages_with(&self, copy: impl FnOnce(&mut [u8], &[u8])) -> Result<Tensor> {
         const HUGE_PAGE: usize = 2 << 20;
         let bytes = self.bytes();
         let len = bytes.len();
@@ -243,7 +251,7 @@ impl Tensor {
             // huge pages refuses it and the copy lives in ordinary pages.
             let _ = map.advise(memmap2::Advice::HugePage);
         }
-        map[start..start + len].copy_from_slice(bytes);
+        copy(&mut map[start..start + len], bytes);
         let map = map.make_read_only().map_err(io)?;
         Ok(Tensor {
             shape: self.shape.clone(),

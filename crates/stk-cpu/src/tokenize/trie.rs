@@ -5,8 +5,6 @@
 //! substrings). A step is two array reads: `next = base[node] + byte`, valid when
 //! `check[next] == node`.
 
-use std::collections::BTreeSet;
-
 const NO_TOKEN: u32 = u32::MAX;
 /// `check` of a free unit.
 const FREE: u32 = u32::MAX;
@@ -37,17 +35,81 @@ pub(crate) struct ByteTrie {
     tokens: Vec<u32>,
 }
 
+/// A set of unit indices as a two-level bitmap: the build asks for the first free unit at or
+/// after an index, many times per node, and the members thin out behind the filled front of
+/// the array; a summary bit per 64-bit word skips 4,096 units per load where words are empty.
+#[derive(Default)]
+struct UnitSet {
+    words: Vec<u64>,
+    /// Bit `j` of `summary[k]`: whether `words[64 * k + j]` has a member.
+    summary: Vec<u64>,
+}
+
+impl UnitSet {
+    fn insert_range(&mut self, range: std::ops::Range<usize>) {
+        let words = range.end.div_ceil(64);
+        if self.words.len() < words {
+            self.words.resize(words, 0);
+            self.summary.resize(words.div_ceil(64), 0);
+        }
+        for i in range {
+            self.words[i / 64] |= 1 << (i % 64);
+            self.summary[i / 4096] |= 1 << (i / 64 % 64);
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        let Some(word) = self.words.get_mut(i / 64) else {
+            return;
+        };
+        *word &= !(1 << (i % 64));
+        if *word == 0 {
+            self.summary[i / 4096] &= !(1 << (i / 64 % 64));
+        }
+    }
+
+    /// The smallest member `>= i`.
+    fn first_from(&self, i: usize) -> Option<usize> {
+        let w = i / 64;
+        let bits = self.words.get(w)? & (u64::MAX << (i % 64));
+        if bits != 0 {
+            return Some(w * 64 + bits.trailing_zeros() as usize);
+        }
+        // The first word after `w` with a member, found through the summary.
+        let next = w + 1;
+        let mut k = next / 64;
+        let mut marks = self.summary.get(k)? & (u64::MAX << (next % 64));
+        while marks == 0 {
+            k += 1;
+            marks = *self.summary.get(k)?;
+        }
+        let w = k * 64 + marks.trailing_zeros() as usize;
+        Some(w * 64 + self.words[w].trailing_zeros() as usize)
+    }
+}
+
 impl ByteTrie {
     /// Build from `(token bytes, id)`; for duplicate tokens the last id wins (as in the crate's
     /// token -> id map). The empty token never matches (the crate's trie never yields it).
     /// `None` if the trie would not fit 32-bit indices.
     pub(crate) fn build(tokens: &[(&[u8], u32)]) -> Option<ByteTrie> {
-        let mut sorted: Vec<(&[u8], u32)> =
-            tokens.iter().copied().filter(|t| !t.0.is_empty()).collect();
+        // Each token with its first 8 bytes as a big-endian integer (zero-padded): integer
+        // order is byte order wherever those differ, so most comparisons are one `cmp`.
+        let mut sorted: Vec<(u64, &[u8], u32)> = tokens
+            .iter()
+            .filter(|t| !t.0.is_empty())
+            .map(|&(token, id)| {
+                let mut head = [0u8; 8];
+                let n = token.len().min(8);
+                head[..n].copy_from_slice(&token[..n]);
+                (u64::from_be_bytes(head), token, id)
+            })
+            .collect();
         // Stable sort keeps duplicates in input order; the last one is kept below.
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        sorted.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         let mut keys: Vec<(&[u8], u32)> = Vec::with_capacity(sorted.len());
-        for t in sorted {
+        for (_, token, id) in sorted {
+            let t = (token, id);
             match keys.last_mut() {
                 Some(last) if last.0 == t.0 => last.1 = t.1,
                 _ => keys.push(t),
@@ -57,10 +119,10 @@ impl ByteTrie {
         units[0].check = ROOT_CHECK;
         // Free units that may still hold a node's first child (a unit that failed too often
         // leaves this set but stays free, which keeps building near-linear).
-        let mut candidates: BTreeSet<usize> = (1..units.len()).collect();
+        let mut candidates = UnitSet::default();
+        candidates.insert_range(1..units.len());
         let mut failures = vec![0u8; units.len()];
         let mut labels: Vec<(u8, usize, usize)> = Vec::new();
-        let mut dropped: Vec<usize> = Vec::new();
         // (unit, key range, depth): keys[lo..hi] all start with this node's path.
         let mut stack = vec![(0usize, 0usize, keys.len(), 0usize)];
         let mut ends: Vec<(usize, u32)> = Vec::with_capacity(keys.len());
@@ -84,48 +146,46 @@ impl ByteTrie {
                 continue;
             };
             let first = usize::from(first);
+            let fits = |units: &[Unit], base: usize| {
+                labels.iter().all(|&(b, _, _)| {
+                    units
+                        .get(base + usize::from(b))
+                        .is_none_or(|u| u.check == FREE)
+                })
+            };
             let base = loop {
-                dropped.clear();
-                let mut found = None;
-                for &slot in candidates.range(first + 1..) {
-                    let base = slot - first;
-                    if labels.iter().all(|&(b, _, _)| {
-                        units
-                            .get(base + usize::from(b))
-                            .is_none_or(|u| u.check == FREE)
-                    }) {
-                        found = Some(base);
+                let mut next = candidates.first_from(first + 1);
+                while let Some(slot) = next {
+                    if fits(&units, slot - first) {
                         break;
                     }
                     failures[slot] = failures[slot].saturating_add(1);
                     if failures[slot] > 32 {
-                        dropped.push(slot);
+                        candidates.remove(slot);
                     }
+                    next = candidates.first_from(slot + 1);
                 }
-                for slot in &dropped {
-                    candidates.remove(slot);
-                }
-                if let Some(base) = found {
-                    break base;
+                if let Some(slot) = next {
+                    break slot - first;
                 }
                 // No candidate fits: add a block of free units.
                 let old = units.len();
                 units.resize(old + 256, EMPTY);
                 failures.resize(old + 256, 0);
-                candidates.extend(old..old + 256);
+                candidates.insert_range(old..old + 256);
             };
             if units.len() < base + 256 {
                 let old = units.len();
                 units.resize(base + 256, EMPTY);
                 failures.resize(base + 256, 0);
-                candidates.extend(old..base + 256);
+                candidates.insert_range(old..base + 256);
             }
             units[node].base = u32::try_from(base).ok().filter(|b| b & ENDS_TOKEN == 0)?;
             let parent = u32::try_from(node).ok()?;
             for &(b, glo, ghi) in &labels {
                 let child = base + usize::from(b);
                 units[child].check = parent;
-                candidates.remove(&child);
+                candidates.remove(child);
                 stack.push((child, glo, ghi, depth + 1));
             }
         }
@@ -206,7 +266,30 @@ impl ByteTrie {
 
 #[cfg(test)]
 mod tests {
-    use super::ByteTrie;
+    use super::{ByteTrie, UnitSet};
+
+    /// The bitmap against a sorted list, across word boundaries and past its end.
+    #[test]
+    fn unit_set_finds_the_next_member() {
+        let mut set = UnitSet::default();
+        set.insert_range(3..70);
+        set.insert_range(130..131);
+        // Members a summary word (4,096 units) or more apart.
+        set.insert_range(9_000..9_001);
+        set.insert_range(69_999..70_002);
+        for gone in [3, 63, 64, 69, 70_000] {
+            set.remove(gone);
+        }
+        set.remove(100_000);
+        let members: Vec<usize> = (4..63)
+            .chain(65..69)
+            .chain([130, 9_000, 69_999, 70_001])
+            .collect();
+        for i in (0..200).chain(8_990..9_010).chain(69_990..70_010) {
+            let want = members.iter().copied().find(|&m| m >= i);
+            assert_eq!(set.first_from(i), want, "first member from {i}");
+        }
+    }
     use rand::{Rng, SeedableRng};
 
     /// The trie against a plain scan of the token list, on random small alphabets (many

@@ -46,10 +46,21 @@ impl WordPiece {
             .copied()
             .filter(|(t, _)| t.len() == 1 || !t.iter().any(u8::is_ascii_punctuation))
             .collect();
+        // Three independent builds, the largest (the trie of every token) beside the others:
+        // model loading waits for this.
+        let (whole, (continuing, words)) = rayon::join(
+            || ByteTrie::build(&whole),
+            || {
+                (
+                    ByteTrie::build(&continuing),
+                    WordTable::build(&can_be_words),
+                )
+            },
+        );
         Some(WordPiece {
-            words: WordTable::build(&can_be_words),
-            whole: ByteTrie::build(&whole)?,
-            continuing: ByteTrie::build(&continuing)?,
+            words,
+            whole: whole?,
+            continuing: continuing?,
             unk_id,
             max_input_chars_per_word,
         })
