@@ -843,15 +843,20 @@ fn read_npy_f32(bytes: &[u8]) -> std::result::Result<(Vec<f32>, usize, usize), S
 
 /// Text batches in flight in [`encode_stream`]: one being read, one waiting, one being encoded.
 const TEXT_BATCHES: usize = 3;
-/// Row blocks in flight in [`encode_stream`]: one being encoded while the other is written.
-const ROW_BLOCKS: usize = 2;
+/// Row blocks in flight in [`encode_stream`]: one being encoded while the others are written,
+/// queued or free. Two at least; more while they stay within [`ROW_BLOCK_BUDGET`] bytes, so
+/// that a write that takes longer than one batch's encoding (the disk's pace varies) does not
+/// leave the encoder waiting for a block.
+const ROW_BLOCKS: std::ops::RangeInclusive<usize> = 2..=4;
+/// Bytes of rows all row blocks together may hold (when each is known to be its rows' f32s).
+const ROW_BLOCK_BUDGET: usize = 32 << 20;
 
 /// Encode every text of `source` with `model` into `output` (format by extension), one batch at
 /// a time. Returns the number of rows written. On error nothing is left at `output`.
 ///
 /// Three threads overlap: one reads the input a batch ahead, the caller's thread encodes and
-/// formats (on rayon's pool), one writes the previous batch. Batches of texts and blocks of
-/// rows go round fixed pools (`TEXT_BATCHES` and `ROW_BLOCKS` of them): memory stays bounded
+/// formats (on rayon's pool), one writes the previous batches. Batches of texts and blocks of
+/// rows go round fixed pools (`TEXT_BATCHES` and [`ROW_BLOCKS`] of them): memory stays bounded
 /// by a few batches, and the buffers are allocated once (no page faults on fresh memory per
 /// batch).
 pub fn encode_stream(
@@ -892,9 +897,11 @@ pub fn encode_stream(
                     Ok(())
                 })
             });
-            let (block_tx, block_rx) = sync_channel::<RowBlock>(1);
+            // Unbounded: the blocks themselves bound what is queued.
+            let (block_tx, block_rx) = channel::<RowBlock>();
             let (free_tx, free_rx) = channel::<RowBlock>();
-            (0..ROW_BLOCKS).for_each(|_| drop(free_tx.send(RowBlock::default())));
+            let blocks = row_blocks(encode, layout, batch_size);
+            (0..blocks).for_each(|_| drop(free_tx.send(RowBlock::default())));
             let writing = scope.spawn(move || -> Result<u64> {
                 let mut writer = writer;
                 for block in block_rx {
@@ -939,6 +946,23 @@ pub fn encode_stream(
     Ok(rows)
 }
 
+/// How many row blocks [`encode_stream`] keeps: see [`ROW_BLOCKS`]. Formatted rows (text,
+/// f16) take an unknown number of bytes, so they get the fewest blocks.
+fn row_blocks(encode: &EncodeOptions, layout: RowLayout, batch_size: usize) -> usize {
+    let block_bytes = batch_size
+        .saturating_mul(layout.dim)
+        .saturating_mul(std::mem::size_of::<f32>());
+    if !rows_go_as_is(encode, layout) {
+        return *ROW_BLOCKS.start();
+    }
+    (ROW_BLOCK_BUDGET / block_bytes.max(1)).clamp(*ROW_BLOCKS.start(), *ROW_BLOCKS.end())
+}
+
+/// Whether the model's f32 rows are the file's bytes (no option changes them, no formatting).
+fn rows_go_as_is(encode: &EncodeOptions, layout: RowLayout) -> bool {
+    encode.is_identity() && layout.as_is(ElementSlice::F32(&[])).is_some()
+}
+
 /// One batch of rows on its way from the encoder to the file, in buffers kept from batch to
 /// batch (see [`encode_stream`]).
 #[derive(Default)]
@@ -966,7 +990,7 @@ impl RowBlock {
     ) -> Result<()> {
         let dim = model.dim();
         self.rows = texts.len();
-        self.as_is = encode.is_identity() && layout.as_is(ElementSlice::F32(&[])).is_some();
+        self.as_is = rows_go_as_is(encode, layout);
         let values = if self.as_is {
             self.values.resize(texts.len() * dim);
             self.values.as_mut_slice()
@@ -1249,6 +1273,47 @@ mod tests {
             wrong_type,
             &["rows for ", "q.npy", "got F32"],
         );
+    }
+
+    /// As many row blocks as fit the budget (2 to 4) when rows go out as they are; two when
+    /// they are formatted or changed.
+    #[test]
+    fn row_blocks_fit_the_budget() {
+        use crate::quantize::{ElementType, EncodeOptions, Precision};
+        let layout = |format, dtype, dim| RowLayout { format, dtype, dim };
+        let f32_npy = |dim| layout(OutputFormat::Npy, ElementType::F32, dim);
+        let binary = EncodeOptions {
+            precision: Precision::Binary,
+            ..EncodeOptions::default()
+        };
+        let plain = EncodeOptions::default();
+        let cases = [
+            (&plain, f32_npy(256), 8192, 4),
+            (&plain, f32_npy(256), 1, 4),
+            (&plain, f32_npy(768), 8192, 2),
+            (&plain, f32_npy(512), 4096, 4),
+            (&plain, f32_npy(1024), 4096, 2),
+            (
+                &plain,
+                layout(OutputFormat::Jsonl, ElementType::F32, 256),
+                8192,
+                2,
+            ),
+            (
+                &plain,
+                layout(OutputFormat::Npy, ElementType::F16, 256),
+                8192,
+                2,
+            ),
+            (&binary, f32_npy(256), 8192, 2),
+        ];
+        for (encode, layout, batch, want) in cases {
+            assert_eq!(
+                row_blocks(encode, layout, batch),
+                want,
+                "{layout:?}, batch {batch}"
+            );
+        }
     }
 
     #[test]
