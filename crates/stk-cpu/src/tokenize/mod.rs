@@ -157,40 +157,28 @@ impl Tokenizer {
 
     /// Load a tokenizer from the bytes of a `tokenizer.json`; `path` is only used in messages.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
-        let head: Head = serde_json::from_slice(bytes).map_err(|e| {
-            let what = if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
-                "not a tokenizer.json"
-            } else {
-                "not a valid JSON tokenizer file"
-            };
-            Error::config(path, format!("{what}: {e}"))
-        })?;
-        let Some(model) = &head.model else {
-            return Err(Error::config(
-                path,
-                "not a tokenizer.json: expected a JSON object with a `model` key",
-            ));
-        };
-        // The crate's loading (seconds for a large Unigram vocabulary) runs beside the
-        // building of the fast path; a panic inside the crate becomes an error.
+        // The crate's loading (seconds for a large Unigram vocabulary, and the tail of a
+        // small model's load) starts first and runs beside the building of the fast path; a
+        // panic inside the crate becomes an error.
         let load_reference = || {
             std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
                 .map_err(|_| "the tokenizers crate panicked while loading it".to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
         };
-        let (reference, fast) = std::thread::scope(|scope| {
+        let (reference, head_and_fast) = std::thread::scope(|scope| {
             let spawned = std::thread::Builder::new()
                 .name("stk-tokenizer-load".into())
                 .spawn_scoped(scope, load_reference);
-            let fast = fast_path_for(&head, model, bytes);
+            let head_and_fast = Self::head_and_fast_path(bytes, path);
             let reference = match spawned {
                 Ok(handle) => handle
                     .join()
                     .unwrap_or_else(|_| Err("the tokenizer loading thread panicked".into())),
                 Err(_) => load_reference(),
             };
-            (reference, fast)
+            (reference, head_and_fast)
         });
+        let (model, fast) = head_and_fast?;
         let mut reference = reference.map_err(|e| {
             Error::Tokenizer(format!("{}: cannot load tokenizer: {e}", path.display()))
         })?;
@@ -222,6 +210,26 @@ impl Tokenizer {
             token_chars,
             path: path.to_path_buf(),
         })
+    }
+
+    /// The file's model settings and the fast path, if any.
+    fn head_and_fast_path(bytes: &[u8], path: &Path) -> Result<(ModelHead, Option<FastPath>)> {
+        let mut head: Head = serde_json::from_slice(bytes).map_err(|e| {
+            let what = if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+                "not a tokenizer.json"
+            } else {
+                "not a valid JSON tokenizer file"
+            };
+            Error::config(path, format!("{what}: {e}"))
+        })?;
+        let Some(model) = head.model.take() else {
+            return Err(Error::config(
+                path,
+                "not a tokenizer.json: expected a JSON object with a `model` key",
+            ));
+        };
+        let fast = fast_path_for(&head, &model, bytes);
+        Ok((model, fast))
     }
 
     /// Which implementation encodes: `"tokenizers"` (the crate, for every text) or the name
