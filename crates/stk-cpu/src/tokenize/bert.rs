@@ -100,25 +100,13 @@ pub(crate) fn normalize_char(
     }
     let spaced = cfg.handle_chinese_chars && is_chinese_char(c);
     let mut order_safe = true;
-    let mut survivors: Vec<char> = Vec::with_capacity(4);
-    if cfg.strip_accents {
-        let one = c.to_string();
-        for (d, _) in one.as_str().nfd() {
-            if d.is_mark_nonspacing() {
-                continue;
-            }
-            if canonical_combining_class(d) != 0 {
-                order_safe = false;
-            }
-            survivors.push(d);
-        }
-    } else {
-        survivors.push(c);
-    }
     if spaced {
         out.push((' ', CharKind::Space));
     }
-    for s in survivors {
+    // Each surviving char (all of NFD but the non-spacing marks, when accents are stripped),
+    // lowercased when asked, straight into `out` (no buffer: blocks of the char table are
+    // built 256 calls at a time).
+    let mut push = |s: char| {
         if cfg.lowercase {
             for l in s.to_lowercase() {
                 out.push((l, pre_tokenizer_kind(l)));
@@ -126,6 +114,20 @@ pub(crate) fn normalize_char(
         } else {
             out.push((s, pre_tokenizer_kind(s)));
         }
+    };
+    if cfg.strip_accents {
+        let mut utf8 = [0u8; 4];
+        for (d, _) in c.encode_utf8(&mut utf8).nfd() {
+            if d.is_mark_nonspacing() {
+                continue;
+            }
+            if canonical_combining_class(d) != 0 {
+                order_safe = false;
+            }
+            push(d);
+        }
+    } else {
+        push(c);
     }
     if spaced {
         out.push((' ', CharKind::Space));
