@@ -856,7 +856,7 @@ const ROW_BLOCK_BUDGET: usize = 32 << 20;
 ///
 /// Three threads overlap: one reads the input a batch ahead, the caller's thread encodes and
 /// formats (on rayon's pool), one writes the previous batches. Batches of texts and blocks of
-/// rows go round fixed pools (`TEXT_BATCHES` and [`ROW_BLOCKS`] of them): memory stays bounded
+/// rows go round fixed pools (`TEXT_BATCHES` and `ROW_BLOCKS` of them): memory stays bounded
 /// by a few batches, and the buffers are allocated once (no page faults on fresh memory per
 /// batch).
 pub fn encode_stream(
