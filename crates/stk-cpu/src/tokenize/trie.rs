@@ -267,6 +267,7 @@ impl ByteTrie {
 #[cfg(test)]
 mod tests {
     use super::{ByteTrie, UnitSet};
+    use rand::{Rng, SeedableRng};
 
     /// The bitmap against a sorted list, across word boundaries and past its end.
     #[test]
@@ -290,7 +291,6 @@ mod tests {
             assert_eq!(set.first_from(i), want, "first member from {i}");
         }
     }
-    use rand::{Rng, SeedableRng};
 
     /// The trie against a plain scan of the token list, on random small alphabets (many
     /// shared prefixes, duplicates and the empty token).
