@@ -135,6 +135,43 @@ impl EmbeddingBag {
         Ok(())
     }
 
+    /// Write the row of each id, `w(id) · table[row(id)]` widened to f32, into `out`
+    /// (`ids.len() × dim` values, row-major): the rows [`EmbeddingBag::mean_into`] averages,
+    /// one by one (model2vec's `encode_as_sequence`). Errors as `mean_into` does.
+    pub fn rows_into(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
+        if Some(out.len()) != ids.len().checked_mul(self.dim) {
+            return Err(Error::shape(
+                "token rows",
+                format!("[{}, {}]", ids.len(), self.dim),
+                &[out.len()],
+            ));
+        }
+        self.check_ids(ids)?;
+        match self.rows_view()? {
+            Rows::F32(t) => self.rows_typed(t, ids, out),
+            Rows::F16(t) => self.rows_typed(t, ids, out),
+            Rows::BF16(t) => self.rows_typed(t, ids, out),
+            Rows::I8(t) => self.rows_typed(t, ids, out),
+        }
+        Ok(())
+    }
+
+    /// [`EmbeddingBag::rows_into`] for one table type (ids checked, `out` sized).
+    fn rows_typed<T: Element>(&self, table: &[T], ids: &[u32], out: &mut [f32]) {
+        let d = self.dim;
+        let mapping = self.mapping.as_deref();
+        let weights = self.weights.as_deref();
+        for (&id, out) in ids.iter().zip(out.chunks_exact_mut(d.max(1))) {
+            let r = mapping.map_or(id as usize, |m| m[id as usize] as usize);
+            let row = &table[r * d..r * d + d];
+            // Scaled and rounded to f32 per element, as the bag's sums add them.
+            let w = weights.map_or(1.0, |w| w[id as usize]);
+            out.iter_mut()
+                .zip(row)
+                .for_each(|(o, &x)| *o = x.widen() * w);
+        }
+    }
+
     /// Every id below the vocabulary size, else an error naming the first that is not.
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         match ids.iter().position(|&id| id as usize >= self.vocab) {
@@ -528,6 +565,69 @@ mod tests {
             &naive(&table, dim, Some(&map), Some(&w), &[0, 1])[..]
         );
         assert_eq!(&got[3..], &[0.0, 0.0, 0.0]);
+    }
+
+    /// `rows_into` gives each id's scaled row, and the bag's mean is their in-order sum over
+    /// the count, bit for bit, for every table dtype with and without mapping and weights.
+    #[test]
+    fn rows_are_what_the_mean_averages() {
+        let dim = 70;
+        let vals: Vec<f32> = (0..3 * dim).map(|i| ((i * 5 % 19) as f32) - 9.0).collect();
+        let f32t = Tensor::from_slice([3, dim], &vals).unwrap();
+        let i8v: Vec<i8> = vals.iter().map(|&v| v as i8).collect();
+        let tables = [
+            f32t.to_dtype(DType::F16).unwrap(),
+            f32t.to_dtype(DType::BF16).unwrap(),
+            Tensor::from_slice([3, dim], &i8v).unwrap(),
+            f32t,
+        ];
+        let map = Tensor::from_slice([5], &[2i32, 0, 1, 0, 2]).unwrap();
+        let weights = Tensor::from_slice([5], &[0.5f32, -1.25, 3.0, 0.1, 1.0]).unwrap();
+        let ids = [4u32, 0, 0, 3, 1, 2];
+        for table in tables {
+            let table_vals = table.to_f32_vec().unwrap();
+            for (map, weights) in [(None, None), (Some(&map), Some(&weights))] {
+                let bag = EmbeddingBag::new(table.clone(), map, weights).unwrap();
+                let mut ids = &ids[..];
+                if map.is_none() {
+                    ids = &ids[1..3]; // ids below the three rows
+                }
+                let mut rows = vec![f32::NAN; ids.len() * dim];
+                bag.rows_into(ids, &mut rows).unwrap();
+                let what = format!("{} mapped {}", table.dtype(), map.is_some());
+                for (&id, row) in ids.iter().zip(rows.chunks(dim)) {
+                    let want = naive(&table_vals, dim, bag.mapping(), bag.weights(), &[id]);
+                    assert_eq!(row, &want[..], "{what}: row of id {id}");
+                }
+                let mut sum = vec![0f32; dim];
+                for row in rows.chunks(dim) {
+                    sum.iter_mut().zip(row).for_each(|(s, &x)| *s += x);
+                }
+                sum.iter_mut().for_each(|s| *s /= ids.len() as f32);
+                let mut mean = vec![0f32; dim];
+                bag.mean_into(ids, &mut mean).unwrap();
+                assert_eq!(sum, mean, "{what}: mean of the rows");
+            }
+        }
+        let bag =
+            EmbeddingBag::new(Tensor::from_slice([2, 2], &[0f32; 4]).unwrap(), None, None).unwrap();
+        let e = bag
+            .rows_into(&[0, 1], &mut [0.0; 3])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("token rows"), "{e}");
+        let e = bag.rows_into(&[2], &mut [0.0; 2]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::IdOutOfRange {
+                    id: 2,
+                    vocab: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

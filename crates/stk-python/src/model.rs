@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use numpy::ndarray::Array2;
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple};
+use pyo3::types::{PyList, PySlice, PyString, PyTuple};
 use stk::{Elements, EncodeOptions, LoadOptions, MaxLength, Model, Precision, Semantics};
 
 use crate::arrays::type_name;
@@ -177,8 +177,7 @@ impl StaticModel {
         })
     }
 
-    /// Encode `texts` into `out` in batches of `batch_size`, without the GIL, on this
-    /// process's pool.
+    /// Encode `texts` into one `[N, dim]` buffer, batch by batch (see `for_each_batch`).
     fn encode_texts(
         &self,
         py: Python<'_>,
@@ -186,25 +185,41 @@ impl StaticModel {
         batch_size: usize,
         show_progress_bar: bool,
     ) -> PyResult<Vec<f32>> {
-        if batch_size == 0 {
-            return Err(value_error("batch_size must be at least 1"));
-        }
         let dim = self.model.dim();
         let len = texts
             .len()
             .checked_mul(dim)
             .ok_or_else(|| value_error("too many sentences for one output array"))?;
-        let pool = threads::pool(self.source.threads)?;
         let mut out = vec![0f32; len];
+        let mut filled = 0;
+        self.for_each_batch(py, texts, batch_size, show_progress_bar, |batch| {
+            let rows = &mut out[filled..filled + batch.len() * dim];
+            filled += rows.len();
+            self.model.encode_into(batch, rows)
+        })?;
+        Ok(out)
+    }
+
+    /// Run `work` on `texts` in batches of `batch_size`, in order, without the GIL, on this
+    /// process's pool; with `show_progress_bar`, a count on stderr after each batch.
+    fn for_each_batch(
+        &self,
+        py: Python<'_>,
+        texts: &[&str],
+        batch_size: usize,
+        show_progress_bar: bool,
+        mut work: impl FnMut(&[&str]) -> stk::Result<()> + Send,
+    ) -> PyResult<()> {
+        if batch_size == 0 {
+            return Err(value_error("batch_size must be at least 1"));
+        }
+        let pool = threads::pool(self.source.threads)?;
         let total = texts.len();
         py.detach(|| {
             pool.install(|| {
                 let mut done = 0;
-                for (batch, rows) in texts
-                    .chunks(batch_size)
-                    .zip(out.chunks_mut(batch_size * dim.max(1)))
-                {
-                    self.model.encode_into(batch, rows)?;
+                for batch in texts.chunks(batch_size) {
+                    work(batch)?;
                     done += batch.len();
                     if show_progress_bar {
                         let _ = write!(std::io::stderr(), "\rstk: encoded {done}/{total}");
@@ -216,8 +231,15 @@ impl StaticModel {
                 Ok(())
             })
         })
-        .py()?;
-        Ok(out)
+        .py()
+    }
+
+    /// The texts of `sentences` (one `str`, or a list of them) and whether it was one `str`.
+    fn texts_of<'py>(sentences: &Bound<'py, PyAny>) -> PyResult<(Vec<Bound<'py, PyString>>, bool)> {
+        Ok(match sentences.cast::<PyString>() {
+            Ok(one) => (vec![one.clone()], true),
+            Err(_) => (collect_texts(sentences)?, false),
+        })
     }
 }
 
@@ -280,6 +302,75 @@ impl StaticModel {
             .collect::<PyResult<Vec<&str>>>()?;
         let out = self.encode_texts(py, &texts, batch_size, show_progress_bar)?;
         self.apply_options(py, out, texts.len(), &options)
+    }
+
+    /// model2vec's `encode_as_sequence`: each sentence's token embeddings as a float32 array
+    /// `[tokens, dim]` (a list of them; one array for one `str`). `max_length` is this call's
+    /// own token limit (and character cut), not the model's. The multiprocessing arguments
+    /// are accepted as model2vec takes them; stk always encodes on its own thread pool.
+    #[pyo3(signature = (sentences, *, max_length=None, batch_size=1024, show_progress_bar=false, use_multiprocessing=true, multiprocessing_threshold=10_000))]
+    #[allow(clippy::too_many_arguments)]
+    fn encode_as_sequence<'py>(
+        &self,
+        py: Python<'py>,
+        sentences: &Bound<'py, PyAny>,
+        max_length: Option<usize>,
+        batch_size: usize,
+        show_progress_bar: bool,
+        use_multiprocessing: bool,
+        multiprocessing_threshold: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let _ = (use_multiprocessing, multiprocessing_threshold);
+        // The Python strings stay referenced by `owned` while the GIL is released.
+        let (owned, single) = Self::texts_of(sentences)?;
+        let texts = owned
+            .iter()
+            .map(|s| s.to_str())
+            .collect::<PyResult<Vec<&str>>>()?;
+        let mut batches = Vec::new();
+        self.for_each_batch(py, &texts, batch_size, show_progress_bar, |batch| {
+            batches.push(self.model.encode_as_sequence(batch, max_length)?);
+            Ok(())
+        })?;
+        let dim = self.model.dim();
+        let mut arrays = Vec::with_capacity(texts.len());
+        for batch in batches {
+            let (values, offsets) = batch.into_parts();
+            let rows = offsets.last().copied().unwrap_or(0);
+            let all = Array2::from_shape_vec((rows, dim), values)
+                .map_err(|e| value_error(format!("output shape: {e}")))?
+                .into_pyarray(py);
+            for w in offsets.windows(2) {
+                let rows = PySlice::new(py, w[0] as isize, w[1] as isize, 1);
+                arrays.push(all.call_method1("__getitem__", (rows,))?);
+            }
+        }
+        if single {
+            return Ok(arrays.swap_remove(0));
+        }
+        Ok(PyList::new(py, arrays)?.into_any())
+    }
+
+    /// model2vec's `tokenize`: each sentence's token ids, truncated to the model's
+    /// `max_length`, the unknown token dropped (one list for one `str`).
+    fn tokenize<'py>(
+        &self,
+        py: Python<'py>,
+        sentences: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (owned, single) = Self::texts_of(sentences)?;
+        let texts = owned
+            .iter()
+            .map(|s| s.to_str())
+            .collect::<PyResult<Vec<&str>>>()?;
+        let pool = threads::pool(self.source.threads)?;
+        let mut ids = py
+            .detach(|| pool.install(|| self.model.tokenize(&texts)))
+            .py()?;
+        if single {
+            return ids.swap_remove(0).into_pyobject(py).map(Bound::into_any);
+        }
+        ids.into_pyobject(py).map(Bound::into_any)
     }
 
     /// Encode UTF-8 texts laid end to end in `data`, text `i` being

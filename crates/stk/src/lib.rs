@@ -16,7 +16,7 @@ pub mod quantize;
 pub mod text_io;
 
 pub use model::{Embeddings, LoadOptions, Model, Semantics};
-pub use model2vec::MaxLength;
+pub use model2vec::{MaxLength, TokenEmbeddings};
 pub use pipeline::Pipeline;
 pub use quantize::{
     ElementSlice, ElementType, Elements, EncodeOptions, EncodedArray, Precision, Ranges,

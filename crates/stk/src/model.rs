@@ -31,7 +31,7 @@ use rayon::prelude::*;
 
 use crate::embedded::EmbeddedFiles;
 use crate::gpu::GpuStatic;
-use crate::model2vec::{MaxLength, Model2Vec, Model2VecConfig, Model2VecLayout};
+use crate::model2vec::{MaxLength, Model2Vec, Model2VecConfig, Model2VecLayout, TokenEmbeddings};
 use crate::pipeline::Pipeline;
 use crate::quantize::{EncodeOptions, EncodedArray};
 
@@ -549,6 +549,46 @@ impl Model {
         options.truncated_dim(self.dim)?;
         let embeddings = self.encode(texts)?;
         options.apply(embeddings.as_slice(), self.dim)
+    }
+
+    /// model2vec's `encode_as_sequence(texts, max_length=...)`: each text's token rows, not
+    /// averaged (see [`Model2Vec::encode_as_sequence`]). Only for model2vec semantics.
+    pub fn encode_as_sequence(
+        &self,
+        texts: &[&str],
+        max_length: Option<usize>,
+    ) -> Result<TokenEmbeddings> {
+        self.model2vec("encode_as_sequence")?
+            .encode_as_sequence(texts, max_length)
+    }
+
+    /// model2vec's `tokenize(texts)`: each text's ids, truncated to the model's `max_length`,
+    /// the unknown id dropped (see [`Model2Vec::tokenize_into`]). Only for model2vec
+    /// semantics. In parallel.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let model = self.model2vec("tokenize")?;
+        texts
+            .par_iter()
+            .map(|text| {
+                let mut ids = Vec::new();
+                model.tokenize_into(text, &mut ids)?;
+                Ok(ids)
+            })
+            .collect()
+    }
+
+    /// The model2vec engine, or an error saying that `what` needs one.
+    fn model2vec(&self, what: &str) -> Result<&Model2Vec> {
+        match &self.engine {
+            Engine::Model2Vec(m) => Ok(m),
+            _ => Err(Error::Unsupported(
+                format!("{what} (model2vec's token-level call)"),
+                format!(
+                    "a model with {} semantics (load it with model2vec semantics)",
+                    self.semantics.as_str()
+                ),
+            )),
+        }
     }
 
     /// Encode `texts` into `out` (`texts.len() × dim` values, row-major), reusing the caller's

@@ -22,12 +22,18 @@
 //! 5. with `normalize`: `v / (‖v‖ + 1e-32)`.
 //!
 //! With no `max_length` (`None`) neither cut happens, whatever `tokenizer.json` says.
+//!
+//! The token-level calls follow the same steps: `tokenize` is steps 2–3 with the model's
+//! `max_length` (no character cut), `encode_as_sequence` is steps 1–3 with the call's own
+//! `max_length` (`None` by default: the model's is not used) and gives each remaining id's
+//! (mapped, weighted) row instead of their mean.
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Deserializer};
 use stk_core::{Error, Result};
-use stk_cpu::StaticEmbedding;
+use stk_cpu::{EmbeddingBag, StaticEmbedding};
 
 /// `max_length` of the reference when neither the caller nor the config gives one.
 pub const DEFAULT_MAX_LENGTH: usize = 512;
@@ -280,18 +286,64 @@ impl Model2Vec {
 
     /// The ids averaged for `text` (steps 1–3), into `ids` (replacing its content).
     pub fn token_ids_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
-        let text = match self.char_limit() {
-            Some(limit) => cut_chars(text, limit),
+        self.ids_into(text, self.max_length, CharCut::Yes, ids)
+    }
+
+    /// model2vec's `tokenize`: the ids of `text` truncated to the model's `max_length`, the
+    /// unknown id dropped, without the character cut (steps 2–3).
+    pub fn tokenize_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
+        self.ids_into(text, self.max_length, CharCut::No, ids)
+    }
+
+    /// The ids whose rows model2vec's `encode_as_sequence(max_length=...)` gives: steps 1–3
+    /// with the call's `max_length` (`None`: no limit and no cut, whatever the model's).
+    pub fn sequence_ids_into(
+        &self,
+        text: &str,
+        max_length: Option<usize>,
+        ids: &mut Vec<u32>,
+    ) -> Result<()> {
+        self.ids_into(text, max_length, CharCut::Yes, ids)
+    }
+
+    /// Steps 1–3 with `max_length` as the limit; the character cut only with `cut`.
+    fn ids_into(
+        &self,
+        text: &str,
+        max_length: Option<usize>,
+        cut: CharCut,
+        ids: &mut Vec<u32>,
+    ) -> Result<()> {
+        let text = match max_length.filter(|_| cut == CharCut::Yes) {
+            Some(m) => cut_chars(text, m.saturating_mul(self.median_token_length)),
             None => text,
         };
         ids.clear();
         // The tokenizer's own truncation (tokenizer.json) is replaced by `max_length`.
-        let limit = self.max_length.unwrap_or(usize::MAX);
+        let limit = max_length.unwrap_or(usize::MAX);
         self.embedding.tokenizer().encode_into(text, limit, ids)?;
         if let Some(unk) = self.unk_id {
             ids.retain(|&id| id != unk);
         }
         Ok(())
+    }
+
+    /// model2vec's `encode_as_sequence`: for each text, the rows of its ids
+    /// ([`Model2Vec::sequence_ids_into`]), neither averaged nor normalized. In parallel.
+    pub fn encode_as_sequence(
+        &self,
+        texts: &[&str],
+        max_length: Option<usize>,
+    ) -> Result<TokenEmbeddings> {
+        let ids = texts
+            .par_iter()
+            .map(|text| {
+                let mut ids = Vec::new();
+                self.sequence_ids_into(text, max_length, &mut ids)?;
+                Ok(ids)
+            })
+            .collect::<Result<Vec<Vec<u32>>>>()?;
+        TokenEmbeddings::gather(self.embedding.bag(), &ids)
     }
 
     /// Encode `texts` into `out` (`texts.len() × dim` values, row-major), in parallel.
@@ -307,6 +359,85 @@ impl Model2Vec {
                 }
             },
         )
+    }
+}
+
+/// Whether a text is cut to `max_length × median_token_length` characters before tokenizing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CharCut {
+    Yes,
+    No,
+}
+
+/// The rows of each text's tokens (model2vec's `encode_as_sequence`): text `i` has
+/// `tokens(i)` rows of `dim` f32 values, all texts' rows in one row-major buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenEmbeddings {
+    values: Vec<f32>,
+    /// `texts + 1` row offsets: text `i` is rows `offsets[i]..offsets[i + 1]`.
+    offsets: Vec<usize>,
+    dim: usize,
+}
+
+impl TokenEmbeddings {
+    /// The rows of every id list, read from `bag` in parallel.
+    fn gather(bag: &EmbeddingBag, ids: &[Vec<u32>]) -> Result<TokenEmbeddings> {
+        let dim = bag.dim();
+        let offsets: Vec<usize> = std::iter::once(0)
+            .chain(ids.iter().scan(0usize, |end, ids| {
+                *end += ids.len();
+                Some(*end)
+            }))
+            .collect();
+        let total = offsets.last().copied().unwrap_or(0);
+        let len = total
+            .checked_mul(dim)
+            .ok_or_else(|| Error::invalid("too many tokens for one output buffer"))?;
+        let mut values = vec![0f32; len];
+        let mut slices = Vec::with_capacity(ids.len());
+        let mut rest = values.as_mut_slice();
+        for ids in ids {
+            let (text_rows, tail) = rest.split_at_mut(ids.len() * dim);
+            slices.push(text_rows);
+            rest = tail;
+        }
+        ids.par_iter()
+            .zip(slices)
+            .try_for_each(|(ids, rows)| bag.rows_into(ids, rows))?;
+        Ok(TokenEmbeddings {
+            values,
+            offsets,
+            dim,
+        })
+    }
+
+    /// Number of texts.
+    pub fn texts(&self) -> usize {
+        self.offsets.len() - 1
+    }
+    /// Width of each row.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    /// Number of rows of text `i` (its tokens); panics if `i >= texts()`.
+    pub fn tokens(&self, i: usize) -> usize {
+        self.offsets[i + 1] - self.offsets[i]
+    }
+    /// The rows of text `i`, row-major (`tokens(i) × dim` values); panics if `i >= texts()`.
+    pub fn text(&self, i: usize) -> &[f32] {
+        &self.values[self.offsets[i] * self.dim..self.offsets[i + 1] * self.dim]
+    }
+    /// Row offsets: text `i` is rows `offsets()[i]..offsets()[i + 1]` of [`TokenEmbeddings::as_slice`].
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+    /// Every text's rows, one after the other (`offsets().last() × dim` values).
+    pub fn as_slice(&self) -> &[f32] {
+        &self.values
+    }
+    /// The values and row offsets, without a copy.
+    pub fn into_parts(self) -> (Vec<f32>, Vec<usize>) {
+        (self.values, self.offsets)
     }
 }
 
@@ -454,6 +585,67 @@ mod tests {
         let all = Model2Vec::from_dir(dir.path(), None, MaxLength::Unlimited).unwrap();
         all.token_ids_into("zz dog cat the", &mut ids).unwrap();
         assert_eq!(ids, [1, 2, 3]);
+    }
+
+    /// `tokenize` truncates to the model's limit without the character cut;
+    /// `encode_as_sequence` cuts and truncates by the call's limit only (none by default).
+    #[test]
+    fn token_level_calls_take_their_own_limits() {
+        let dir = word_level_folder(r#"{"max_length": 2}"#);
+        let m = Model2Vec::from_dir(dir.path(), None, MaxLength::FromConfig).unwrap();
+        let mut ids = Vec::new();
+        // The model's 6-char cut leaves "the   ", tokenize's 2-token limit leaves both words.
+        m.token_ids_into("the   dog cat", &mut ids).unwrap();
+        assert_eq!(ids, [3]);
+        m.tokenize_into("the   dog cat", &mut ids).unwrap();
+        assert_eq!(ids, [3, 1]);
+        let texts = ["the   dog cat", "zz", ""];
+        let cases: [(Option<usize>, &[&[f32]]); 3] = [
+            (None, &[&[6.0, 7.0, 2.0, 3.0, 4.0, 5.0], &[], &[]]),
+            // Cut to 6 chars ("the   "): one token, though the limit allows two.
+            (Some(2), &[&[6.0, 7.0], &[], &[]]),
+            (Some(0), &[&[], &[], &[]]),
+        ];
+        for (max_length, want) in cases {
+            let got = m.encode_as_sequence(&texts, max_length).unwrap();
+            assert_eq!((got.texts(), got.dim()), (3, 2));
+            for (i, rows) in want.iter().enumerate() {
+                assert_eq!(got.text(i), *rows, "max_length {max_length:?}, text {i}");
+                assert_eq!(got.tokens(i), rows.len() / 2);
+            }
+        }
+        let none = m.encode_as_sequence(&[], None).unwrap();
+        assert_eq!(
+            (none.texts(), none.offsets(), none.as_slice()),
+            (0, &[0][..], &[][..])
+        );
+    }
+
+    /// A text's token rows average to its embedding (normalization off), for the f16 table
+    /// and the vocabulary-quantized int8 one (mapping and weights).
+    #[test]
+    fn sequence_rows_average_to_the_embedding() {
+        let texts = [
+            "Static embeddings are fast.",
+            "naïve café, 東京 and emoji 🙂",
+            "",
+        ];
+        for name in ["potion-base-8M-f16", "potion-base-8M-int8-vq2048-d128"] {
+            let m = Model2Vec::from_dir(committed(name), Some(false), MaxLength::Limit(8)).unwrap();
+            let rows = m.encode_as_sequence(&texts, Some(8)).unwrap();
+            let mut want = vec![0f32; texts.len() * m.dim()];
+            m.encode_into(&texts, &mut want).unwrap();
+            for (i, want) in want.chunks(m.dim()).enumerate() {
+                let mut mean = vec![0f32; m.dim()];
+                for row in rows.text(i).chunks(m.dim()) {
+                    mean.iter_mut().zip(row).for_each(|(s, &x)| *s += x);
+                }
+                let n = rows.tokens(i).max(1) as f32;
+                mean.iter_mut().for_each(|s| *s /= n);
+                assert_eq!(mean, want, "{name}, text {i}");
+            }
+            assert!(rows.tokens(0) > 4 && rows.tokens(1) <= 8 && rows.tokens(2) == 0);
+        }
     }
 
     #[test]

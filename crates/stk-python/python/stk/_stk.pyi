@@ -1,7 +1,7 @@
 """Type stubs of the native module ``stk._stk`` (see ``stk/__init__.py`` for the public API)."""
 
 from os import PathLike
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,43 @@ class StaticModel:
         ``SentenceTransformer.encode`` does (int8/uint8 ranges from the embeddings of this call;
         binary/ubinary pack ``ceil(k/8)`` bytes a row): float32, int8 or uint8 arrays.
         """
+
+    @overload
+    def encode_as_sequence(
+        self,
+        sentences: str,
+        *,
+        max_length: int | None = None,
+        batch_size: int = 1024,
+        show_progress_bar: bool = False,
+        use_multiprocessing: bool = True,
+        multiprocessing_threshold: int = 10_000,
+    ) -> npt.NDArray[np.float32]: ...
+    @overload
+    def encode_as_sequence(
+        self,
+        sentences: Iterable[str],
+        *,
+        max_length: int | None = None,
+        batch_size: int = 1024,
+        show_progress_bar: bool = False,
+        use_multiprocessing: bool = True,
+        multiprocessing_threshold: int = 10_000,
+    ) -> list[npt.NDArray[np.float32]]:
+        """model2vec's ``encode_as_sequence``: each sentence's token embeddings ``[tokens, width]``.
+
+        float32 always (model2vec answers in the table's dtype); ``max_length`` is this call's
+        token limit and character cut (``None``: none, whatever the model's ``max_length``).
+        The multiprocessing arguments are accepted and ignored: stk uses its thread pool.
+        Only for model2vec semantics (``ValueError`` otherwise).
+        """
+
+    @overload
+    def tokenize(self, sentences: str) -> list[int]: ...
+    @overload
+    def tokenize(self, sentences: Iterable[str]) -> list[list[int]]:
+        """model2vec's ``tokenize``: token ids truncated to the model's ``max_length``, the
+        unknown token dropped. Only for model2vec semantics (``ValueError`` otherwise)."""
 
     def encode_arrow(self, array: Any, batch_size: int = 1024) -> Any:
         """A pyarrow string array as a ``FixedSizeList<float32, dim>`` array (nulls are refused)."""
