@@ -219,6 +219,36 @@ int stk_model_dim(const struct stk_model *model, size_t *dim);
 // writable floats (either may be `NULL` when `n == 0`).
 int stk_model_encode(const struct stk_model *model, const char *const *texts, size_t n, float *out);
 
+// model2vec's `encode_as_sequence`, step one: write the row offsets of the `n` texts into
+// `offsets` (`n + 1` entries: text `i` gives rows `offsets[i]` to `offsets[i + 1]`, so
+// `offsets[n] * dim` floats hold them all). `max_length` is the call's token limit and
+// character cut; `SIZE_MAX` for none (model2vec's default for this call). Only tokenizes.
+// Model2vec semantics only (`STK_ERR_UNSUPPORTED` otherwise).
+//
+// # Safety
+// `model` is a live model; `texts` points to `n` NUL-terminated strings (or is `NULL` when
+// `n == 0`); `offsets` to `n + 1` writable `size_t`.
+int stk_model_sequence_offsets(const struct stk_model *model,
+                               const char *const *texts,
+                               size_t n,
+                               size_t max_length,
+                               size_t *offsets);
+
+// model2vec's `encode_as_sequence`, step two: every text's token rows (each id's mapped,
+// weighted table row, as f32; neither averaged nor normalized), text after text, into `out`:
+// `out_len` must be `offsets[n] * dim` of [`stk_model_sequence_offsets`] with the same
+// arguments. Model2vec semantics only (`STK_ERR_UNSUPPORTED` otherwise).
+//
+// # Safety
+// `model` is a live model; `texts` points to `n` NUL-terminated strings; `out` to `out_len`
+// writable floats (either may be `NULL` when its length is 0).
+int stk_model_encode_as_sequence(const struct stk_model *model,
+                                 const char *const *texts,
+                                 size_t n,
+                                 size_t max_length,
+                                 float *out,
+                                 size_t out_len);
+
 // What `stk_model_encode_with_options` writes per text: `*dtype` (`STK_DTYPE_F32`,
 // `STK_DTYPE_I8` or `STK_DTYPE_U8`) and `*cols` elements of it.
 //

@@ -6,7 +6,8 @@
  * "key values..." per line), NAME.tokens / NAME.mask / NAME.cu / NAME.x (raw little-endian
  * inputs) and NAME.expected (f32). encode.texts and opt.texts hold texts as "LENGTH\nBYTES\n"
  * records; optK.case / optK.expected / optK.calibration are the encode-option cases (fixtures
- * made by sentence-transformers 6.2), whose expected bytes are in the output dtype.
+ * made by sentence-transformers 6.2), whose expected bytes are in the output dtype; seqK.case /
+ * seqK.offsets (u64) / seqK.expected are model2vec's encode_as_sequence through the library.
  * Prints one line per check and exits 1 if any failed. */
 #include <math.h>
 #include <stdint.h>
@@ -492,6 +493,68 @@ static void check_bad_pool_args(const char *padded, const char *varlen, int has_
     free_pool_case(&v);
 }
 
+/* ---- model2vec's encode_as_sequence: row offsets, then the rows, against the library's ---- */
+
+static void check_sequence_case(int k, const texts_t *t) {
+    char name[32], path[4096], what[4200];
+    snprintf(name, sizeof name, "seq%d", k);
+    case_model(name, path, sizeof path);
+    int64_t limit = case_int(name, "max_length", -1);
+    size_t max_length = limit < 0 ? SIZE_MAX : (size_t)limit;
+    snprintf(what, sizeof what, "encode_as_sequence, %s, max_length %lld", path, (long long)limit);
+    stk_model *model = NULL;
+    int status = stk_model_load(path, &model);
+    CHECK(status == STK_OK, "%s: load: %d %s", what, status, stk_last_error_message());
+    if (!model) return;
+    size_t dim = 0, len = 0, n = t->n;
+    const char *const *texts = (const char *const *)t->texts;
+    CHECK(stk_model_dim(model, &dim) == STK_OK, "%s: dim", what);
+    size_t *offsets = malloc(sizeof(size_t) * (n + 1));
+    status = stk_model_sequence_offsets(model, texts, n, max_length, offsets);
+    CHECK(status == STK_OK, "%s: offsets: %d %s", what, status, stk_last_error_message());
+    char file[64];
+    snprintf(file, sizeof file, "%s.offsets", name);
+    uint64_t *expected_offsets = read_file(file, &len);
+    CHECK(len == (n + 1) * sizeof(uint64_t), "%s: %zu offset bytes", what, len);
+    size_t off = 0;
+    for (size_t i = 0; i <= n && status == STK_OK; i++)
+        if (offsets[i] != expected_offsets[i]) off++;
+    CHECK(off == 0, "%s: %zu offsets differ", what, off);
+    if (status == STK_OK && off == 0) {
+        size_t values = offsets[n] * dim;
+        float *out = malloc(sizeof(float) * (values + 1));
+        snprintf(file, sizeof file, "%s.expected", name);
+        float *expected = read_file(file, &len);
+        CHECK(len == values * sizeof(float), "%s: %zu expected bytes", what, len);
+        status = stk_model_encode_as_sequence(model, texts, n, max_length, out, values);
+        CHECK(status == STK_OK, "%s: rows: %d %s", what, status, stk_last_error_message());
+        if (status == STK_OK) check_close(what, out, expected, values, 0.0);
+        check_error("encode_as_sequence, out_len one short",
+                    stk_model_encode_as_sequence(model, texts, n, max_length, out, values - 1),
+                    STK_ERR_SHAPE, "out");
+        check_error("encode_as_sequence, NULL out",
+                    stk_model_encode_as_sequence(model, texts, n, max_length, NULL, values),
+                    STK_ERR_NULL_POINTER, "out");
+        free(out);
+        free(expected);
+    }
+    check_error("sequence_offsets, NULL offsets",
+                stk_model_sequence_offsets(model, texts, n, max_length, NULL),
+                STK_ERR_NULL_POINTER, "offsets");
+    free(expected_offsets);
+    free(offsets);
+    CHECK(stk_model_free(model) == STK_OK, "%s: free", what);
+}
+
+static void check_sequences(void) {
+    texts_t t = read_texts("encode.texts");
+    int count = (int)case_int("seq", "count", 0);
+    CHECK(count > 0, "no encode_as_sequence cases");
+    for (int k = 0; k < count; k++) check_sequence_case(k, &t);
+    for (size_t i = 0; i < t.n; i++) free(t.texts[i]);
+    free(t.texts);
+}
+
 int main(int argc, char **argv) {
     if (argc != 4) {
         fprintf(stderr, "usage: %s DATA_DIR MODEL_DIR cuda|no-cuda\n", argv[0]);
@@ -528,6 +591,7 @@ int main(int argc, char **argv) {
     check_normalize("normalize");
     check_bad_pool_args("padded", "varlen", has_cuda);
     check_encode_options();
+    check_sequences();
 
     for (size_t i = 0; i < t.n; i++) free(t.texts[i]);
     free(t.texts);

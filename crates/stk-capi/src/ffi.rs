@@ -228,6 +228,61 @@ pub unsafe extern "C" fn stk_model_encode(
     })
 }
 
+/// model2vec's `encode_as_sequence`, step one: write the row offsets of the `n` texts into
+/// `offsets` (`n + 1` entries: text `i` gives rows `offsets[i]` to `offsets[i + 1]`, so
+/// `offsets[n] * dim` floats hold them all). `max_length` is the call's token limit and
+/// character cut; `SIZE_MAX` for none (model2vec's default for this call). Only tokenizes.
+/// Model2vec semantics only (`STK_ERR_UNSUPPORTED` otherwise).
+///
+/// # Safety
+/// `model` is a live model; `texts` points to `n` NUL-terminated strings (or is `NULL` when
+/// `n == 0`); `offsets` to `n + 1` writable `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn stk_model_sequence_offsets(
+    model: *const stk_model,
+    texts: *const *const c_char,
+    n: usize,
+    max_length: usize,
+    offsets: *mut usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's promises about `model` and `texts`, passed on.
+        let (model, strings) = unsafe { (model_ref(model)?, read_texts(texts, n)?) };
+        let len = n
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid("n + 1 overflows size_t"))?;
+        // SAFETY: `offsets` holds n + 1 writable size_t (the caller's promise).
+        let offsets = unsafe { slice_mut(offsets, len, "offsets") }?;
+        host::sequence_offsets(model, &strings, max_length, offsets).map_err(Failure::from)
+    })
+}
+
+/// model2vec's `encode_as_sequence`, step two: every text's token rows (each id's mapped,
+/// weighted table row, as f32; neither averaged nor normalized), text after text, into `out`:
+/// `out_len` must be `offsets[n] * dim` of [`stk_model_sequence_offsets`] with the same
+/// arguments. Model2vec semantics only (`STK_ERR_UNSUPPORTED` otherwise).
+///
+/// # Safety
+/// `model` is a live model; `texts` points to `n` NUL-terminated strings; `out` to `out_len`
+/// writable floats (either may be `NULL` when its length is 0).
+#[no_mangle]
+pub unsafe extern "C" fn stk_model_encode_as_sequence(
+    model: *const stk_model,
+    texts: *const *const c_char,
+    n: usize,
+    max_length: usize,
+    out: *mut f32,
+    out_len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's promises about `model` and `texts`, passed on.
+        let (model, strings) = unsafe { (model_ref(model)?, read_texts(texts, n)?) };
+        // SAFETY: `out` holds out_len writable floats (the caller's promise).
+        let out = unsafe { slice_mut(out, out_len, "out") }?;
+        host::encode_as_sequence(model, &strings, max_length, out).map_err(Failure::from)
+    })
+}
+
 /// The options behind a caller's pointer, with the calibration rows read.
 ///
 /// # Safety

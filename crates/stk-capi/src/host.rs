@@ -153,6 +153,44 @@ pub fn encode(model: &Model, texts: &[&str], out: &mut [f32]) -> Result<()> {
     model.encode_into(texts, out)
 }
 
+/// A C `max_length` (`SIZE_MAX`: no limit) as the library's.
+fn max_length(max_length: usize) -> Option<usize> {
+    (max_length != usize::MAX).then_some(max_length)
+}
+
+/// `stk_model_sequence_offsets`: `offsets[i]..offsets[i + 1]` are the rows of text `i`
+/// (`texts.len() + 1` entries, from 0).
+pub fn sequence_offsets(
+    model: &Model,
+    texts: &[&str],
+    max_length_or_max: usize,
+    offsets: &mut [usize],
+) -> Result<()> {
+    let lengths = model.sequence_lengths(texts, max_length(max_length_or_max))?;
+    let mut end = 0usize;
+    offsets[0] = 0;
+    for (offset, n) in offsets[1..].iter_mut().zip(lengths) {
+        end += n;
+        *offset = end;
+    }
+    Ok(())
+}
+
+/// `stk_model_encode_as_sequence`: every text's token rows, one after the other, into `out`
+/// (exactly `rows × dim` values).
+pub fn encode_as_sequence(
+    model: &Model,
+    texts: &[&str],
+    max_length_or_max: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let rows = model.encode_as_sequence(texts, max_length(max_length_or_max))?;
+    let total = rows.offsets().last().copied().unwrap_or(0);
+    check_out_len(total, model.dim(), out.len())?;
+    out.copy_from_slice(rows.as_slice());
+    Ok(())
+}
+
 /// The library's options for a `stk_encode_options`, calibration aside ([`calibrate`]).
 pub fn encode_options(options: &types::stk_encode_options) -> Result<EncodeOptions> {
     Ok(EncodeOptions {

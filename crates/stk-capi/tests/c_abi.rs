@@ -252,6 +252,48 @@ fn write_option_cases(data: &Path) {
     std::fs::write(data.join("opt.case"), format!("count {}\n", cases.len())).unwrap();
 }
 
+/// model2vec's `encode_as_sequence` through the library, for the C test to compare with:
+/// `seqK.case` (model folder, `max_length` or -1 for none), `seqK.offsets` (u64 row offsets)
+/// and `seqK.expected` (f32 rows) over the texts of `encode.texts`; `seq.case` their count.
+fn write_sequence_cases(data: &Path) {
+    let texts: Vec<String> = serde_json::from_str(
+        &std::fs::read_to_string(golden("model2vec_potion-base-8M-f16").join("texts.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let models = ["potion-base-8M-int8-vq2048-d128", "stk-unigram-8k-64d-int8"];
+    let cases = models
+        .iter()
+        .flat_map(|m| [(m, None), (m, Some(4))])
+        .collect::<Vec<_>>();
+    for (k, (name, max_length)) in cases.iter().enumerate() {
+        let folder = repo_root().join("models").join(name);
+        let model = stk::Model::load(&folder).unwrap();
+        let rows = model.encode_as_sequence(&texts, *max_length).unwrap();
+        assert!(
+            rows.offsets().last().unwrap() > &texts.len(),
+            "{name}: few tokens"
+        );
+        let offsets: Vec<u8> = rows
+            .offsets()
+            .iter()
+            .flat_map(|&o| (o as u64).to_le_bytes())
+            .collect();
+        let values: Vec<u8> = rows
+            .as_slice()
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let limit = max_length.map_or(-1, |m| m as i64);
+        let case = format!("model {}\nmax_length {limit}\n", folder.display());
+        std::fs::write(data.join(format!("seq{k}.case")), case).unwrap();
+        std::fs::write(data.join(format!("seq{k}.offsets")), offsets).unwrap();
+        std::fs::write(data.join(format!("seq{k}.expected")), values).unwrap();
+    }
+    std::fs::write(data.join("seq.case"), format!("count {}\n", cases.len())).unwrap();
+}
+
 /// `texts` as stk_test.c reads them: a "LENGTH\nBYTES\n" record each.
 fn write_texts(path: &Path, texts: &[String]) {
     let mut records = Vec::new();
@@ -272,6 +314,7 @@ fn the_c_program_passes_on_golden_cases_and_bad_arguments() {
     std::fs::create_dir(&data).unwrap();
     write_cases(&data);
     write_option_cases(&data);
+    write_sequence_cases(&data);
     let exe = tmp.path().join("stk_test");
     run(Command::new("cc")
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-o"])

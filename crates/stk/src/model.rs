@@ -562,6 +562,17 @@ impl Model {
             .encode_as_sequence(texts, max_length)
     }
 
+    /// How many rows [`Model::encode_as_sequence`] gives each text (it only tokenizes: the
+    /// size of the output before computing it). Only for model2vec semantics.
+    pub fn sequence_lengths(
+        &self,
+        texts: &[&str],
+        max_length: Option<usize>,
+    ) -> Result<Vec<usize>> {
+        self.model2vec("sequence_lengths")?
+            .sequence_lengths(texts, max_length)
+    }
+
     /// model2vec's `tokenize(texts)`: each text's ids, truncated to the model's `max_length`,
     /// the unknown id dropped (see [`Model2Vec::tokenize_into`]). Only for model2vec
     /// semantics. In parallel.

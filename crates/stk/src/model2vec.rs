@@ -335,15 +335,33 @@ impl Model2Vec {
         texts: &[&str],
         max_length: Option<usize>,
     ) -> Result<TokenEmbeddings> {
-        let ids = texts
+        let ids = self.sequence_ids(texts, max_length)?;
+        TokenEmbeddings::gather(self.embedding.bag(), &ids)
+    }
+
+    /// How many rows [`Model2Vec::encode_as_sequence`] gives each text (only tokenizes).
+    pub fn sequence_lengths(
+        &self,
+        texts: &[&str],
+        max_length: Option<usize>,
+    ) -> Result<Vec<usize>> {
+        Ok(self
+            .sequence_ids(texts, max_length)?
+            .iter()
+            .map(Vec::len)
+            .collect())
+    }
+
+    /// [`Model2Vec::sequence_ids_into`] of every text, in parallel.
+    fn sequence_ids(&self, texts: &[&str], max_length: Option<usize>) -> Result<Vec<Vec<u32>>> {
+        texts
             .par_iter()
             .map(|text| {
                 let mut ids = Vec::new();
                 self.sequence_ids_into(text, max_length, &mut ids)?;
                 Ok(ids)
             })
-            .collect::<Result<Vec<Vec<u32>>>>()?;
-        TokenEmbeddings::gather(self.embedding.bag(), &ids)
+            .collect()
     }
 
     /// Encode `texts` into `out` (`texts.len() × dim` values, row-major), in parallel.
