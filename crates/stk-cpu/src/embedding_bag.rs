@@ -163,12 +163,12 @@ impl EmbeddingBag {
         let weights = self.weights.as_deref();
         for (&id, out) in ids.iter().zip(out.chunks_exact_mut(d.max(1))) {
             let r = mapping.map_or(id as usize, |m| m[id as usize] as usize);
-            let row = &table[r * d..r * d + d];
+            widen_row(&table[r * d..r * d + d], out);
             // Scaled and rounded to f32 per element, as the bag's sums add them.
-            let w = weights.map_or(1.0, |w| w[id as usize]);
-            out.iter_mut()
-                .zip(row)
-                .for_each(|(o, &x)| *o = x.widen() * w);
+            if let Some(w) = weights {
+                let w = w[id as usize];
+                out.iter_mut().for_each(|v| *v *= w);
+            }
         }
     }
 
@@ -336,6 +336,16 @@ fn mean<T: Element, const MAPPED: bool, const WEIGHTED: bool>(
     }
     let n = ids.len() as f32;
     out.iter_mut().for_each(|v| *v /= n);
+}
+
+/// `row` widened to f32 into `out` (equal lengths): half-precision rows through `half`'s
+/// slice conversion (F16C where the CPU has it), the same values as `widen` one by one.
+fn widen_row<T: Element>(row: &[T], out: &mut [f32]) {
+    match T::KIND {
+        Kind::F16 => bytemuck::cast_slice::<T, f16>(row).convert_to_f32_slice(out),
+        Kind::BF16 => bytemuck::cast_slice::<T, bf16>(row).convert_to_f32_slice(out),
+        Kind::F32 | Kind::I8 => out.iter_mut().zip(row).for_each(|(o, &x)| *o = x.widen()),
+    }
 }
 
 /// The table row token `id` reads: `table[mapping[id]]` when `MAPPED`, else `table[id]`.
