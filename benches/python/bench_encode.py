@@ -5,7 +5,10 @@
 1. Encoding the bench corpus (../shared/bench/sentences.txt, 4 times = 51,920 sentences) with
    potion-base-8M: ``stk.StaticModel.encode`` vs model2vec 0.10 ``StaticModel.encode`` vs
    sentence-transformers 6.2 ``SentenceTransformer`` (StaticEmbedding + Normalize), batch 1024.
-2. Mean pooling of ``[64, 256, 768]`` float32 token embeddings (ragged mask): ``stk.pool`` vs
+2. Token embeddings of the bench corpus (once, 12,980 sentences): ``StaticModel.encode_as_sequence``
+   of stk vs model2vec (``use_multiprocessing=False``: model2vec's threads would not share the
+   thread count), values checked equal first.
+3. Mean pooling of ``[64, 256, 768]`` float32 token embeddings (ragged mask): ``stk.pool`` vs
    sentence-transformers ``Pooling`` on torch.
 
 Every system gets the same thread count (stk ``threads=N``, ``torch.set_num_threads(N)``,
@@ -71,6 +74,17 @@ def main() -> None:
         args.repeat,
     )
 
+    corpus = sentences[: len(sentences) // 4]
+    for got, want in zip(ours.encode_as_sequence(corpus), m2v.encode_as_sequence(corpus, use_multiprocessing=False)):
+        np.testing.assert_array_equal(got, want.astype(np.float32))
+    sequence = best_of(
+        {
+            "stk": lambda: ours.encode_as_sequence(corpus),
+            "model2vec": lambda: m2v.encode_as_sequence(corpus, use_multiprocessing=False),
+        },
+        args.repeat,
+    )
+
     rng = np.random.default_rng(0)
     b, t, d = 64, 256, 768
     tokens = torch.from_numpy(rng.standard_normal((b, t, d), dtype=np.float32))
@@ -95,6 +109,9 @@ def main() -> None:
         "encode_sentences_per_s": {k: n / v for k, v in encode.items()},
         "encode_ratio_vs_model2vec": encode["model2vec"] / encode["stk"],
         "encode_ratio_vs_sentence_transformers": encode["sentence-transformers"] / encode["stk"],
+        "sequence_sentences": len(corpus),
+        "sequence_sentences_per_s": {k: len(corpus) / v for k, v in sequence.items()},
+        "sequence_ratio_vs_model2vec": sequence["model2vec"] / sequence["stk"],
         "pool_mean_shape": [b, t, d],
         "pool_gb_per_s": {k: gb / v for k, v in pool.items()},
         "pool_ratio_vs_sentence_transformers": pool["Pooling"] / pool["stk.pool"],

@@ -7,7 +7,9 @@ use numpy::ndarray::Array2;
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PySlice, PyString, PyTuple};
-use stk::{Elements, EncodeOptions, LoadOptions, MaxLength, Model, Precision, Semantics};
+use stk::{
+    Elements, EncodeOptions, LoadOptions, MaxLength, Model, Precision, Semantics, TokenEmbeddings,
+};
 
 use crate::arrays::type_name;
 use crate::errors::{type_error, value_error, IntoPyResult};
@@ -332,18 +334,9 @@ impl StaticModel {
             batches.push(self.model.encode_as_sequence(batch, max_length)?);
             Ok(())
         })?;
-        let dim = self.model.dim();
         let mut arrays = Vec::with_capacity(texts.len());
         for batch in batches {
-            let (values, offsets) = batch.into_parts();
-            let rows = offsets.last().copied().unwrap_or(0);
-            let all = Array2::from_shape_vec((rows, dim), values)
-                .map_err(|e| value_error(format!("output shape: {e}")))?
-                .into_pyarray(py);
-            for w in offsets.windows(2) {
-                let rows = PySlice::new(py, w[0] as isize, w[1] as isize, 1);
-                arrays.push(all.call_method1("__getitem__", (rows,))?);
-            }
+            push_text_views(py, batch, &mut arrays)?;
         }
         if single {
             return Ok(arrays.swap_remove(0));
@@ -471,6 +464,26 @@ impl StaticModel {
             .into_pyobject(py)?;
         Ok((loader, args))
     }
+}
+
+/// One numpy array of a batch's token rows (handed over without a copy), and a view of it
+/// per text pushed onto `arrays`.
+fn push_text_views<'py>(
+    py: Python<'py>,
+    batch: TokenEmbeddings,
+    arrays: &mut Vec<Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    let dim = batch.dim();
+    let (values, offsets) = batch.into_parts();
+    let rows = offsets.last().copied().unwrap_or(0);
+    let all = Array2::from_shape_vec((rows, dim), values)
+        .map_err(|e| value_error(format!("output shape: {e}")))?
+        .into_pyarray(py);
+    for w in offsets.windows(2) {
+        let text_rows = PySlice::new(py, w[0] as isize, w[1] as isize, 1);
+        arrays.push(all.call_method1("__getitem__", (text_rows,))?);
+    }
+    Ok(())
 }
 
 /// Texts `data[offsets[i]..offsets[i + 1]]`, checked to be in bounds, ordered and UTF-8.
