@@ -35,7 +35,7 @@ pub use output_file::{AlignedVec, OutputFile, WriteMode};
 pub use pooling_mode::{PoolingMode, PoolingSpec};
 pub use shape::Shape;
 pub use st::{write_file_atomic, write_safetensors, SafetensorsFile};
-pub use tensor::{SharedBytes, Tensor};
+pub use tensor::{zeroed_f32s, SharedBytes, Tensor};
 
 /// Re-exported so that downstream crates use the same `half` version.
 pub use half::{bf16, f16};

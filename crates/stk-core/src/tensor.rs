@@ -148,14 +148,7 @@ impl Tensor {
         fill: impl FnOnce(&mut [f32]) -> Result<()>,
     ) -> Result<Self> {
         let shape = shape.into();
-        let too_large = |bytes: Option<usize>| {
-            let size = bytes.map_or("more than the address space".into(), |b| {
-                format!("{b} bytes")
-            });
-            Error::invalid(format!(
-                "{what}: its f32 copy needs {size}, which cannot be allocated on this machine"
-            ))
-        };
+        let too_large = |bytes| cannot_allocate(&format!("{what}: its f32 copy"), bytes);
         let n = shape.checked_numel().ok_or_else(|| too_large(None))?;
         let len = n.checked_mul(4).ok_or_else(|| too_large(None))?;
         let mut words: Vec<u64> = Vec::new();
@@ -359,11 +352,49 @@ impl Tensor {
     }
 }
 
+/// `n` zeros for an output (`what` names it in the error): an error, not an abort, when the
+/// machine cannot allocate them, so that a caller in Python or C gets an exception or a code.
+pub fn zeroed_f32s(n: usize, what: &str) -> Result<Vec<f32>> {
+    let bytes = n.checked_mul(std::mem::size_of::<f32>());
+    // The fallible reservation asks the allocator first; it is given back, since `vec!` of
+    // zeros takes lazily zeroed pages (calloc) where filling the reservation would write
+    // every byte once more. Only a concurrent allocation between the two could still fail.
+    let mut probe: Vec<f32> = Vec::new();
+    probe
+        .try_reserve_exact(n)
+        .map_err(|_| cannot_allocate(what, bytes))?;
+    drop(probe);
+    Ok(vec![0.0; n])
+}
+
+/// The error for a buffer of `bytes` (`None`: more than the address space) that cannot be had.
+fn cannot_allocate(what: &str, bytes: Option<usize>) -> Error {
+    let size = bytes.map_or("more than the address space".into(), |b| {
+        format!("{b} bytes")
+    });
+    Error::invalid(format!(
+        "{what} needs {size}, which cannot be allocated on this machine"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::expect_err;
     use half::{bf16, f16};
+
+    /// Outputs too large for the machine are errors naming them, whatever the reason.
+    #[test]
+    fn impossible_outputs_are_errors() {
+        assert_eq!(zeroed_f32s(3, "rows").unwrap(), [0.0; 3]);
+        for n in [usize::MAX, usize::MAX / 4, 1 << 50] {
+            let e = zeroed_f32s(n, "rows").unwrap_err().to_string();
+            assert!(
+                e.starts_with("invalid argument: rows needs") && e.contains("cannot be allocated"),
+                "{n}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn round_trips_and_converts() {

@@ -192,7 +192,7 @@ impl StaticModel {
             .len()
             .checked_mul(dim)
             .ok_or_else(|| value_error("too many sentences for one output array"))?;
-        let mut out = vec![0f32; len];
+        let mut out = stk_core::zeroed_f32s(len, "the embeddings").py()?;
         let mut filled = 0;
         self.for_each_batch(py, texts, batch_size, show_progress_bar, |batch| {
             let rows = &mut out[filled..filled + batch.len() * dim];

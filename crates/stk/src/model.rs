@@ -537,7 +537,7 @@ impl Model {
             .len()
             .checked_mul(self.dim)
             .ok_or_else(|| Error::invalid("too many texts for one output buffer"))?;
-        let mut data = vec![0f32; len];
+        let mut data = stk_core::zeroed_f32s(len, "the embeddings")?;
         self.encode_into(texts, &mut data)?;
         Embeddings::new(data, texts.len(), self.dim)
     }

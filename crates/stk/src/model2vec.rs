@@ -411,7 +411,7 @@ impl TokenEmbeddings {
         let len = total
             .checked_mul(dim)
             .ok_or_else(|| Error::invalid("too many tokens for one output buffer"))?;
-        let mut values = vec![0f32; len];
+        let mut values = stk_core::zeroed_f32s(len, "the token embeddings")?;
         let mut slices = Vec::with_capacity(ids.len());
         let mut rest = values.as_mut_slice();
         for ids in ids {
