@@ -176,18 +176,15 @@ pub fn sequence_offsets(
     Ok(())
 }
 
-/// `stk_model_encode_as_sequence`: every text's token rows, one after the other, into `out`
-/// (exactly `rows × dim` values).
+/// `stk_model_encode_as_sequence`: every text's token rows, one after the other, written
+/// straight into `out` (exactly `rows × dim` values).
 pub fn encode_as_sequence(
     model: &Model,
     texts: &[&str],
     max_length_or_max: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    let rows = model.encode_as_sequence(texts, max_length(max_length_or_max))?;
-    let total = rows.offsets().last().copied().unwrap_or(0);
-    check_out_len(total, model.dim(), out.len())?;
-    out.copy_from_slice(rows.as_slice());
+    model.encode_as_sequence_into(texts, max_length(max_length_or_max), out)?;
     Ok(())
 }
 

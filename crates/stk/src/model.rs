@@ -562,6 +562,18 @@ impl Model {
             .encode_as_sequence(texts, max_length)
     }
 
+    /// [`Model::encode_as_sequence`] into `out`, which must hold exactly every text's rows
+    /// ([`Model::sequence_lengths`] × dim values); returns the row offsets. Model2vec only.
+    pub fn encode_as_sequence_into(
+        &self,
+        texts: &[&str],
+        max_length: Option<usize>,
+        out: &mut [f32],
+    ) -> Result<Vec<usize>> {
+        self.model2vec("encode_as_sequence")?
+            .encode_as_sequence_into(texts, max_length, out)
+    }
+
     /// How many rows [`Model::encode_as_sequence`] gives each text (it only tokenizes: the
     /// size of the output before computing it). Only for model2vec semantics.
     pub fn sequence_lengths(

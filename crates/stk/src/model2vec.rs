@@ -339,6 +339,19 @@ impl Model2Vec {
         TokenEmbeddings::gather(self.embedding.bag(), &ids)
     }
 
+    /// [`Model2Vec::encode_as_sequence`] into `out`, which must hold exactly every text's rows
+    /// ([`Model2Vec::sequence_lengths`]); returns the `texts.len() + 1` row offsets.
+    pub fn encode_as_sequence_into(
+        &self,
+        texts: &[&str],
+        max_length: Option<usize>,
+        out: &mut [f32],
+    ) -> Result<Vec<usize>> {
+        let ids = self.sequence_ids(texts, max_length)?;
+        rows_into(self.embedding.bag(), &ids, out)?;
+        Ok(row_offsets(&ids))
+    }
+
     /// How many rows [`Model2Vec::encode_as_sequence`] gives each text (only tokenizes).
     pub fn sequence_lengths(
         &self,
@@ -380,6 +393,39 @@ impl Model2Vec {
     }
 }
 
+/// `ids.len() + 1` row offsets of the id lists laid end to end, from 0.
+fn row_offsets(ids: &[Vec<u32>]) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(ids.iter().scan(0usize, |end, ids| {
+            *end += ids.len();
+            Some(*end)
+        }))
+        .collect()
+}
+
+/// The rows of every id list, one list after the other, into `out` (exactly all their rows),
+/// in parallel.
+fn rows_into(bag: &EmbeddingBag, ids: &[Vec<u32>], out: &mut [f32]) -> Result<()> {
+    let rows: usize = ids.iter().map(Vec::len).sum();
+    if rows.checked_mul(bag.dim()) != Some(out.len()) {
+        return Err(Error::shape(
+            "out",
+            format!("{rows} token rows × {} values", bag.dim()),
+            &[out.len()],
+        ));
+    }
+    let mut slices = Vec::with_capacity(ids.len());
+    let mut rest = out;
+    for ids in ids {
+        let (text_rows, tail) = rest.split_at_mut(ids.len() * bag.dim());
+        slices.push(text_rows);
+        rest = tail;
+    }
+    ids.par_iter()
+        .zip(slices)
+        .try_for_each(|(ids, rows)| bag.rows_into(ids, rows))
+}
+
 /// Whether a text is cut to `max_length × median_token_length` characters before tokenizing.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum CharCut {
@@ -400,32 +446,16 @@ pub struct TokenEmbeddings {
 impl TokenEmbeddings {
     /// The rows of every id list, read from `bag` in parallel.
     fn gather(bag: &EmbeddingBag, ids: &[Vec<u32>]) -> Result<TokenEmbeddings> {
-        let dim = bag.dim();
-        let offsets: Vec<usize> = std::iter::once(0)
-            .chain(ids.iter().scan(0usize, |end, ids| {
-                *end += ids.len();
-                Some(*end)
-            }))
-            .collect();
-        let total = offsets.last().copied().unwrap_or(0);
-        let len = total
-            .checked_mul(dim)
+        let offsets = row_offsets(ids);
+        let len = offsets[ids.len()]
+            .checked_mul(bag.dim())
             .ok_or_else(|| Error::invalid("too many tokens for one output buffer"))?;
         let mut values = stk_core::zeroed_f32s(len, "the token embeddings")?;
-        let mut slices = Vec::with_capacity(ids.len());
-        let mut rest = values.as_mut_slice();
-        for ids in ids {
-            let (text_rows, tail) = rest.split_at_mut(ids.len() * dim);
-            slices.push(text_rows);
-            rest = tail;
-        }
-        ids.par_iter()
-            .zip(slices)
-            .try_for_each(|(ids, rows)| bag.rows_into(ids, rows))?;
+        rows_into(bag, ids, &mut values)?;
         Ok(TokenEmbeddings {
             values,
             offsets,
-            dim,
+            dim: bag.dim(),
         })
     }
 
@@ -632,6 +662,19 @@ mod tests {
                 assert_eq!(got.tokens(i), rows.len() / 2);
             }
         }
+        // Into a caller's buffer: the same rows and offsets; any other length is refused.
+        let all = m.encode_as_sequence(&texts, None).unwrap();
+        let mut out = vec![f32::NAN; all.as_slice().len()];
+        let offsets = m.encode_as_sequence_into(&texts, None, &mut out).unwrap();
+        assert_eq!((&out[..], &offsets[..]), (all.as_slice(), all.offsets()));
+        let e = m
+            .encode_as_sequence_into(&texts, None, &mut out[1..])
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("out: expected shape 3 token rows × 2 values"),
+            "{e}"
+        );
         let none = m.encode_as_sequence(&[], None).unwrap();
         assert_eq!(
             (none.texts(), none.offsets(), none.as_slice()),
