@@ -159,20 +159,14 @@ fn max_length(max_length: usize) -> Option<usize> {
 }
 
 /// `stk_model_sequence_offsets`: `offsets[i]..offsets[i + 1]` are the rows of text `i`
-/// (`texts.len() + 1` entries, from 0).
+/// (`offsets` holds `texts.len() + 1` entries).
 pub fn sequence_offsets(
     model: &Model,
     texts: &[&str],
     max_length_or_max: usize,
     offsets: &mut [usize],
 ) -> Result<()> {
-    let lengths = model.sequence_lengths(texts, max_length(max_length_or_max))?;
-    let mut end = 0usize;
-    offsets[0] = 0;
-    for (offset, n) in offsets[1..].iter_mut().zip(lengths) {
-        end += n;
-        *offset = end;
-    }
+    offsets.copy_from_slice(&model.sequence_offsets(texts, max_length(max_length_or_max))?);
     Ok(())
 }
 

@@ -163,12 +163,19 @@ fn write_pool_case(data: &Path, case: &str, name: &str, narrow: bool) {
     std::fs::write(data.join(format!("{name}.case")), lines.join("\n") + "\n").unwrap();
 }
 
+/// The golden case whose texts `encode.texts` holds.
+const ENCODE_CASE: &str = "model2vec_potion-base-8M-f16";
+
+/// The texts of a golden case.
+fn golden_texts(case: &str) -> Vec<String> {
+    serde_json::from_str(&std::fs::read_to_string(golden(case).join("texts.json")).unwrap())
+        .unwrap()
+}
+
 /// The files stk_test.c reads (see its header comment).
 fn write_cases(data: &Path) {
-    let encode = "model2vec_potion-base-8M-f16";
-    let texts: Vec<String> =
-        serde_json::from_str(&std::fs::read_to_string(golden(encode).join("texts.json")).unwrap())
-            .unwrap();
+    let encode = ENCODE_CASE;
+    let texts = golden_texts(encode);
     write_texts(&data.join("encode.texts"), &texts);
     let expected = SafetensorsFile::open(golden(encode).join("expected.safetensors"))
         .unwrap()
@@ -256,11 +263,7 @@ fn write_option_cases(data: &Path) {
 /// `seqK.case` (model folder, `max_length` or -1 for none), `seqK.offsets` (u64 row offsets)
 /// and `seqK.expected` (f32 rows) over the texts of `encode.texts`; `seq.case` their count.
 fn write_sequence_cases(data: &Path) {
-    let texts: Vec<String> = serde_json::from_str(
-        &std::fs::read_to_string(golden("model2vec_potion-base-8M-f16").join("texts.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    let texts = golden_texts(ENCODE_CASE);
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let models = ["potion-base-8M-int8-vq2048-d128", "stk-unigram-8k-64d-int8"];
     let cases = models

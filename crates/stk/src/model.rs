@@ -563,7 +563,8 @@ impl Model {
     }
 
     /// [`Model::encode_as_sequence`] into `out`, which must hold exactly every text's rows
-    /// ([`Model::sequence_lengths`] × dim values); returns the row offsets. Model2vec only.
+    /// (the last of [`Model::sequence_offsets`] × dim values); returns the row offsets.
+    /// Model2vec only.
     pub fn encode_as_sequence_into(
         &self,
         texts: &[&str],
@@ -574,30 +575,22 @@ impl Model {
             .encode_as_sequence_into(texts, max_length, out)
     }
 
-    /// How many rows [`Model::encode_as_sequence`] gives each text (it only tokenizes: the
-    /// size of the output before computing it). Only for model2vec semantics.
-    pub fn sequence_lengths(
+    /// The row offsets [`Model::encode_as_sequence`] gives `texts` (`texts.len() + 1`, from
+    /// 0): the size of the output before computing it (it only tokenizes). Model2vec only.
+    pub fn sequence_offsets(
         &self,
         texts: &[&str],
         max_length: Option<usize>,
     ) -> Result<Vec<usize>> {
-        self.model2vec("sequence_lengths")?
-            .sequence_lengths(texts, max_length)
+        self.model2vec("sequence_offsets")?
+            .sequence_offsets(texts, max_length)
     }
 
     /// model2vec's `tokenize(texts)`: each text's ids, truncated to the model's `max_length`,
     /// the unknown id dropped (see [`Model2Vec::tokenize_into`]). Only for model2vec
     /// semantics. In parallel.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let model = self.model2vec("tokenize")?;
-        texts
-            .par_iter()
-            .map(|text| {
-                let mut ids = Vec::new();
-                model.tokenize_into(text, &mut ids)?;
-                Ok(ids)
-            })
-            .collect()
+        self.model2vec("tokenize")?.tokenize(texts)
     }
 
     /// The model2vec engine, or an error saying that `what` needs one.

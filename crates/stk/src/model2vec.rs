@@ -340,7 +340,7 @@ impl Model2Vec {
     }
 
     /// [`Model2Vec::encode_as_sequence`] into `out`, which must hold exactly every text's rows
-    /// ([`Model2Vec::sequence_lengths`]); returns the `texts.len() + 1` row offsets.
+    /// ([`Model2Vec::sequence_offsets`]); returns the `texts.len() + 1` row offsets.
     pub fn encode_as_sequence_into(
         &self,
         texts: &[&str],
@@ -352,26 +352,38 @@ impl Model2Vec {
         Ok(row_offsets(&ids))
     }
 
-    /// How many rows [`Model2Vec::encode_as_sequence`] gives each text (only tokenizes).
-    pub fn sequence_lengths(
+    /// The row offsets [`Model2Vec::encode_as_sequence`] gives `texts` (`texts.len() + 1`,
+    /// from 0: text `i` is rows `offsets[i]..offsets[i + 1]`); only tokenizes.
+    pub fn sequence_offsets(
         &self,
         texts: &[&str],
         max_length: Option<usize>,
     ) -> Result<Vec<usize>> {
-        Ok(self
-            .sequence_ids(texts, max_length)?
-            .iter()
-            .map(Vec::len)
-            .collect())
+        Ok(row_offsets(&self.sequence_ids(texts, max_length)?))
+    }
+
+    /// model2vec's `tokenize` ([`Model2Vec::tokenize_into`]) of every text, in parallel.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        self.ids_of(texts, self.max_length, CharCut::No)
     }
 
     /// [`Model2Vec::sequence_ids_into`] of every text, in parallel.
     fn sequence_ids(&self, texts: &[&str], max_length: Option<usize>) -> Result<Vec<Vec<u32>>> {
+        self.ids_of(texts, max_length, CharCut::Yes)
+    }
+
+    /// [`Model2Vec::ids_into`] of every text, in parallel.
+    fn ids_of(
+        &self,
+        texts: &[&str],
+        max_length: Option<usize>,
+        cut: CharCut,
+    ) -> Result<Vec<Vec<u32>>> {
         texts
             .par_iter()
             .map(|text| {
                 let mut ids = Vec::new();
-                self.sequence_ids_into(text, max_length, &mut ids)?;
+                self.ids_into(text, max_length, cut, &mut ids)?;
                 Ok(ids)
             })
             .collect()
